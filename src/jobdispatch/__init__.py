@@ -1,0 +1,32 @@
+"""jobdispatch: a priority/bulkhead worker-pool job dispatcher for threads.
+
+Each priority gets its own isolated pool of worker threads and a bounded
+queue; ``dispatch`` blocks while a pool is full; ``wait`` and ``batch`` put
+barriers between rounds of work; ``finalize`` drains and joins everything.
+"""
+
+from ._batch import Batch as Batch
+from ._config import DEFAULT_QUEUE_SIZE as DEFAULT_QUEUE_SIZE
+from ._config import PoolConfig as PoolConfig
+from ._dispatcher import Dispatcher as Dispatcher
+from ._errors import DispatcherClosed as DispatcherClosed
+from ._errors import DispatcherError as DispatcherError
+from ._errors import PoolFull as PoolFull
+from ._errors import UnknownPriority as UnknownPriority
+from ._job import Job as Job
+from ._stats import PoolStats as PoolStats
+
+__version__ = "1.0.0"
+
+__all__ = [
+    "DEFAULT_QUEUE_SIZE",
+    "Batch",
+    "Dispatcher",
+    "DispatcherClosed",
+    "DispatcherError",
+    "Job",
+    "PoolConfig",
+    "PoolFull",
+    "PoolStats",
+    "UnknownPriority",
+]

@@ -1,0 +1,152 @@
+"""Batches: a group of jobs that a ``with`` block waits for."""
+
+from __future__ import annotations
+
+import threading
+from types import TracebackType
+from typing import TYPE_CHECKING
+
+from ._errors import DispatcherClosed, DispatcherError
+from ._pool import logger
+
+if TYPE_CHECKING:
+    from ._dispatcher import Dispatcher, JobLike
+
+__all__ = ["Batch"]
+
+
+class Batch:
+    """A round of jobs on a dispatcher, ended by a barrier.
+
+    Made by `Dispatcher.batch`. Jobs dispatched through the batch run in
+    their pools like any other; leaving the ``with`` block waits for them,
+    and only them. Several batches may be open on one dispatcher at once.
+
+    Example:
+        ```python
+        with dispatcher.batch() as batch:
+            for path in paths:
+                batch.dispatch(lambda p=path: compress(p), priority=1)
+        # every compress() has finished here
+        ```
+
+    If any job of the batch raised, leaving the block raises an
+    `ExceptionGroup` of their exceptions; those failures are not passed to
+    the dispatcher's ``on_error``. If the block itself raises, the batch's
+    jobs that have not started are cancelled, the running ones are awaited,
+    and the block's exception propagates unchanged.
+    """
+
+    def __init__(self, dispatcher: Dispatcher) -> None:
+        self._dispatcher = dispatcher
+        self._condition = threading.Condition(threading.Lock())
+        self._pending = 0
+        self._total = 0
+        self._finished = 0
+        self._errors: list[BaseException] = []
+        self._cancelled = 0
+        self._cancelling = False
+        self._state = "new"
+
+    # -- public ------------------------------------------------------------
+
+    @property
+    def total(self) -> int:
+        """Jobs dispatched through this batch so far."""
+        with self._condition:
+            return self._total
+
+    @property
+    def done(self) -> int:
+        """Jobs of this batch that finished, failed or were cancelled."""
+        with self._condition:
+            return self._finished
+
+    def dispatch(self, job: JobLike, *, priority: int | None = None, timeout: float | None = None) -> None:
+        """Dispatch ``job`` as part of this batch.
+
+        Takes the same arguments as `Dispatcher.dispatch`, and raises the
+        same errors.
+        """
+        self._add()
+        try:
+            self._dispatcher._submit(job, priority, timeout, self)
+        except BaseException:
+            self._job_over(cancelled=False, counted=False)
+            raise
+
+    def dispatch_later(self, delay: float, job: JobLike, *, priority: int | None = None) -> None:
+        """Dispatch ``job`` as part of this batch, ``delay`` seconds from now.
+
+        Takes the same arguments as `Dispatcher.dispatch_later`.
+        """
+        self._add()
+        try:
+            self._dispatcher._submit_later(delay, job, priority, self)
+        except BaseException:
+            self._job_over(cancelled=False, counted=False)
+            raise
+
+    def __enter__(self) -> Batch:
+        with self._condition:
+            if self._state != "new":
+                raise DispatcherError("a batch can be entered only once")
+            self._state = "open"
+        return self
+
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        self._dispatcher._refuse_in_own_worker("leave a batch")
+        if exc is not None:
+            self._cancelling = True
+        try:
+            with self._condition:
+                while self._pending:
+                    self._condition.wait()
+                self._state = "closed"
+        except BaseException:
+            # Interrupted (Ctrl-C): drop what has not started and let it go.
+            self._cancelling = True
+            raise
+        if exc is not None:
+            for error in self._errors:
+                logger.error("a job of a batch left by an exception failed", exc_info=error)
+            return
+        if self._errors:
+            count = len(self._errors)
+            raise BaseExceptionGroup(f"{count} of {self._total} jobs in the batch failed", self._errors)
+        if self._cancelled:
+            raise DispatcherClosed(f"{self._cancelled} of {self._total} jobs in the batch were cancelled")
+
+    def __repr__(self) -> str:
+        with self._condition:
+            return f"<jobdispatch.Batch {self._state}, {self._finished}/{self._total} done, {len(self._errors)} failed>"
+
+    # -- called by pools ---------------------------------------------------
+
+    def _add(self) -> None:
+        with self._condition:
+            if self._state != "open":
+                raise DispatcherError("dispatch through a batch only inside its with block")
+            self._pending += 1
+            self._total += 1
+
+    def _record_error(self, error: BaseException) -> None:
+        with self._condition:
+            self._errors.append(error)
+
+    def _job_over(self, *, cancelled: bool, counted: bool = True) -> None:
+        with self._condition:
+            self._pending -= 1
+            if counted:
+                self._finished += 1
+                if cancelled:
+                    self._cancelled += 1
+            else:
+                self._total -= 1
+            if not self._pending:
+                self._condition.notify_all()

@@ -1,0 +1,109 @@
+"""Pool configuration and its validation."""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass
+from typing import TypeAlias
+
+__all__ = ["DEFAULT_QUEUE_SIZE", "ConfigLike", "PoolConfig"]
+
+#: Jobs a pool holds waiting for a worker, beyond the ones running, unless
+#: `PoolConfig.queue_size` says otherwise. Large enough for producers and
+#: workers to hand jobs over in bursts, small enough to stay well under a
+#: megabyte per pool.
+DEFAULT_QUEUE_SIZE = 1024
+
+
+def _check_int(name: str, value: object, minimum: int) -> int:
+    if isinstance(value, bool) or not isinstance(value, int):
+        raise TypeError(f"{name} must be an int, got {value!r}")
+    if value < minimum:
+        raise ValueError(f"{name} must be >= {minimum}, got {value!r}")
+    return int(value)
+
+
+def check_priority(value: object, name: str = "priority") -> int:
+    """Return ``value`` as an int priority, or raise `TypeError`."""
+    if isinstance(value, bool) or not isinstance(value, int):
+        raise TypeError(f"{name} must be an int, got {value!r}")
+    return int(value)
+
+
+def check_timeout(value: object, name: str = "timeout") -> float | None:
+    """Return a finite, non-negative number of seconds, or ``None``."""
+    if value is None:
+        return None
+    if isinstance(value, bool) or not isinstance(value, (int, float)):
+        raise TypeError(f"{name} must be a number of seconds or None, got {value!r}")
+    if math.isnan(value) or value < 0:
+        raise ValueError(f"{name} must be >= 0, got {value!r}")
+    return float(value)
+
+
+@dataclass(frozen=True, slots=True)
+class PoolConfig:
+    """How one pool is built: its priority, its threads and its queue.
+
+    Args:
+        priority: The priority whose jobs the pool runs. Any int; pools are
+            independent, so the number is a name, not a rank.
+        workers: The most threads the pool runs at once (>= 1). Threads start
+            on demand, so a large number costs nothing until it is used.
+        queue_size: How many jobs may wait for a worker (>= 0). When the
+            workers are all busy and the queue is full, `Dispatcher.dispatch`
+            blocks. With 0, a dispatch returns only once a worker is free for
+            the job.
+
+    Raises:
+        TypeError: A field is not an int (bools are refused too).
+        ValueError: ``workers < 1`` or ``queue_size < 0``.
+    """
+
+    priority: int
+    workers: int
+    queue_size: int = DEFAULT_QUEUE_SIZE
+
+    def __post_init__(self) -> None:
+        check_priority(self.priority)
+        _check_int("workers", self.workers, 1)
+        _check_int("queue_size", self.queue_size, 0)
+
+
+ConfigLike: TypeAlias = "int | Mapping[int, int] | Iterable[PoolConfig]"
+
+
+def normalize_config(config: object) -> tuple[PoolConfig, ...]:
+    """Turn any accepted form of ``config`` into a tuple of `PoolConfig`.
+
+    Raises:
+        TypeError: ``config`` or one of its items has the wrong type.
+        ValueError: ``config`` is empty, repeats a priority, or holds a bad
+            number.
+    """
+    pools: tuple[PoolConfig, ...]
+    if isinstance(config, bool):
+        raise TypeError(f"config must be an int, a mapping or PoolConfigs, got {config!r}")
+    if isinstance(config, int):
+        pools = (PoolConfig(0, config),)
+    elif isinstance(config, Mapping):
+        pools = tuple(PoolConfig(priority, workers) for priority, workers in config.items())
+    elif isinstance(config, PoolConfig):
+        pools = (config,)
+    elif isinstance(config, Iterable) and not isinstance(config, (str, bytes)):
+        items = tuple(config)
+        for item in items:
+            if not isinstance(item, PoolConfig):
+                raise TypeError(f"config items must be PoolConfig, got {item!r}")
+        pools = items
+    else:
+        raise TypeError(f"config must be an int, a mapping or PoolConfigs, got {config!r}")
+    if not pools:
+        raise ValueError("config must describe at least one pool, got none")
+    seen: set[int] = set()
+    for pool in pools:
+        if pool.priority in seen:
+            raise ValueError(f"config has priority {pool.priority!r} more than once")
+        seen.add(pool.priority)
+    return pools

@@ -1,0 +1,433 @@
+"""One bulkhead: a bounded queue of jobs and the threads that run them.
+
+The hand-off is built only from C-implemented primitives. A pool owns two
+`queue.SimpleQueue` objects: ``_jobs`` carries work items to the workers,
+and ``_slots`` holds one token per place in the pool (``workers +
+queue_size``). A producer takes a token before it enqueues a job and a worker
+gives it back when the job is over, so a producer blocks, inside C, exactly
+while the pool is full. Every counter is changed under the pool's own lock,
+which no other pool ever takes: pools share nothing.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import contextvars
+import logging
+import threading
+from collections import deque
+from collections.abc import Callable
+from queue import Empty, SimpleQueue
+from typing import TYPE_CHECKING, Any, TypeAlias
+
+from ._config import PoolConfig
+from ._errors import DispatcherClosed, PoolFull
+from ._stats import PoolStats
+
+if TYPE_CHECKING:
+    from ._batch import Batch
+
+__all__ = ["ErrorHandler", "Generation", "Pool", "current_pool", "safe_repr"]
+
+logger = logging.getLogger("jobdispatch")
+
+ErrorHandler: TypeAlias = Callable[[Any, BaseException], object]
+
+# A work item: (job, callable to run, generation, batch or None, context or None).
+_Item: TypeAlias = "tuple[object, Callable[[], object], Generation, Batch | None, contextvars.Context | None]"
+
+_worker_state = threading.local()
+
+
+def current_pool() -> Pool | None:
+    """Return the pool whose worker thread is calling, or ``None``."""
+    pool: Pool | None = getattr(_worker_state, "pool", None)
+    return pool
+
+
+def safe_repr(obj: object) -> str:
+    """Return ``repr(obj)``, or a plain description if that raises."""
+    try:
+        return repr(obj)
+    except Exception:
+        return f"<{type(obj).__qualname__} object at {id(obj):#x} (repr failed)>"
+
+
+class Generation:
+    """The jobs dispatched to a pool between two calls to `Dispatcher.wait`.
+
+    ``wait`` closes the current generation and waits until the closed ones
+    have no pending job, which gives it exact barrier semantics even while
+    other threads keep dispatching.
+    """
+
+    __slots__ = ("done", "pending")
+
+    def __init__(self) -> None:
+        self.pending = 0
+        self.done: threading.Event | None = None
+
+
+class Pool:
+    """The queue, the threads and the counters of one priority."""
+
+    def __init__(self, config: PoolConfig, *, owner: object, name: str, on_error: ErrorHandler | None) -> None:
+        self.priority = config.priority
+        self.workers = config.workers
+        self.queue_size = config.queue_size
+        self.owner = owner
+        self._thread_name = f"{name}-p{config.priority}"
+        self._on_error = on_error
+        self._lock = threading.Lock()
+        self._jobs: SimpleQueue[_Item | None] = SimpleQueue()
+        self._slots: SimpleQueue[bool] = SimpleQueue()
+        put_slot = self._slots.put
+        for _ in range(config.workers + config.queue_size):
+            put_slot(True)
+        self._threads: list[threading.Thread] = []
+        self._spawning = True  # fewer threads than workers so far
+        self._generation = Generation()
+        self._closed_generations: list[Generation] = []
+        self._due: deque[_Item] = deque()
+        self._closed = False
+        self._stopping = False
+        self._sentinels = 0
+        self._blocked_producers = 0
+        self._entered = 0  # items ever put into _jobs
+        self._left = 0  # items taken out of _jobs and finished, or drained
+        self._delayed = 0
+        self._completed = 0
+        self._failed = 0
+        self._cancelled = 0
+
+    # -- producers ---------------------------------------------------------
+
+    def submit(
+        self,
+        job: object,
+        fn: Callable[[], object],
+        batch: Batch | None,
+        context: contextvars.Context | None,
+        timeout: float | None,
+    ) -> None:
+        """Enqueue a job, blocking while the pool is full.
+
+        Raises:
+            PoolFull: No room came before ``timeout`` ran out.
+            DispatcherClosed: The pool was closed.
+        """
+        try:
+            self._slots.get(False)
+        except Empty:
+            if not self._wait_for_slot(timeout):
+                self._run_inline(job, fn, batch, context)
+                return
+        with self._lock:
+            if self._closed:
+                raise DispatcherClosed("cannot dispatch after finalize() was called")
+            generation = self._generation
+            generation.pending += 1
+            self._jobs.put((job, fn, generation, batch, context))
+            self._entered += 1
+            if self._spawning and self._entered - self._left > len(self._threads):
+                self._start_worker_locked()
+
+    def _wait_for_slot(self, timeout: float | None) -> bool:
+        """Block until the pool has room; ``False`` means run the job inline."""
+        if getattr(_worker_state, "pool", None) is self:
+            # A job is dispatching into its own full pool. Blocking here could
+            # deadlock once every worker does it, so the caller runs the job.
+            if timeout == 0:
+                raise PoolFull(f"pool {self.priority} is full")
+            return False
+        if timeout == 0:
+            raise PoolFull(f"pool {self.priority} is full")
+        with self._lock:
+            if self._closed:
+                raise DispatcherClosed("cannot dispatch after finalize() was called")
+            self._blocked_producers += 1
+        try:
+            self._slots.get(True, timeout)
+        except Empty:
+            raise PoolFull(f"pool {self.priority} stayed full for {timeout} s") from None
+        finally:
+            with self._lock:
+                self._blocked_producers -= 1
+        return True
+
+    def _run_inline(
+        self,
+        job: object,
+        fn: Callable[[], object],
+        batch: Batch | None,
+        context: contextvars.Context | None,
+    ) -> None:
+        with self._lock:
+            if self._closed:
+                raise DispatcherClosed("cannot dispatch after finalize() was called")
+        error = _call(fn, context)
+        if error is not None:
+            self._report(job, error, batch)
+        with self._lock:
+            if error is None:
+                self._completed += 1
+            else:
+                self._failed += 1
+        if batch is not None:
+            batch._job_over(cancelled=False)
+
+    def add_delayed(
+        self, job: object, fn: Callable[[], object], batch: Batch | None, context: contextvars.Context | None
+    ) -> _Item:
+        """Count a delayed job as pending and return its work item."""
+        with self._lock:
+            if self._closed:
+                raise DispatcherClosed("cannot dispatch after finalize() was called")
+            generation = self._generation
+            generation.pending += 1
+            self._delayed += 1
+            return (job, fn, generation, batch, context)
+
+    def submit_due(self, item: _Item) -> None:
+        """Enqueue a delayed job whose time has come, without ever blocking.
+
+        If the pool is full, the item waits in ``_due`` and the next worker
+        that frees a place hands it over, ahead of blocked producers.
+        """
+        with self._lock:
+            try:
+                self._slots.get(False)
+            except Empty:
+                self._due.append(item)
+                return
+            self._delayed -= 1
+            self._jobs.put(item)
+            self._entered += 1
+            if self._spawning and self._entered - self._left > len(self._threads):
+                self._start_worker_locked()
+
+    def _start_worker_locked(self) -> None:
+        thread = threading.Thread(
+            target=_work,
+            args=(self,),
+            name=f"{self._thread_name}-{len(self._threads) + 1}",
+            daemon=True,
+        )
+        thread.start()
+        self._threads.append(thread)
+        self._spawning = len(self._threads) < self.workers
+
+    def _release_slot_locked(self) -> None:
+        if self._due:
+            self._delayed -= 1
+            self._jobs.put(self._due.popleft())
+            self._entered += 1
+        else:
+            self._slots.put(True)
+
+    # -- workers -----------------------------------------------------------
+
+    def _report(self, job: object, error: BaseException, batch: Batch | None) -> None:
+        """Send a job's exception to its batch, to ``on_error``, or to the log."""
+        if batch is not None:
+            batch._record_error(error)
+            return
+        if self._on_error is not None:
+            try:
+                self._on_error(job, error)
+            except BaseException as hook_error:
+                _log(
+                    "on_error raised while handling the failure of job %s in pool %d",
+                    job,
+                    self.priority,
+                    hook_error,
+                )
+            else:
+                return
+        _log("job %s failed in pool %d", job, self.priority, error)
+
+    # -- barriers and shutdown ---------------------------------------------
+
+    def close_generation(self) -> list[Generation]:
+        """Start a new generation; return the older ones still pending."""
+        with self._lock:
+            generation = self._generation
+            if generation.pending:
+                generation.done = threading.Event()
+                self._closed_generations.append(generation)
+                self._generation = Generation()
+            self._closed_generations = [g for g in self._closed_generations if g.pending]
+            return list(self._closed_generations)
+
+    def close(self) -> None:
+        """Refuse new jobs and wake the producers blocked on a full pool."""
+        with self._lock:
+            self._closed = True
+            for _ in range(self._blocked_producers):
+                self._slots.put(True)
+
+    def cancel_queued(self) -> None:
+        """Drop the jobs that wait in the queue or for room (not yet started)."""
+        batches: list[Batch] = []
+        with self._lock:
+            while True:
+                try:
+                    item = self._jobs.get(False)
+                except Empty:
+                    break
+                if item is None:  # a sentinel: put it back for its worker
+                    self._jobs.put(None)
+                    break
+                self._left += 1
+                self._slots.put(True)
+                self._cancel_item_locked(item, batches)
+            self._cancel_due_locked(batches)
+        for batch in batches:
+            batch._job_over(cancelled=True)
+
+    def cancel_due(self) -> None:
+        """Drop the delayed jobs that are due but wait for room."""
+        batches: list[Batch] = []
+        with self._lock:
+            self._cancel_due_locked(batches)
+        for batch in batches:
+            batch._job_over(cancelled=True)
+
+    def _cancel_due_locked(self, batches: list[Batch]) -> None:
+        while self._due:
+            self._delayed -= 1
+            self._cancel_item_locked(self._due.popleft(), batches)
+
+    def cancel_delayed(self, item: _Item) -> None:
+        """Drop a delayed job whose time has not come."""
+        batches: list[Batch] = []
+        with self._lock:
+            self._delayed -= 1
+            self._cancel_item_locked(item, batches)
+        for batch in batches:
+            batch._job_over(cancelled=True)
+
+    def _cancel_item_locked(self, item: _Item, batches: list[Batch]) -> None:
+        self._cancelled += 1
+        _finish_generation(item[2])
+        if item[3] is not None:
+            batches.append(item[3])
+
+    def stop(self) -> list[threading.Thread]:
+        """Tell every worker to exit once the queue ahead of it is done."""
+        with self._lock:
+            if not self._stopping:
+                self._stopping = True
+                for _ in self._threads:
+                    self._jobs.put(None)
+                    self._sentinels += 1
+            return list(self._threads)
+
+    def stats(self) -> PoolStats:
+        """Return a consistent snapshot of the pool's counters."""
+        with self._lock:
+            queued = max(0, self._jobs.qsize() - self._sentinels)
+            busy = self._entered - self._left - queued
+            return PoolStats(
+                priority=self.priority,
+                workers=self.workers,
+                busy=busy,
+                idle=self.workers - busy,
+                queued=queued,
+                delayed=self._delayed,
+                completed=self._completed,
+                failed=self._failed,
+                cancelled=self._cancelled,
+            )
+
+    def describe(self) -> str:
+        """Return a short state line for ``Dispatcher.__repr__``."""
+        s = self.stats()
+        text = f"p{s.priority} {s.busy}/{s.workers} busy"
+        if s.queued:
+            text += f", {s.queued} queued"
+        if s.delayed:
+            text += f", {s.delayed} delayed"
+        return text
+
+
+def _finish_generation(generation: Generation) -> None:
+    generation.pending -= 1
+    if not generation.pending and generation.done is not None:
+        generation.done.set()
+
+
+def _call(fn: Callable[[], object], context: contextvars.Context | None) -> BaseException | None:
+    try:
+        if context is None:
+            fn()
+        else:
+            context.run(fn)
+    except BaseException as error:
+        return error
+    return None
+
+
+def _log(message: str, job: object, priority: int, error: BaseException) -> None:
+    # A logging handler that raises must not kill the worker; the failure is
+    # still counted in the pool's stats.
+    with contextlib.suppress(Exception):
+        logger.error(message, safe_repr(job), priority, exc_info=error)
+
+
+def _work(pool: Pool) -> None:
+    """Run jobs from ``pool`` until a ``None`` sentinel arrives."""
+    _worker_state.pool = pool
+    get = pool._jobs.get
+    put_slot = pool._slots.put
+    lock = pool._lock
+    acquire = lock.acquire
+    release = lock.release
+    while True:
+        item = get()
+        if item is None:
+            with lock:
+                pool._sentinels -= 1
+            return
+        job, fn, generation, batch, context = item
+        del item
+        if batch is not None and batch._cancelling:
+            with lock:
+                pool._cancelled += 1
+                pool._left += 1
+                _finish_generation(generation)
+                pool._release_slot_locked()
+            batch._job_over(cancelled=True)
+            del job, fn, generation, batch, context
+            continue
+        error = None
+        try:
+            if context is None:
+                fn()
+            else:
+                context.run(fn)
+        except BaseException as exc:
+            error = exc
+            pool._report(job, error, batch)
+        # Workers never see KeyboardInterrupt, so the cheaper explicit
+        # acquire/release is safe here (a `with` costs twice as much).
+        acquire()
+        try:
+            if error is None:
+                pool._completed += 1
+            else:
+                pool._failed += 1
+            pool._left += 1
+            generation.pending -= 1
+            if not generation.pending and generation.done is not None:
+                generation.done.set()
+            if pool._due:
+                pool._release_slot_locked()
+            else:
+                put_slot(True)
+        finally:
+            release()
+        if batch is not None:
+            batch._job_over(cancelled=False)
+        # Drop every reference before blocking, so no job outlives its run.
+        del job, fn, generation, batch, context, error
