@@ -7,8 +7,16 @@ import time
 from collections.abc import Iterator
 
 import pytest
+from hypothesis import HealthCheck, settings
 
 from jobdispatch import Dispatcher
+
+# CI runs a bounded number of examples; `--hypothesis-profile=long` runs thousands.
+settings.register_profile("ci", max_examples=60, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+settings.register_profile(
+    "long", max_examples=3000, deadline=None, suppress_health_check=[HealthCheck.too_slow], stateful_step_count=80
+)
+settings.load_profile("ci")
 
 
 def _our_threads() -> set[threading.Thread]:
