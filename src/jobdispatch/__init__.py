@@ -6,6 +6,7 @@ barriers between rounds of work; ``finalize`` drains and joins everything.
 """
 
 from ._batch import Batch as Batch
+from ._batch import ProgressCallback as ProgressCallback
 from ._config import DEFAULT_QUEUE_SIZE as DEFAULT_QUEUE_SIZE
 from ._config import PoolConfig as PoolConfig
 from ._dispatcher import Dispatcher as Dispatcher
@@ -13,6 +14,7 @@ from ._errors import DispatcherClosed as DispatcherClosed
 from ._errors import DispatcherError as DispatcherError
 from ._errors import PoolFull as PoolFull
 from ._errors import UnknownPriority as UnknownPriority
+from ._executor import PoolExecutor as PoolExecutor
 from ._job import Job as Job
 from ._stats import PoolStats as PoolStats
 
@@ -26,7 +28,9 @@ __all__ = [
     "DispatcherError",
     "Job",
     "PoolConfig",
+    "PoolExecutor",
     "PoolFull",
     "PoolStats",
+    "ProgressCallback",
     "UnknownPriority",
 ]

@@ -2,17 +2,44 @@
 
 from __future__ import annotations
 
+import asyncio
 import threading
+from collections.abc import Callable
 from types import TracebackType
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any, TypeAlias
 
 from ._errors import DispatcherClosed, DispatcherError
-from ._pool import logger
+from ._pool import logger, wake_future
 
 if TYPE_CHECKING:
     from ._dispatcher import Dispatcher, JobLike
 
-__all__ = ["Batch"]
+__all__ = ["Batch", "ProgressCallback"]
+
+ProgressCallback: TypeAlias = Callable[[int, int], object]
+
+
+def _tqdm_progress() -> ProgressCallback:
+    try:
+        from tqdm import tqdm  # type: ignore[import-untyped, unused-ignore]
+    except ModuleNotFoundError:
+        raise ModuleNotFoundError(
+            "progress=True needs tqdm: pip install 'jobdispatch[progress]'", name="tqdm"
+        ) from None
+    bar: Any = None
+
+    def show(done: int, total: int) -> None:
+        nonlocal bar
+        if bar is None:
+            bar = tqdm(total=total, unit="job")
+        bar.total = total
+        bar.n = done
+        bar.refresh()
+        if done == total:
+            bar.close()
+            bar = None
+
+    return show
 
 
 class Batch:
@@ -37,8 +64,19 @@ class Batch:
     and the block's exception propagates unchanged.
     """
 
-    def __init__(self, dispatcher: Dispatcher) -> None:
+    def __init__(self, dispatcher: Dispatcher, *, progress: bool | ProgressCallback | None = None) -> None:
         self._dispatcher = dispatcher
+        self._progress: ProgressCallback | None
+        if progress is None or progress is False:
+            self._progress = None
+        elif progress is True:
+            self._progress = _tqdm_progress()
+        elif callable(progress):
+            self._progress = progress
+        else:
+            raise TypeError(f"progress must be a bool, a callable or None, got {progress!r}")
+        self._progress_lock = threading.Lock()
+        self._async_waiters: list[asyncio.Future[None]] = []
         self._condition = threading.Condition(threading.Lock())
         self._pending = 0
         self._total = 0
@@ -87,6 +125,18 @@ class Batch:
             self._job_over(cancelled=False, counted=False)
             raise
 
+    async def dispatch_async(self, job: JobLike, *, priority: int | None = None) -> None:
+        """Dispatch ``job`` as part of this batch without blocking the event loop.
+
+        Takes the same arguments as `Dispatcher.dispatch_async`.
+        """
+        self._add()
+        try:
+            await self._dispatcher._submit_async(job, priority, self)
+        except BaseException:
+            self._job_over(cancelled=False, counted=False)
+            raise
+
     def __enter__(self) -> Batch:
         with self._condition:
             if self._state != "new":
@@ -107,11 +157,40 @@ class Batch:
             with self._condition:
                 while self._pending:
                     self._condition.wait()
-                self._state = "closed"
         except BaseException:
             # Interrupted (Ctrl-C): drop what has not started and let it go.
             self._cancelling = True
             raise
+        self._finish(exc)
+
+    async def __aenter__(self) -> Batch:
+        return self.__enter__()
+
+    async def __aexit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        if exc is not None:
+            self._cancelling = True
+        loop = asyncio.get_running_loop()
+        try:
+            while True:
+                with self._condition:
+                    if not self._pending:
+                        break
+                    waiter: asyncio.Future[None] = loop.create_future()
+                    self._async_waiters.append(waiter)
+                await waiter
+        except BaseException:
+            self._cancelling = True  # the awaiting task was cancelled
+            raise
+        self._finish(exc)
+
+    def _finish(self, exc: BaseException | None) -> None:
+        with self._condition:
+            self._state = "closed"
         if exc is not None:
             for error in self._errors:
                 logger.error("a job of a batch left by an exception failed", exc_info=error)
@@ -150,3 +229,14 @@ class Batch:
                 self._total -= 1
             if not self._pending:
                 self._condition.notify_all()
+                for waiter in self._async_waiters:
+                    wake_future(waiter)
+                self._async_waiters.clear()
+        if counted and self._progress is not None:
+            with self._progress_lock:
+                with self._condition:
+                    done, total = self._finished, self._total
+                try:
+                    self._progress(done, total)
+                except Exception:
+                    logger.exception("the progress callback of a batch raised")

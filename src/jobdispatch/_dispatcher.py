@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import atexit
 import enum
 import math
@@ -14,9 +15,10 @@ from contextvars import copy_context
 from types import TracebackType
 from typing import TypeAlias, overload
 
-from ._batch import Batch
+from ._batch import Batch, ProgressCallback
 from ._config import ConfigLike, check_priority, check_timeout, normalize_config
-from ._errors import DispatcherClosed, DispatcherError, UnknownPriority
+from ._errors import DispatcherClosed, DispatcherError, PoolFull, UnknownPriority
+from ._executor import PoolExecutor
 from ._job import Job
 from ._pool import ErrorHandler, Pool, current_pool, logger, safe_repr
 from ._scheduler import Scheduler
@@ -209,6 +211,78 @@ class Dispatcher:
         except KeyError:
             raise UnknownPriority(f"no pool has priority {number!r}; the priorities are {tuple(self._pools)}") from None
 
+    def executor(self, priority: int) -> PoolExecutor:
+        """Return a `concurrent.futures.Executor` that submits to one pool.
+
+        ``Dispatcher(8).executor(0)`` drops in for ``ThreadPoolExecutor(8)``.
+        Shutting the view down never finalizes the dispatcher.
+
+        Raises:
+            UnknownPriority: No pool has this priority.
+        """
+        return PoolExecutor(self, self._pool(priority).priority)
+
+    async def dispatch_async(self, job: JobLike, *, priority: int | None = None) -> None:
+        """Dispatch ``job``, waiting for room in its pool without blocking the event loop.
+
+        Cancelling the awaiting task cancels the dispatch: the job is then
+        never run nor counted.
+
+        Raises:
+            UnknownPriority: No pool has this priority.
+            DispatcherClosed: `finalize` was called.
+            TypeError: As for `dispatch`.
+        """
+        await self._submit_async(job, priority, None)
+
+    async def _submit_async(self, job: JobLike, priority: int | None, batch: Batch | None) -> None:
+        if self._state is not _State.OPEN:
+            raise DispatcherClosed("cannot dispatch after finalize() was called")
+        pool, fn = self._route(job, priority)
+        context = copy_context() if self._propagate_context else None
+        loop = asyncio.get_running_loop()
+        while True:
+            try:
+                pool.submit(job, fn, batch, context, 0)
+            except PoolFull:
+                pass
+            else:
+                return
+            waiter: asyncio.Future[None] = loop.create_future()
+            if not pool.add_room_waiter(waiter):
+                continue
+            try:
+                await waiter
+            except BaseException:
+                if waiter.done() and not waiter.cancelled():
+                    pool.pass_room_on()  # woken, then cancelled: hand the wake-up on
+                raise
+            finally:
+                pool.remove_room_waiter(waiter)
+
+    async def wait_async(self, timeout: float | None = None) -> bool:
+        """Like `wait`, but awaits without blocking the event loop.
+
+        Returns:
+            ``True`` when the jobs are done, ``False`` if ``timeout`` ran out.
+        """
+        seconds = check_timeout(timeout)
+        loop = asyncio.get_running_loop()
+        waiters: list[asyncio.Future[None]] = []
+        for pool in self._pools.values():
+            for generation in pool.close_generation():
+                waiter: asyncio.Future[None] = loop.create_future()
+                if pool.add_generation_waiter(generation, waiter):
+                    waiters.append(waiter)
+        if not waiters:
+            return True
+        try:
+            _, pending = await asyncio.wait(waiters, timeout=seconds)
+        finally:
+            for waiter in waiters:
+                waiter.cancel()  # a no-op on the ones that are done
+        return not pending
+
     # -- barriers ----------------------------------------------------------
 
     def wait(self, timeout: float | None = None) -> bool:
@@ -242,11 +316,26 @@ class Dispatcher:
                 return False
         return True
 
-    def batch(self) -> Batch:
-        """Return a new `Batch`: use it as ``with dispatcher.batch() as b:``."""
+    def batch(self, *, progress: bool | ProgressCallback | None = None) -> Batch:
+        """Return a new `Batch`: use it as ``with dispatcher.batch() as b:``.
+
+        ``async with dispatcher.batch() as b:`` works too, and waits without
+        blocking the event loop.
+
+        Args:
+            progress: ``True`` shows a tqdm progress bar (needs the
+                ``jobdispatch[progress]`` extra); a callable is called as
+                ``progress(done, total)`` each time a job of the batch ends,
+                on the thread that ran it, one call at a time.
+
+        Raises:
+            DispatcherClosed: `finalize` was called.
+            ModuleNotFoundError: ``progress=True`` without tqdm installed.
+            TypeError: ``progress`` is neither a bool, a callable nor None.
+        """
         if self._state is not _State.OPEN:
             raise DispatcherClosed("cannot start a batch after finalize() was called")
-        return Batch(self)
+        return Batch(self, progress=progress)
 
     def _refuse_in_own_worker(self, action: str) -> None:
         pool = current_pool()

@@ -11,6 +11,7 @@ which no other pool ever takes: pools share nothing.
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import contextvars
 import logging
@@ -27,7 +28,15 @@ from ._stats import PoolStats
 if TYPE_CHECKING:
     from ._batch import Batch
 
-__all__ = ["ErrorHandler", "Generation", "Pool", "current_pool", "safe_repr"]
+__all__ = [
+    "CancelledBeforeStart",
+    "ErrorHandler",
+    "Generation",
+    "Pool",
+    "current_pool",
+    "safe_repr",
+    "wake_future",
+]
 
 logger = logging.getLogger("jobdispatch")
 
@@ -61,11 +70,12 @@ class Generation:
     other threads keep dispatching.
     """
 
-    __slots__ = ("done", "pending")
+    __slots__ = ("done", "pending", "waiters")
 
     def __init__(self) -> None:
         self.pending = 0
         self.done: threading.Event | None = None
+        self.waiters: list[asyncio.Future[None]] = []
 
 
 class Pool:
@@ -89,6 +99,7 @@ class Pool:
         self._generation = Generation()
         self._closed_generations: list[Generation] = []
         self._due: deque[_Item] = deque()
+        self._room_waiters: deque[asyncio.Future[None]] = deque()
         self._closed = False
         self._stopping = False
         self._sentinels = 0
@@ -166,15 +177,18 @@ class Pool:
             if self._closed:
                 raise DispatcherClosed("cannot dispatch after finalize() was called")
         error = _call(fn, context)
-        if error is not None:
+        cancelled = isinstance(error, CancelledBeforeStart)
+        if error is not None and not cancelled:
             self._report(job, error, batch)
         with self._lock:
-            if error is None:
+            if cancelled:
+                self._cancelled += 1
+            elif error is None:
                 self._completed += 1
             else:
                 self._failed += 1
         if batch is not None:
-            batch._job_over(cancelled=False)
+            batch._job_over(cancelled=cancelled)
 
     def add_delayed(
         self, job: object, fn: Callable[[], object], batch: Batch | None, context: contextvars.Context | None
@@ -224,6 +238,37 @@ class Pool:
             self._entered += 1
         else:
             self._slots.put(True)
+            if self._room_waiters:
+                wake_future(self._room_waiters.popleft())
+
+    def add_room_waiter(self, waiter: asyncio.Future[None]) -> bool:
+        """Resolve ``waiter`` when a place frees up; ``False`` if one is free now."""
+        with self._lock:
+            if self._closed:
+                raise DispatcherClosed("cannot dispatch after finalize() was called")
+            if self._slots.qsize():
+                return False
+            self._room_waiters.append(waiter)
+            return True
+
+    def pass_room_on(self) -> None:
+        """Wake the next async producer if the pool has room."""
+        with self._lock:
+            if self._room_waiters and self._slots.qsize():
+                wake_future(self._room_waiters.popleft())
+
+    def remove_room_waiter(self, waiter: asyncio.Future[None]) -> None:
+        """Forget ``waiter`` (its task was cancelled or it was woken)."""
+        with self._lock, contextlib.suppress(ValueError):
+            self._room_waiters.remove(waiter)
+
+    def add_generation_waiter(self, generation: Generation, waiter: asyncio.Future[None]) -> bool:
+        """Resolve ``waiter`` when ``generation`` is done; ``False`` if it is."""
+        with self._lock:
+            if not generation.pending:
+                return False
+            generation.waiters.append(waiter)
+            return True
 
     # -- workers -----------------------------------------------------------
 
@@ -265,6 +310,8 @@ class Pool:
             self._closed = True
             for _ in range(self._blocked_producers):
                 self._slots.put(True)
+            while self._room_waiters:
+                wake_future(self._room_waiters.popleft())
 
     def cancel_queued(self) -> None:
         """Drop the jobs that wait in the queue or for room (not yet started)."""
@@ -354,7 +401,35 @@ class Pool:
 def _finish_generation(generation: Generation) -> None:
     generation.pending -= 1
     if not generation.pending and generation.done is not None:
-        generation.done.set()
+        _generation_done(generation)
+
+
+def _generation_done(generation: Generation) -> None:
+    assert generation.done is not None
+    generation.done.set()
+    for waiter in generation.waiters:
+        wake_future(waiter)
+    generation.waiters.clear()
+
+
+def wake_future(future: asyncio.Future[None]) -> None:
+    """Resolve an asyncio future from any thread, unless it is already done."""
+
+    def resolve() -> None:
+        if not future.done():
+            future.set_result(None)
+
+    # The loop may be closed already: its coroutine is gone and nobody waits.
+    with contextlib.suppress(RuntimeError):
+        future.get_loop().call_soon_threadsafe(resolve)
+
+
+class CancelledBeforeStart(BaseException):
+    """Raised by a job wrapper whose job was cancelled before it started.
+
+    The worker counts the job as cancelled instead of failed, and reports
+    nothing.
+    """
 
 
 def _call(fn: Callable[[], object], context: contextvars.Context | None) -> BaseException | None:
@@ -401,11 +476,15 @@ def _work(pool: Pool) -> None:
             del job, fn, generation, batch, context
             continue
         error = None
+        cancelled = False
         try:
             if context is None:
                 fn()
             else:
                 context.run(fn)
+        except CancelledBeforeStart:
+            error = None
+            cancelled = True
         except BaseException as exc:
             error = exc
             pool._report(job, error, batch)
@@ -413,21 +492,23 @@ def _work(pool: Pool) -> None:
         # acquire/release is safe here (a `with` costs twice as much).
         acquire()
         try:
-            if error is None:
+            if cancelled:
+                pool._cancelled += 1
+            elif error is None:
                 pool._completed += 1
             else:
                 pool._failed += 1
             pool._left += 1
             generation.pending -= 1
             if not generation.pending and generation.done is not None:
-                generation.done.set()
-            if pool._due:
+                _generation_done(generation)
+            if pool._due or pool._room_waiters:
                 pool._release_slot_locked()
             else:
                 put_slot(True)
         finally:
             release()
         if batch is not None:
-            batch._job_over(cancelled=False)
+            batch._job_over(cancelled=cancelled)
         # Drop every reference before blocking, so no job outlives its run.
-        del job, fn, generation, batch, context, error
+        del job, fn, generation, batch, context, error, cancelled
