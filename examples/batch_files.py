@@ -1,0 +1,67 @@
+"""Process a directory of files as one batch, with progress and failures.
+
+The script writes 300 small text files to a temporary directory (one of
+them is not valid UTF-8, on purpose), then counts the words of every file
+in one batch. It prints the progress while the batch runs; leaving the
+batch waits for its jobs and raises an ExceptionGroup with the one failure,
+which the script handles with ``except*``.
+
+Run it with ``python examples/batch_files.py``.
+"""
+
+from __future__ import annotations
+
+import random
+import tempfile
+import time
+from functools import partial
+from pathlib import Path
+
+from jobdispatch import Dispatcher
+
+FILES = 300
+WORDS = ["alpha", "beta", "gamma", "delta", "epsilon", "zeta", "eta", "theta"]
+
+
+def make_files(directory: Path) -> list[Path]:
+    rng = random.Random(5)
+    paths = []
+    for n in range(FILES):
+        path = directory / f"file-{n:03d}.txt"
+        path.write_text(" ".join(rng.choice(WORDS) for _ in range(rng.randint(200, 2000))))
+        paths.append(path)
+    paths[137].write_bytes(b"\xff\xfe not utf-8")  # this one will fail
+    return paths
+
+
+counts: dict[str, int] = {}  # one key per job: no lock needed
+
+
+def count_words(path: Path) -> None:
+    try:
+        text = path.read_text(encoding="utf-8")
+    except UnicodeDecodeError as error:
+        error.add_note(f"while reading {path.name}")  # the batch reports exceptions, not jobs
+        raise
+    counts[path.name] = len(text.split())
+
+
+def show_progress(done: int, total: int) -> None:
+    print(f"\rprogress: {done}/{total} files", end="\n" if done == total else "", flush=True)
+
+
+with tempfile.TemporaryDirectory() as tmp, Dispatcher(4, name="files") as dispatcher:
+    paths = make_files(Path(tmp))
+    try:
+        with dispatcher.batch() as batch:
+            for path in paths:
+                batch.dispatch(partial(count_words, path))
+            while batch.done < batch.total:  # report progress until leaving the block
+                show_progress(batch.done, batch.total)
+                time.sleep(0.01)
+            show_progress(batch.done, batch.total)
+    except* UnicodeDecodeError as group:
+        for error in group.exceptions:
+            print("failed:", *getattr(error, "__notes__", ()), "-", error)
+    print(f"counted {len(counts)} files, {sum(counts.values())} words")
+    print(dispatcher.stats(0))
