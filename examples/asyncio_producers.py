@@ -52,8 +52,7 @@ async def submit(dispatcher: Dispatcher, fn: Callable[[], T]) -> asyncio.Future[
         else:
             loop.call_soon_threadsafe(_settle, future, result, None)
 
-    # Waits, off the event loop, while the pool is full.
-    await asyncio.to_thread(dispatcher.dispatch, job)
+    await dispatcher.dispatch_async(job)  # while the pool is full, other coroutines run
     return future
 
 
@@ -83,6 +82,7 @@ async def main() -> None:
         started = time.perf_counter()
         await asyncio.gather(*(producer(dispatcher, p, results) for p in range(PRODUCERS)))
         elapsed = time.perf_counter() - started
+        await dispatcher.wait_async()  # every job has finished (here they have: all results are in)
         stop.set()
         await beat
         print(f"results: {len(results)} from {PRODUCERS} producers in {elapsed:.2f} s, e.g. {results[0]}")
