@@ -35,6 +35,11 @@ class _State(enum.Enum):
     CLOSED = "closed"
 
 
+# Looking a member up on an Enum class costs ~70 ns on CPython 3.11; the hot
+# path compares against this module constant instead.
+_OPEN = _State.OPEN
+
+
 class Dispatcher:
     """Runs jobs on isolated pools of threads, one pool per priority.
 
@@ -123,7 +128,7 @@ class Dispatcher:
         """
         if timeout is not None:
             timeout = check_timeout(timeout)
-        if self._state is not _State.OPEN:
+        if self._state is not _OPEN:
             raise DispatcherClosed("cannot dispatch after finalize() was called")
         # The hot path, inlined: a plain callable for a known pool.
         if priority is None:
@@ -161,7 +166,7 @@ class Dispatcher:
         self._submit_later(delay, job, priority, None)
 
     def _submit(self, job: JobLike, priority: int | None, timeout: float | None, batch: Batch | None) -> None:
-        if self._state is not _State.OPEN:
+        if self._state is not _OPEN:
             raise DispatcherClosed("cannot dispatch after finalize() was called")
         pool, fn = self._route(job, priority)
         context = copy_context() if self._propagate_context else None
@@ -172,7 +177,7 @@ class Dispatcher:
         if seconds is None or math.isinf(seconds):
             raise ValueError(f"delay must be a finite number of seconds >= 0, got {delay!r}")
         due = time.monotonic() + seconds
-        if self._state is not _State.OPEN:
+        if self._state is not _OPEN:
             raise DispatcherClosed("cannot dispatch after finalize() was called")
         pool, fn = self._route(job, priority)
         context = copy_context() if self._propagate_context else None
@@ -236,7 +241,7 @@ class Dispatcher:
         await self._submit_async(job, priority, None)
 
     async def _submit_async(self, job: JobLike, priority: int | None, batch: Batch | None) -> None:
-        if self._state is not _State.OPEN:
+        if self._state is not _OPEN:
             raise DispatcherClosed("cannot dispatch after finalize() was called")
         pool, fn = self._route(job, priority)
         context = copy_context() if self._propagate_context else None
@@ -333,7 +338,7 @@ class Dispatcher:
             ModuleNotFoundError: ``progress=True`` without tqdm installed.
             TypeError: ``progress`` is neither a bool, a callable nor None.
         """
-        if self._state is not _State.OPEN:
+        if self._state is not _OPEN:
             raise DispatcherClosed("cannot start a batch after finalize() was called")
         return Batch(self, progress=progress)
 
@@ -419,7 +424,7 @@ class Dispatcher:
     @property
     def closed(self) -> bool:
         """Whether `finalize` was called."""
-        return self._state is not _State.OPEN
+        return self._state is not _OPEN
 
     @overload
     def stats(self) -> dict[int, PoolStats]: ...

@@ -91,6 +91,8 @@ class Pool:
         self._lock = threading.Lock()
         self._jobs: SimpleQueue[_Item | None] = SimpleQueue()
         self._slots: SimpleQueue[bool] = SimpleQueue()
+        self._take_slot = self._slots.get  # bound once: the hot path saves a lookup
+        self._put_job = self._jobs.put
         put_slot = self._slots.put
         for _ in range(config.workers + config.queue_size):
             put_slot(True)
@@ -128,7 +130,7 @@ class Pool:
             DispatcherClosed: The pool was closed.
         """
         try:
-            self._slots.get(False)
+            self._take_slot(False)
         except Empty:
             if not self._wait_for_slot(timeout):
                 self._run_inline(job, fn, batch, context)
@@ -138,7 +140,7 @@ class Pool:
                 raise DispatcherClosed("cannot dispatch after finalize() was called")
             generation = self._generation
             generation.pending += 1
-            self._jobs.put((job, fn, generation, batch, context))
+            self._put_job((job, fn, generation, batch, context))
             self._entered += 1
             if self._spawning and self._entered - self._left > len(self._threads):
                 self._start_worker_locked()
