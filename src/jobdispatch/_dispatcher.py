@@ -97,6 +97,7 @@ class Dispatcher:
         self._propagate_context = propagate_context
         self._scheduler = Scheduler(f"{name}-timer")
         self._state = _State.OPEN
+        self._closed_reason = "cannot dispatch after finalize() was called"
         self._state_lock = threading.Lock()
         self._finalizer = weakref.finalize(self, _abandon, tuple(self._pools.values()), self._scheduler)
         self._finalizer.atexit = False
@@ -129,7 +130,7 @@ class Dispatcher:
         if timeout is not None:
             timeout = check_timeout(timeout)
         if self._state is not _OPEN:
-            raise DispatcherClosed("cannot dispatch after finalize() was called")
+            raise DispatcherClosed(self._closed_reason)
         # The hot path, inlined: a plain callable for a known pool.
         if priority is None:
             pool = self._only_pool
@@ -167,7 +168,7 @@ class Dispatcher:
 
     def _submit(self, job: JobLike, priority: int | None, timeout: float | None, batch: Batch | None) -> None:
         if self._state is not _OPEN:
-            raise DispatcherClosed("cannot dispatch after finalize() was called")
+            raise DispatcherClosed(self._closed_reason)
         pool, fn = self._route(job, priority)
         context = copy_context() if self._propagate_context else None
         pool.submit(job, fn, batch, context, timeout)
@@ -178,7 +179,7 @@ class Dispatcher:
             raise ValueError(f"delay must be a finite number of seconds >= 0, got {delay!r}")
         due = time.monotonic() + seconds
         if self._state is not _OPEN:
-            raise DispatcherClosed("cannot dispatch after finalize() was called")
+            raise DispatcherClosed(self._closed_reason)
         pool, fn = self._route(job, priority)
         context = copy_context() if self._propagate_context else None
         item = pool.add_delayed(job, fn, batch, context)
@@ -242,7 +243,7 @@ class Dispatcher:
 
     async def _submit_async(self, job: JobLike, priority: int | None, batch: Batch | None) -> None:
         if self._state is not _OPEN:
-            raise DispatcherClosed("cannot dispatch after finalize() was called")
+            raise DispatcherClosed(self._closed_reason)
         pool, fn = self._route(job, priority)
         context = copy_context() if self._propagate_context else None
         loop = asyncio.get_running_loop()
@@ -475,8 +476,13 @@ class Dispatcher:
         self.finalize()
 
     def _forget_after_fork(self) -> None:
+        self._state_lock = threading.Lock()
         self._state = _State.CLOSED
+        self._closed_reason = "cannot use a dispatcher inherited through fork(): create a new one in the child"
         self._finalizer.detach()
+        self._scheduler.forget_after_fork()
+        for pool in self._pools.values():
+            pool.forget_after_fork()
 
 
 def _remaining(deadline: float | None) -> float | None:

@@ -372,6 +372,17 @@ class Pool:
                     self._sentinels += 1
             return list(self._threads)
 
+    def forget_after_fork(self) -> None:
+        """Make the copy of the pool in a forked child refuse work.
+
+        The child has none of the parent's threads, and the lock may have been
+        held by one of them at the fork, so it is replaced.
+        """
+        self._lock = threading.Lock()
+        self._closed = True
+        self._stopping = True
+        self._threads = []
+
     def stats(self) -> PoolStats:
         """Return a consistent snapshot of the pool's counters."""
         with self._lock:

@@ -61,6 +61,13 @@ class Scheduler:
         thread.join(timeout)
         return not thread.is_alive()
 
+    def forget_after_fork(self) -> None:
+        """Drop the parent's timer state in a forked child."""
+        self._condition = threading.Condition(threading.Lock())
+        self._heap = []
+        self._thread = None
+        self._stopping = True
+
     def _run(self) -> None:
         heap = self._heap
         while True:
