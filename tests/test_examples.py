@@ -70,7 +70,6 @@ class TestExamples:
 
 
 class TestBatchProgressOrdering:
-    @pytest.mark.xfail(reason="BUG: batch exit returns before the last progress callback has returned", strict=True)
     def test_last_progress_call_is_over_when_the_batch_exits(self) -> None:
         """Leaving a batch waits for its progress callback (batch_files.py prints after the block)."""
         exited, finished = threading.Event(), threading.Event()

@@ -219,24 +219,30 @@ class Batch:
             self._errors.append(error)
 
     def _job_over(self, *, cancelled: bool, counted: bool = True) -> None:
-        with self._condition:
-            self._pending -= 1
-            if counted:
-                self._finished += 1
-                if cancelled:
-                    self._cancelled += 1
-            else:
-                self._total -= 1
-            if not self._pending:
-                self._condition.notify_all()
-                for waiter in self._async_waiters:
-                    wake_future(waiter)
-                self._async_waiters.clear()
         if counted and self._progress is not None:
+            # Report before the job stops counting as pending, so that leaving
+            # the batch also waits for the last progress call.
             with self._progress_lock:
                 with self._condition:
+                    self._count_over(cancelled)
                     done, total = self._finished, self._total
                 try:
                     self._progress(done, total)
                 except Exception:
                     logger.exception("the progress callback of a batch raised")
+        with self._condition:
+            if not counted:
+                self._total -= 1
+            elif self._progress is None:
+                self._count_over(cancelled)
+            self._pending -= 1
+            if not self._pending:
+                self._condition.notify_all()
+                for waiter in self._async_waiters:
+                    wake_future(waiter)
+                self._async_waiters.clear()
+
+    def _count_over(self, cancelled: bool) -> None:
+        self._finished += 1
+        if cancelled:
+            self._cancelled += 1

@@ -106,12 +106,18 @@ class Pool:
         self._stopping = False
         self._sentinels = 0
         self._blocked_producers = 0
+        # Counters, all changed under _lock. Items that went through _jobs and
+        # completed are counted in _completed alone (the hot path); every
+        # other way out of _jobs is counted in _left_otherwise as well, so
+        # that busy = _entered - _completed - _left_otherwise - queued.
         self._entered = 0  # items ever put into _jobs
-        self._left = 0  # items taken out of _jobs and finished, or drained
+        self._completed = 0  # items from _jobs that returned normally
+        self._left_otherwise = 0  # items from _jobs that failed or were cancelled
+        self._inline_completed = 0  # jobs run by the dispatching worker itself
         self._delayed = 0
-        self._completed = 0
         self._failed = 0
         self._cancelled = 0
+        self._slow_release = False  # _due or _room_waiters is not empty
 
     # -- producers ---------------------------------------------------------
 
@@ -142,8 +148,8 @@ class Pool:
             generation.pending += 1
             self._put_job((job, fn, generation, batch, context))
             self._entered += 1
-            if self._spawning and self._entered - self._left > len(self._threads):
-                self._start_worker_locked()
+            if self._spawning:
+                self._spawn_if_needed_locked()
 
     def _wait_for_slot(self, timeout: float | None) -> bool:
         """Block until the pool has room; ``False`` means run the job inline."""
@@ -186,7 +192,7 @@ class Pool:
             if cancelled:
                 self._cancelled += 1
             elif error is None:
-                self._completed += 1
+                self._inline_completed += 1
             else:
                 self._failed += 1
         if batch is not None:
@@ -215,12 +221,19 @@ class Pool:
                 self._slots.get(False)
             except Empty:
                 self._due.append(item)
+                self._slow_release = True
                 return
             self._delayed -= 1
             self._jobs.put(item)
             self._entered += 1
-            if self._spawning and self._entered - self._left > len(self._threads):
-                self._start_worker_locked()
+            if self._spawning:
+                self._spawn_if_needed_locked()
+
+    def _spawn_if_needed_locked(self) -> None:
+        """Start one more worker if the jobs in the pool outnumber its threads."""
+        in_pool = self._entered - self._completed - self._left_otherwise
+        if in_pool > len(self._threads):
+            self._start_worker_locked()
 
     def _start_worker_locked(self) -> None:
         thread = threading.Thread(
@@ -242,6 +255,7 @@ class Pool:
             self._slots.put(True)
             if self._room_waiters:
                 wake_future(self._room_waiters.popleft())
+        self._slow_release = bool(self._due or self._room_waiters)
 
     def add_room_waiter(self, waiter: asyncio.Future[None]) -> bool:
         """Resolve ``waiter`` when a place frees up; ``False`` if one is free now."""
@@ -251,6 +265,7 @@ class Pool:
             if self._slots.qsize():
                 return False
             self._room_waiters.append(waiter)
+            self._slow_release = True
             return True
 
     def pass_room_on(self) -> None:
@@ -258,11 +273,14 @@ class Pool:
         with self._lock:
             if self._room_waiters and self._slots.qsize():
                 wake_future(self._room_waiters.popleft())
+            self._slow_release = bool(self._due or self._room_waiters)
 
     def remove_room_waiter(self, waiter: asyncio.Future[None]) -> None:
         """Forget ``waiter`` (its task was cancelled or it was woken)."""
-        with self._lock, contextlib.suppress(ValueError):
-            self._room_waiters.remove(waiter)
+        with self._lock:
+            with contextlib.suppress(ValueError):
+                self._room_waiters.remove(waiter)
+            self._slow_release = bool(self._due or self._room_waiters)
 
     def add_generation_waiter(self, generation: Generation, waiter: asyncio.Future[None]) -> bool:
         """Resolve ``waiter`` when ``generation`` is done; ``False`` if it is."""
@@ -314,6 +332,7 @@ class Pool:
                 self._slots.put(True)
             while self._room_waiters:
                 wake_future(self._room_waiters.popleft())
+            self._slow_release = bool(self._due)
 
     def cancel_queued(self) -> None:
         """Drop the jobs that wait in the queue or for room (not yet started)."""
@@ -327,7 +346,7 @@ class Pool:
                 if item is None:  # a sentinel: put it back for its worker
                     self._jobs.put(None)
                     break
-                self._left += 1
+                self._left_otherwise += 1
                 self._slots.put(True)
                 self._cancel_item_locked(item, batches)
             self._cancel_due_locked(batches)
@@ -346,6 +365,7 @@ class Pool:
         while self._due:
             self._delayed -= 1
             self._cancel_item_locked(self._due.popleft(), batches)
+        self._slow_release = bool(self._room_waiters)
 
     def cancel_delayed(self, item: _Item) -> None:
         """Drop a delayed job whose time has not come."""
@@ -387,7 +407,7 @@ class Pool:
         """Return a consistent snapshot of the pool's counters."""
         with self._lock:
             queued = max(0, self._jobs.qsize() - self._sentinels)
-            busy = self._entered - self._left - queued
+            busy = self._entered - self._completed - self._left_otherwise - queued
             return PoolStats(
                 priority=self.priority,
                 workers=self.workers,
@@ -395,7 +415,7 @@ class Pool:
                 idle=self.workers - busy,
                 queued=queued,
                 delayed=self._delayed,
-                completed=self._completed,
+                completed=self._completed + self._inline_completed,
                 failed=self._failed,
                 cancelled=self._cancelled,
             )
@@ -482,46 +502,45 @@ def _work(pool: Pool) -> None:
         if batch is not None and batch._cancelling:
             with lock:
                 pool._cancelled += 1
-                pool._left += 1
+                pool._left_otherwise += 1
                 _finish_generation(generation)
                 pool._release_slot_locked()
             batch._job_over(cancelled=True)
             del job, fn, generation, batch, context
             continue
-        error = None
-        cancelled = False
+        error: BaseException | type[CancelledBeforeStart] | None = None
         try:
             if context is None:
                 fn()
             else:
                 context.run(fn)
         except CancelledBeforeStart:
-            error = None
-            cancelled = True
+            error = CancelledBeforeStart
         except BaseException as exc:
             error = exc
-            pool._report(job, error, batch)
+            pool._report(job, exc, batch)
         # Workers never see KeyboardInterrupt, so the cheaper explicit
         # acquire/release is safe here (a `with` costs twice as much).
         acquire()
         try:
-            if cancelled:
-                pool._cancelled += 1
-            elif error is None:
+            if error is None:
                 pool._completed += 1
             else:
-                pool._failed += 1
-            pool._left += 1
+                pool._left_otherwise += 1
+                if error is CancelledBeforeStart:
+                    pool._cancelled += 1
+                else:
+                    pool._failed += 1
             generation.pending -= 1
             if not generation.pending and generation.done is not None:
                 _generation_done(generation)
-            if pool._due or pool._room_waiters:
+            if pool._slow_release:
                 pool._release_slot_locked()
             else:
                 put_slot(True)
         finally:
             release()
         if batch is not None:
-            batch._job_over(cancelled=cancelled)
+            batch._job_over(cancelled=error is CancelledBeforeStart)
         # Drop every reference before blocking, so no job outlives its run.
-        del job, fn, generation, batch, context, error, cancelled
+        del job, fn, generation, batch, context, error
