@@ -32,13 +32,15 @@ def check_priority(value: object, name: str = "priority") -> int:
 
 
 def check_timeout(value: object, name: str = "timeout") -> float | None:
-    """Return a finite, non-negative number of seconds, or ``None``."""
+    """Return a finite, non-negative number of seconds, or ``None`` for forever."""
     if value is None:
         return None
     if isinstance(value, bool) or not isinstance(value, (int, float)):
         raise TypeError(f"{name} must be a number of seconds or None, got {value!r}")
     if math.isnan(value) or value < 0:
         raise ValueError(f"{name} must be >= 0, got {value!r}")
+    if math.isinf(value):
+        return None  # forever: the lock primitives refuse an infinite timeout
     return float(value)
 
 
