@@ -323,7 +323,6 @@ class TestDispatchLaterErrors:
         assert d.stats(0).delayed == 0
         assert not [t for t in threading.enumerate() if t.name == "test-bd-timer"]
 
-    @pytest.mark.xfail(reason="BUG: delay=None raises ValueError, and the TypeError text offers 'or None'", strict=True)
     def test_none_delay_is_a_type_error(self, kit: Kit) -> None:
         """delay=None is not a number: TypeError whose message does not offer None as valid."""
         d = kit.dispatcher(1)

@@ -44,6 +44,17 @@ def check_timeout(value: object, name: str = "timeout") -> float | None:
     return float(value)
 
 
+def check_delay(value: object) -> float:
+    """Return a finite, non-negative number of seconds for a delayed job."""
+    if isinstance(value, bool) or not isinstance(value, (int, float)):
+        raise TypeError(f"delay must be a number of seconds, got {value!r}")
+    if math.isnan(value) or value < 0:
+        raise ValueError(f"delay must be >= 0, got {value!r}")
+    if math.isinf(value):
+        raise ValueError(f"delay must be a finite number of seconds >= 0, got {value!r}")
+    return float(value)
+
+
 @dataclass(frozen=True, slots=True)
 class PoolConfig:
     """How one pool is built: its priority, its threads and its queue.

@@ -5,7 +5,6 @@ from __future__ import annotations
 import asyncio
 import atexit
 import enum
-import math
 import os
 import threading
 import time
@@ -17,7 +16,7 @@ from types import TracebackType
 from typing import TypeAlias, overload
 
 from ._batch import Batch, ProgressCallback
-from ._config import ConfigLike, check_priority, check_timeout, normalize_config
+from ._config import ConfigLike, check_delay, check_priority, check_timeout, normalize_config
 from ._errors import DispatcherClosed, DispatcherError, PoolFull, UnknownPriority
 from ._executor import PoolExecutor
 from ._job import Job
@@ -191,10 +190,7 @@ class Dispatcher:
         pool.submit(job, fn, batch, context, timeout)
 
     def _submit_later(self, delay: float, job: JobLike, priority: int | None, batch: Batch | None) -> None:
-        seconds = check_timeout(delay, "delay")
-        if seconds is None or math.isinf(seconds):
-            raise ValueError(f"delay must be a finite number of seconds >= 0, got {delay!r}")
-        due = time.monotonic() + seconds
+        due = time.monotonic() + check_delay(delay)
         if self._state is not _OPEN:
             raise DispatcherClosed(self._closed_reason)
         pool, fn = self._route(job, priority)
