@@ -109,7 +109,7 @@ class TestConfigForms:
 
     def test_single_poolconfig(self, made: list[Dispatcher]) -> None:
         """A lone PoolConfig, not in a list, is accepted."""
-        d = Dispatcher(PoolConfig(7, 2))
+        d = Dispatcher(PoolConfig(7, 2))  # type: ignore[arg-type]
         made.append(d)
         assert d.priorities == (7,)
 
@@ -121,7 +121,7 @@ class TestConfigForms:
 
     def test_intenum_keys(self, made: list[Dispatcher]) -> None:
         """IntEnum keys are valid priorities and are kept as given."""
-        d = Dispatcher({Level.LOW: 1, Level.HIGH: 2})
+        d = Dispatcher({Level.LOW: 1, Level.HIGH: 2})  # type: ignore[arg-type]
         made.append(d)
         assert d.priorities == (Level.LOW, Level.HIGH)
         assert d.total_workers(Level.HIGH) == 2
@@ -182,4 +182,4 @@ class TestConfigErrors:
         with pytest.raises(
             TypeError, match=r"^Dispatcher\.__init__\(\) takes 2 positional arguments but 3 were given$"
         ):
-            Dispatcher(1, "name")  # type: ignore[misc]
+            Dispatcher(1, "name")  # type: ignore[call-arg]

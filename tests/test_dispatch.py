@@ -214,7 +214,7 @@ class TestJobsAndCallables:
                 OnlyDo.ran = True
 
         d = kit.dispatcher(1)
-        d.dispatch(OnlyDo())
+        d.dispatch(OnlyDo())  # type: ignore[arg-type]
         assert d.wait(WAIT)
         assert OnlyDo.ran
 
@@ -305,7 +305,7 @@ class TestDispatchErrors:
         with pytest.raises(
             TypeError, match=r"^priority is required for <OnlyDo>: the dispatcher has 2 pools \(0, 1\)$"
         ):
-            d.dispatch(OnlyDo())
+            d.dispatch(OnlyDo())  # type: ignore[arg-type]
 
     @pytest.mark.parametrize(
         ("priority", "message"),
@@ -825,7 +825,7 @@ class TestFailures:
 
         d = kit.dispatcher(1, on_error=on_error)
         job = RecordingJob(0)
-        job.do = lambda: 1 / 0  # type: ignore[method-assign, assignment, misc]
+        job.do = lambda: 1 / 0  # type: ignore[method-assign, assignment]
         counter = Counter()
         with caplog.at_level(logging.ERROR, logger="jobdispatch"):
             d.dispatch(job)
