@@ -76,7 +76,7 @@ class TestBatchProgressOrdering:
 
         def progress(done: int, total: int) -> None:
             if done == total:
-                exited.wait(2)  # with the bug, the block is left while this waits
+                exited.wait(0.5)  # a regression would leave the block while this waits
                 finished.set()
 
         with Dispatcher(1, name="test-progress") as dispatcher:
