@@ -12,7 +12,6 @@ Run it with ``python examples/batch_files.py``.
 from __future__ import annotations
 
 import random
-import sys
 import tempfile
 from functools import partial
 from pathlib import Path
@@ -53,7 +52,7 @@ def show_progress(done: int, total: int) -> None:
     """Called on a worker thread each time a job of the batch ends, one call at a time."""
     if (done % 50 == 0 or done == total) and done not in reported:
         reported.add(done)
-        sys.stdout.write(f"progress: {done}/{total} files\n")  # one write: other threads may print too
+        print(f"progress: {done}/{total} files")
 
 
 with tempfile.TemporaryDirectory() as tmp, Dispatcher(4, name="files") as dispatcher:
