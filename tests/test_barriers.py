@@ -216,6 +216,25 @@ class TestWait:
             thread.join(WAIT)
             assert outcome == [True]
 
+    def test_released_when_pending_job_is_cancelled(self, kit: Kit) -> None:
+        """A wait() blocked on a delayed job returns True once finalize(cancel_pending=True) cancels it."""
+        d = kit.dispatcher(1)
+        dropped = Counter()
+        d.dispatch_later(LONG, dropped)
+        about_to = threading.Event()
+
+        def wait() -> bool:
+            about_to.set()
+            return d.wait()
+
+        waiter, outcome = in_thread(wait)
+        assert about_to.wait(WAIT)
+        waiter.join(0.05)
+        d.finalize(cancel_pending=True)
+        waiter.join(WAIT)
+        assert outcome == [True]
+        assert (dropped.value, d.stats(0).cancelled) == (0, 1)
+
     def test_after_finalize(self) -> None:
         """wait() on a finalized dispatcher returns True."""
         d = Dispatcher(1)

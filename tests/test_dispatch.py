@@ -679,6 +679,15 @@ class TestInlineInOwnPool:
         assert threads["inner"] == threads["outer"]
         assert d.stats(0).completed == 2
 
+    def test_inline_job_without_context_propagation(self, kit: Kit) -> None:
+        """With propagate_context=False an inline job runs too, in the worker's own context."""
+        d = kit.dispatcher([PoolConfig(0, 1, queue_size=0)], propagate_context=False)
+        counter = Counter()
+        d.dispatch(lambda: d.dispatch(counter))
+        assert d.wait(WAIT)
+        assert counter.value == 1
+        assert d.stats(0).completed == 2
+
     def test_own_full_pool_with_timeout_zero(self, kit: Kit) -> None:
         """With timeout=0 a job dispatching into its own full pool gets PoolFull."""
         d = kit.dispatcher([PoolConfig(0, 1, queue_size=0)])

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import gc
+import logging
 import math
 import os
 import subprocess
@@ -199,10 +200,11 @@ class TestFinalize:
 
     def test_zero_timeout_while_threads_exit(self) -> None:
         """finalize(timeout=0) with threads still exiting raises TimeoutError naming one; a second call ends."""
-        for _ in range(5):
+        for n in range(10):
             d = Dispatcher({0: 2}, name="test-fz")
             d.dispatch(lambda: None)
-            d.dispatch_later(0, lambda: None)
+            if n % 2:
+                d.dispatch_later(0, lambda: None)
             assert d.wait(WAIT)
             try:
                 d.finalize(timeout=0)
@@ -212,7 +214,8 @@ class TestFinalize:
                     "the timer thread was still running after 0.0 s",
                     "thread test-fz-p0-1 was still running after 0.0 s",
                 }, message
-            d.finalize()
+            d.finalize(cancel_pending=True)
+            assert d.stats(0).cancelled == 0
             assert threads_named("test-fz-") == []
 
     def test_infinite_timeout(self, kit: Kit) -> None:
@@ -495,6 +498,36 @@ class TestThreadCleanup:
         assert "interpreter exit: cancelling 1 delayed jobs of dispatcher 'left-open' that was not finalized" in (
             result.stderr
         )
+
+    def test_exit_hook_in_process(self, caplog: pytest.LogCaptureFixture) -> None:
+        """The interpreter-exit hook finalizes open and half-finalized dispatchers, cancelling delayed jobs."""
+        from jobdispatch._dispatcher import _finalize_live_dispatchers  # the hook atexit runs
+
+        counter = Counter()
+        with_delayed = Dispatcher(1, name="test-exit")
+        for _ in range(3):
+            with_delayed.dispatch(counter)
+        with_delayed.dispatch_later(LONG, counter)
+        plain = Dispatcher(1, name="test-exit")
+        plain.dispatch(counter)
+        gate = threading.Event()
+        closing = Dispatcher(1, name="test-exit")
+        closing.dispatch(gated(gate))
+        with pytest.raises(TimeoutError):
+            closing.finalize(timeout=0.01)
+        gate.set()
+        with caplog.at_level(logging.WARNING, logger="jobdispatch"):
+            _finalize_live_dispatchers()
+        assert with_delayed.closed
+        assert plain.closed
+        assert closing.closed
+        assert counter.value == 4
+        assert (with_delayed.stats(0).completed, with_delayed.stats(0).cancelled) == (3, 1)
+        assert closing.stats(0).completed == 1
+        assert [r.getMessage() for r in caplog.records if r.name == "jobdispatch"] == [
+            "interpreter exit: cancelling 1 delayed jobs of dispatcher 'test-exit' that was not finalized"
+        ]
+        assert threads_named("test-exit-") == []
 
     @pytest.mark.skipif(not hasattr(os, "fork"), reason="needs os.fork")
     def test_fork_child_refuses_inherited_dispatcher(self, kit: Kit) -> None:
