@@ -1,0 +1,177 @@
+"""Run the benchmark suite: ``python -m benchmarks [--quick | --smoke] [--json PATH] [--plots DIR]``.
+
+A full run writes benchmarks/results/latest.json and the PNG plots next to it
+unless --json / --plots say otherwise; --quick and --smoke write files only
+when asked to.
+"""
+
+from __future__ import annotations
+
+import argparse
+import datetime
+import importlib
+import importlib.metadata
+import json
+import os
+import platform
+import subprocess
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+from ._harness import Mode, Results, markdown_table, text_table
+
+ROOT = Path(__file__).resolve().parent.parent
+RESULTS = Path(__file__).resolve().parent / "results"
+SCENARIOS = {
+    "throughput": "throughput",
+    "flood": "flood",
+    "isolation": "isolation",
+    "delayed": "delayed",
+    "barrier": "barrier",
+    "scaling": "scaling",
+    "hotpath": "hotpath",
+}
+
+
+def _git(*args: str) -> str:
+    try:
+        out = subprocess.run(["git", *args], cwd=ROOT, capture_output=True, text=True, check=True)
+    except (OSError, subprocess.CalledProcessError):
+        return "unknown"
+    return out.stdout.strip()
+
+
+def _cpu_model() -> str:
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return platform.processor() or "unknown"
+
+
+def _version(package: str) -> str:
+    try:
+        return importlib.metadata.version(package)
+    except importlib.metadata.PackageNotFoundError:
+        return "not installed"
+
+
+def machine(mode: Mode) -> dict[str, Any]:
+    """Describe the code and the machine the run measures."""
+    usable = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count()
+    return {
+        "mode": mode.name,
+        "commit": _git("rev-parse", "--short", "HEAD"),
+        "src_modified": bool(_git("status", "--porcelain", "--", "src")),
+        "date_utc": datetime.datetime.now(datetime.UTC).strftime("%Y-%m-%d %H:%M UTC"),
+        "python": f"{platform.python_implementation()} {platform.python_version()}",
+        "gil": getattr(sys, "_is_gil_enabled", lambda: True)(),
+        "platform": platform.platform(),
+        "nproc": usable,
+        "cpu": _cpu_model(),
+        "versions": {name: _version(name) for name in ("jobdispatch", "pebble", "matplotlib")},
+    }
+
+
+def describe(meta: dict[str, Any]) -> str:
+    """One line naming the run, for titles."""
+    dirty = "+local changes" if meta["src_modified"] else ""
+    return (
+        f"{meta['mode']} run, commit {meta['commit']}{dirty}, {meta['python']}, "
+        f"{meta['nproc']} CPUs ({meta['cpu']}), {meta['date_utc']}"
+    )
+
+
+def parse(argv: list[str] | None) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(prog="python -m benchmarks", description="jobdispatch against its peers.")
+    size = parser.add_mutually_exclusive_group()
+    size.add_argument("--quick", action="store_true", help="smaller sizes and fewer trials: under a minute")
+    size.add_argument("--smoke", action="store_true", help="tiny sizes, one trial: checks that everything runs")
+    parser.add_argument("--json", type=Path, help="write the results as JSON here")
+    parser.add_argument("--plots", type=Path, help="write the PNG plots into this directory")
+    parser.add_argument("--markdown", type=Path, help="write the results table as Markdown here")
+    parser.add_argument(
+        "--only",
+        help=f"comma-separated scenarios, out of {','.join(SCENARIOS)} (default: all; hotpath in full runs only)",
+    )
+    return parser.parse_args(argv)
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = parse(argv)
+    mode = Mode("quick" if args.quick else "smoke" if args.smoke else "full")
+    if mode.name == "full":
+        args.json = args.json or RESULTS / "latest.json"
+        args.plots = args.plots or RESULTS
+    if args.only:
+        chosen = [name.strip() for name in args.only.split(",") if name.strip()]
+        unknown = sorted(set(chosen) - set(SCENARIOS))
+        if unknown:
+            print(f"unknown scenarios: {', '.join(unknown)}", file=sys.stderr)
+            return 2
+    else:
+        chosen = [name for name in SCENARIOS if name != "hotpath" or mode.name == "full"]
+
+    results = Results(meta=machine(mode))
+    print(f"jobdispatch benchmarks: {describe(results.meta)}", flush=True)
+    started = time.perf_counter()
+    for name in chosen:
+        module = importlib.import_module(f".{SCENARIOS[name]}", __package__)
+        begin = time.perf_counter()
+        print(f"  running {name} ...", end="", flush=True)
+        module.run(mode, results)
+        print(f" {time.perf_counter() - begin:.1f} s", flush=True)
+    results.meta["duration_s"] = round(time.perf_counter() - started, 1)
+
+    table = text_table(results.rows)
+    print()
+    print("ratio: median over trials of the per-trial factor by which jobdispatch beats the competitor")
+    print("(> 1: jobdispatch better; rates divided, times and sizes inverted); figures: medians over trials.")
+    if mode.name != "full":
+        print(f"{mode.name} mode: smaller sizes than the targets are defined for; 'met' is indicative only.")
+    print(table)
+    notes = [f"  {row.scenario} / {row.competitor}: {row.note}" for row in results.rows if row.note]
+    if notes:
+        print("notes:")
+        print("\n".join(notes))
+    judged = [row for row in results.rows if row.met is not None]
+    missed = [row for row in judged if not row.met]
+    print(f"targets met: {len(judged) - len(missed)} of {len(judged)}", end="")
+    print(f"; missed: {'; '.join(f'{r.scenario}: {r.target}' for r in missed)}" if missed else "")
+    if "hotpath" in results.scenarios:
+        from .hotpath import report
+
+        print()
+        print(report(results.scenarios["hotpath"]))
+    print(f"total {results.meta['duration_s']} s")
+
+    if args.plots:
+        from . import _plots
+
+        args.plots.mkdir(parents=True, exist_ok=True)
+        subtitle = describe(results.meta)
+        made = []
+        if "isolation" in results.scenarios:
+            made.append(_plots.isolation(results.scenarios["isolation"], args.plots / "isolation.png", subtitle))
+        if "scaling" in results.scenarios:
+            made.append(_plots.scaling(results.scenarios["scaling"], args.plots / "scaling.png", subtitle))
+        for path in made:
+            print(f"wrote {path}")
+    if args.json:
+        args.json.parent.mkdir(parents=True, exist_ok=True)
+        data = results.as_json()
+        data["table_markdown"] = markdown_table(results.rows)
+        args.json.write_text(json.dumps(data, indent=1, default=str) + "\n")
+        print(f"wrote {args.json}")
+    if args.markdown:
+        args.markdown.write_text(markdown_table(results.rows) + "\n")
+        print(f"wrote {args.markdown}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
