@@ -310,9 +310,9 @@ class TestDispatchLaterErrors:
             (-0.001, ValueError, r"^delay must be >= 0, got -0\.001$"),
             (math.nan, ValueError, r"^delay must be >= 0, got nan$"),
             (math.inf, ValueError, r"^delay must be a finite number of seconds >= 0, got inf$"),
-            ("1", TypeError, r"^delay must be a number of seconds.*, got '1'$"),
-            (True, TypeError, r"^delay must be a number of seconds.*, got True$"),
-            ([1], TypeError, r"^delay must be a number of seconds.*, got \[1\]$"),
+            ("1", TypeError, r"^delay must be a number of seconds, got '1'$"),
+            (True, TypeError, r"^delay must be a number of seconds, got True$"),
+            ([1], TypeError, r"^delay must be a number of seconds, got \[1\]$"),
         ],
     )
     def test_bad_delay(self, kit: Kit, delay: object, error: type[Exception], message: str) -> None:
@@ -326,7 +326,7 @@ class TestDispatchLaterErrors:
     def test_none_delay_is_a_type_error(self, kit: Kit) -> None:
         """delay=None is not a number: TypeError whose message does not offer None as valid."""
         d = kit.dispatcher(1)
-        with pytest.raises(TypeError, match=r"^delay must be a (finite )?number of seconds( >= 0)?, got None$"):
+        with pytest.raises(TypeError, match=r"^delay must be a number of seconds, got None$"):
             d.dispatch_later(None, lambda: None)  # type: ignore[arg-type]
 
     @pytest.mark.parametrize(
