@@ -487,10 +487,6 @@ class TestBatch:
         assert records[0].exc_info is not None
         assert records[0].exc_info[1] is error
 
-    @pytest.mark.xfail(
-        reason="BUG: batch exit after the body raised waits for unrelated jobs queued ahead of the batch's jobs",
-        strict=True,
-    )
     def test_body_raising_does_not_wait_behind_unrelated_jobs(self, kit: Kit) -> None:
         """If the block raises, exit cancels the batch's queued jobs without waiting for unrelated running jobs."""
         d = kit.dispatcher({0: 1})
@@ -515,7 +511,6 @@ class TestBatch:
             gate.set()
             thread.join(WAIT)
 
-    @pytest.mark.xfail(reason="BUG: batch exit after the body raised waits out the delay of delayed jobs", strict=True)
     def test_body_raising_cancels_delayed_jobs_at_once(self, kit: Kit) -> None:
         """If the block raises, the batch's delayed jobs are cancelled at once, not when they fall due."""
         d = kit.dispatcher(1)
@@ -677,7 +672,6 @@ class TestBatchErrors:
             gate.set()
         assert (batch.total, batch.done) == (1, 1)
 
-    @pytest.mark.xfail(reason="BUG: Batch.dispatch does not validate timeout while the pool has room", strict=True)
     @pytest.mark.parametrize(
         ("timeout", "error", "message"),
         [

@@ -3,20 +3,48 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import threading
 from collections.abc import Callable
 from types import TracebackType
 from typing import TYPE_CHECKING, Any, TypeAlias
 
 from ._errors import DispatcherClosed, DispatcherError
-from ._pool import logger, wake_future
+from ._pool import CancelledBeforeStart, logger, wake_future
 
 if TYPE_CHECKING:
     from ._dispatcher import Dispatcher, JobLike
 
-__all__ = ["Batch", "ProgressCallback"]
+__all__ = ["Batch", "BatchCall", "ProgressCallback"]
 
 ProgressCallback: TypeAlias = Callable[[int, int], object]
+
+
+_WAITING, _STARTED, _CANCELLED, _OVER = range(4)
+
+
+class BatchCall:
+    """What a worker runs for a batch job: the job, unless the batch dropped it.
+
+    Its state changes under the batch's lock, so a job is either started or
+    cancelled, never both, and counted once.
+    """
+
+    __slots__ = ("batch", "fn", "state")
+
+    def __init__(self, batch: Batch) -> None:
+        self.batch = batch
+        self.fn: Callable[[], object] | None = None
+        self.state = _WAITING
+
+    def __call__(self) -> None:
+        if not self.batch._start(self):
+            raise CancelledBeforeStart
+        assert self.fn is not None
+        self.fn()
+
+    def __repr__(self) -> str:
+        return f"<batch call of {self.fn!r}>"
 
 
 def _tqdm_progress() -> ProgressCallback:
@@ -83,7 +111,7 @@ class Batch:
         self._finished = 0
         self._errors: list[BaseException] = []
         self._cancelled = 0
-        self._cancelling = False
+        self._waiting: set[BatchCall] = set()  # dispatched, not started yet
         self._state = "new"
 
     # -- public ------------------------------------------------------------
@@ -106,11 +134,11 @@ class Batch:
         Takes the same arguments as `Dispatcher.dispatch`, and raises the
         same errors.
         """
-        self._add()
+        call = self._add()
         try:
-            self._dispatcher._submit(job, priority, timeout, self)
+            self._dispatcher._submit(job, priority, timeout, call)
         except BaseException:
-            self._job_over(cancelled=False, counted=False)
+            self._withdraw(call)
             raise
 
     def dispatch_later(self, delay: float, job: JobLike, *, priority: int | None = None) -> None:
@@ -118,11 +146,11 @@ class Batch:
 
         Takes the same arguments as `Dispatcher.dispatch_later`.
         """
-        self._add()
+        call = self._add()
         try:
-            self._dispatcher._submit_later(delay, job, priority, self)
+            self._dispatcher._submit_later(delay, job, priority, call)
         except BaseException:
-            self._job_over(cancelled=False, counted=False)
+            self._withdraw(call)
             raise
 
     async def dispatch_async(self, job: JobLike, *, priority: int | None = None) -> None:
@@ -130,11 +158,11 @@ class Batch:
 
         Takes the same arguments as `Dispatcher.dispatch_async`.
         """
-        self._add()
+        call = self._add()
         try:
-            await self._dispatcher._submit_async(job, priority, self)
+            await self._dispatcher._submit_async(job, priority, call)
         except BaseException:
-            self._job_over(cancelled=False, counted=False)
+            self._withdraw(call)
             raise
 
     def __enter__(self) -> Batch:
@@ -152,14 +180,14 @@ class Batch:
     ) -> None:
         self._dispatcher._refuse_in_own_worker("leave a batch")
         if exc is not None:
-            self._cancelling = True
+            self._cancel_waiting()
         try:
             with self._condition:
                 while self._pending:
                     self._condition.wait()
         except BaseException:
             # Interrupted (Ctrl-C): drop what has not started and let it go.
-            self._cancelling = True
+            self._cancel_waiting()
             raise
         self._finish(exc)
 
@@ -173,7 +201,7 @@ class Batch:
         tb: TracebackType | None,
     ) -> None:
         if exc is not None:
-            self._cancelling = True
+            self._cancel_waiting()
         loop = asyncio.get_running_loop()
         try:
             while True:
@@ -184,7 +212,7 @@ class Batch:
                     self._async_waiters.append(waiter)
                 await waiter
         except BaseException:
-            self._cancelling = True  # the awaiting task was cancelled
+            self._cancel_waiting()  # the awaiting task was cancelled
             raise
         self._finish(exc)
 
@@ -207,42 +235,88 @@ class Batch:
 
     # -- called by pools ---------------------------------------------------
 
-    def _add(self) -> None:
+    def _add(self) -> BatchCall:
         with self._condition:
             if self._state != "open":
                 raise DispatcherError("dispatch through a batch only inside its with block")
+            call = BatchCall(self)
+            self._waiting.add(call)
             self._pending += 1
             self._total += 1
+            return call
+
+    def _withdraw(self, call: BatchCall) -> None:
+        """Forget a call whose dispatch failed: it never counted."""
+        with self._condition:
+            self._waiting.discard(call)
+            call.state = _OVER
+            self._total -= 1
+            self._pending -= 1
+            self._notify_if_idle()
+
+    def _start(self, call: BatchCall) -> bool:
+        with self._condition:
+            if call.state != _WAITING:
+                return False
+            call.state = _STARTED
+            self._waiting.discard(call)
+            return True
+
+    def _cancel_waiting(self) -> None:
+        """Count every job that has not started as cancelled, at once."""
+        with self._condition:
+            waiting, self._waiting = self._waiting, set()
+            for call in waiting:
+                call.state = _CANCELLED
+            self._finished += len(waiting)
+            self._cancelled += len(waiting)
+            self._pending -= len(waiting)
+            self._notify_if_idle()
+        if waiting:
+            self._dispatcher._scheduler.cancel_batch(self)
 
     def _record_error(self, error: BaseException) -> None:
         with self._condition:
             self._errors.append(error)
 
-    def _job_over(self, *, cancelled: bool, counted: bool = True) -> None:
-        if counted and self._progress is not None:
+    def _job_over(self, call: object, *, cancelled: bool) -> None:
+        """Count a job of the batch as over, unless it already was."""
+        assert isinstance(call, BatchCall)
+        if self._progress is not None:
             # Report before the job stops counting as pending, so that leaving
             # the batch also waits for the last progress call.
             with self._progress_lock:
                 with self._condition:
-                    self._count_over(cancelled)
+                    if not self._count_over(call, cancelled):
+                        return
                     done, total = self._finished, self._total
                 try:
                     self._progress(done, total)
-                except Exception:
-                    logger.exception("the progress callback of a batch raised")
+                except BaseException:  # even SystemExit: it must not kill a worker
+                    with contextlib.suppress(BaseException):
+                        logger.exception("the progress callback of a batch raised")
+            with self._condition:
+                self._pending -= 1
+                self._notify_if_idle()
+            return
         with self._condition:
-            if not counted:
-                self._total -= 1
-            elif self._progress is None:
-                self._count_over(cancelled)
-            self._pending -= 1
-            if not self._pending:
-                self._condition.notify_all()
-                for waiter in self._async_waiters:
-                    wake_future(waiter)
-                self._async_waiters.clear()
+            if self._count_over(call, cancelled):
+                self._pending -= 1
+                self._notify_if_idle()
 
-    def _count_over(self, cancelled: bool) -> None:
+    def _count_over(self, call: BatchCall, cancelled: bool) -> bool:
+        if call.state in (_CANCELLED, _OVER):
+            return False
+        self._waiting.discard(call)
+        call.state = _OVER
         self._finished += 1
         if cancelled:
             self._cancelled += 1
+        return True
+
+    def _notify_if_idle(self) -> None:
+        if not self._pending:
+            self._condition.notify_all()
+            for waiter in self._async_waiters:
+                wake_future(waiter)
+            self._async_waiters.clear()

@@ -15,7 +15,7 @@ from queue import Empty
 from types import TracebackType
 from typing import TypeAlias, overload
 
-from ._batch import Batch, ProgressCallback
+from ._batch import Batch, BatchCall, ProgressCallback
 from ._config import ConfigLike, check_delay, check_priority, check_timeout, normalize_config
 from ._errors import DispatcherClosed, DispatcherError, PoolFull, UnknownPriority
 from ._executor import PoolExecutor
@@ -182,20 +182,31 @@ class Dispatcher:
         """
         self._submit_later(delay, job, priority, None)
 
-    def _submit(self, job: JobLike, priority: int | None, timeout: float | None, batch: Batch | None) -> None:
+    def _submit(self, job: JobLike, priority: int | None, timeout: float | None, call: BatchCall | None) -> None:
+        """Dispatch for a batch (``call``) or a caller off the hot path."""
+        if timeout is not None:
+            timeout = check_timeout(timeout)
         if self._state is not _OPEN:
             raise DispatcherClosed(self._closed_reason)
         pool, fn = self._route(job, priority)
         context = copy_context() if self._propagate_context else None
-        pool.submit(job, fn, batch, context, timeout)
+        if call is None:
+            pool.submit(job, fn, None, context, timeout)
+        else:
+            call.fn = fn
+            pool.submit(job, call, call.batch, context, timeout)
 
-    def _submit_later(self, delay: float, job: JobLike, priority: int | None, batch: Batch | None) -> None:
+    def _submit_later(self, delay: float, job: JobLike, priority: int | None, call: BatchCall | None) -> None:
         due = time.monotonic() + check_delay(delay)
         if self._state is not _OPEN:
             raise DispatcherClosed(self._closed_reason)
         pool, fn = self._route(job, priority)
         context = copy_context() if self._propagate_context else None
-        item = pool.add_delayed(job, fn, batch, context)
+        if call is None:
+            item = pool.add_delayed(job, fn, None, context)
+        else:
+            call.fn = fn
+            item = pool.add_delayed(job, call, call.batch, context)
         self._scheduler.add(due, pool, item)
 
     def _route(self, job: JobLike, priority: int | None) -> tuple[Pool, Callable[[], object]]:
@@ -254,11 +265,15 @@ class Dispatcher:
         """
         await self._submit_async(job, priority, None)
 
-    async def _submit_async(self, job: JobLike, priority: int | None, batch: Batch | None) -> None:
+    async def _submit_async(self, job: JobLike, priority: int | None, call: BatchCall | None) -> None:
         if self._state is not _OPEN:
             raise DispatcherClosed(self._closed_reason)
         pool, fn = self._route(job, priority)
         context = copy_context() if self._propagate_context else None
+        batch = None
+        if call is not None:
+            call.fn = fn
+            fn, batch = call, call.batch
         loop = asyncio.get_running_loop()
         while True:
             try:

@@ -196,7 +196,7 @@ class Pool:
             else:
                 self._failed += 1
         if batch is not None:
-            batch._job_over(cancelled=cancelled)
+            batch._job_over(fn, cancelled=cancelled)
 
     def add_delayed(
         self, job: object, fn: Callable[[], object], batch: Batch | None, context: contextvars.Context | None
@@ -336,7 +336,7 @@ class Pool:
 
     def cancel_queued(self) -> None:
         """Drop the jobs that wait in the queue or for room (not yet started)."""
-        batches: list[Batch] = []
+        cancelled: list[tuple[Batch, object]] = []
         with self._lock:
             while True:
                 try:
@@ -348,39 +348,39 @@ class Pool:
                     break
                 self._left_otherwise += 1
                 self._slots.put(True)
-                self._cancel_item_locked(item, batches)
-            self._cancel_due_locked(batches)
-        for batch in batches:
-            batch._job_over(cancelled=True)
+                self._cancel_item_locked(item, cancelled)
+            self._cancel_due_locked(cancelled)
+        for batch, call in cancelled:
+            batch._job_over(call, cancelled=True)
 
     def cancel_due(self) -> None:
         """Drop the delayed jobs that are due but wait for room."""
-        batches: list[Batch] = []
+        cancelled: list[tuple[Batch, object]] = []
         with self._lock:
-            self._cancel_due_locked(batches)
-        for batch in batches:
-            batch._job_over(cancelled=True)
+            self._cancel_due_locked(cancelled)
+        for batch, call in cancelled:
+            batch._job_over(call, cancelled=True)
 
-    def _cancel_due_locked(self, batches: list[Batch]) -> None:
+    def _cancel_due_locked(self, cancelled: list[tuple[Batch, object]]) -> None:
         while self._due:
             self._delayed -= 1
-            self._cancel_item_locked(self._due.popleft(), batches)
+            self._cancel_item_locked(self._due.popleft(), cancelled)
         self._slow_release = bool(self._room_waiters)
 
     def cancel_delayed(self, item: _Item) -> None:
         """Drop a delayed job whose time has not come."""
-        batches: list[Batch] = []
+        cancelled: list[tuple[Batch, object]] = []
         with self._lock:
             self._delayed -= 1
-            self._cancel_item_locked(item, batches)
-        for batch in batches:
-            batch._job_over(cancelled=True)
+            self._cancel_item_locked(item, cancelled)
+        for batch, call in cancelled:
+            batch._job_over(call, cancelled=True)
 
-    def _cancel_item_locked(self, item: _Item, batches: list[Batch]) -> None:
+    def _cancel_item_locked(self, item: _Item, cancelled: list[tuple[Batch, object]]) -> None:
         self._cancelled += 1
         _finish_generation(item[2])
         if item[3] is not None:
-            batches.append(item[3])
+            cancelled.append((item[3], item[1]))
 
     def stop(self) -> list[threading.Thread]:
         """Tell every worker to exit once the queue ahead of it is done."""
@@ -477,9 +477,9 @@ def _call(fn: Callable[[], object], context: contextvars.Context | None) -> Base
 
 
 def _log(message: str, job: object, priority: int, error: BaseException) -> None:
-    # A logging handler that raises must not kill the worker; the failure is
-    # still counted in the pool's stats.
-    with contextlib.suppress(Exception):
+    # A logging handler that raises, whatever it raises, must not kill the
+    # worker; the failure is still counted in the pool's stats.
+    with contextlib.suppress(BaseException):
         logger.error(message, safe_repr(job), priority, exc_info=error)
 
 
@@ -499,15 +499,6 @@ def _work(pool: Pool) -> None:
             return
         job, fn, generation, batch, context = item
         del item
-        if batch is not None and batch._cancelling:
-            with lock:
-                pool._cancelled += 1
-                pool._left_otherwise += 1
-                _finish_generation(generation)
-                pool._release_slot_locked()
-            batch._job_over(cancelled=True)
-            del job, fn, generation, batch, context
-            continue
         error: BaseException | type[CancelledBeforeStart] | None = None
         try:
             if context is None:
@@ -531,16 +522,18 @@ def _work(pool: Pool) -> None:
                     pool._cancelled += 1
                 else:
                     pool._failed += 1
-            generation.pending -= 1
-            if not generation.pending and generation.done is not None:
-                _generation_done(generation)
+            # Give the place back before the barrier can open, so that a
+            # wait() that returns leaves the pool with room.
             if pool._slow_release:
                 pool._release_slot_locked()
             else:
                 put_slot(True)
+            generation.pending -= 1
+            if not generation.pending and generation.done is not None:
+                _generation_done(generation)
         finally:
             release()
         if batch is not None:
-            batch._job_over(cancelled=error is CancelledBeforeStart)
+            batch._job_over(fn, cancelled=error is CancelledBeforeStart)
         # Drop every reference before blocking, so no job outlives its run.
         del job, fn, generation, batch, context, error

@@ -50,6 +50,18 @@ class Scheduler:
         for _, _, pool, item in entries:
             pool.cancel_delayed(item)
 
+    def cancel_batch(self, batch: object) -> None:
+        """Drop the delayed jobs of one batch, counting them cancelled."""
+        with self._condition:
+            dropped = [entry for entry in self._heap if entry[3][3] is batch]
+            if not dropped:
+                return
+            self._heap = [entry for entry in self._heap if entry[3][3] is not batch]
+            heapq.heapify(self._heap)
+            self._condition.notify()
+        for _, _, pool, item in dropped:
+            pool.cancel_delayed(item)
+
     def stop(self, timeout: float | None) -> bool:
         """Let the thread exit once the heap is empty; ``False`` on timeout."""
         with self._condition:
