@@ -84,7 +84,7 @@ class PoolConfig:
         _check_int("queue_size", self.queue_size, 0)
 
 
-ConfigLike: TypeAlias = "int | Mapping[int, int] | Iterable[PoolConfig]"
+ConfigLike: TypeAlias = "int | Mapping[int, int] | PoolConfig | Iterable[PoolConfig]"
 
 
 def normalize_config(config: object) -> tuple[PoolConfig, ...]:

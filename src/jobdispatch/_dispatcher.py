@@ -222,6 +222,8 @@ class Dispatcher:
                 priority = get_priority()
                 if type(priority) is not int:
                     priority = check_priority(priority, f"{safe_repr(job)}.priority()")
+            elif get_priority is not None:  # a plain attribute is accepted too
+                priority = check_priority(get_priority, f"{safe_repr(job)}.priority")
         if priority is None:
             if self._only_pool is None:
                 raise TypeError(
