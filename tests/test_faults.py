@@ -347,10 +347,6 @@ class TestHookFaults:
         finally:
             logger.removeHandler(handler)
 
-    @pytest.mark.xfail(
-        reason="BUG: a logging handler raising a BaseException kills the worker: job never counted, wait() hangs",
-        strict=True,
-    )
     def test_logging_handler_raising_base_exception(self) -> None:
         """A logging handler raising a BaseException subclass loses no worker and no count."""
         # In a child process: the broken dispatcher could not be finalized, and the
