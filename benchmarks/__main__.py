@@ -74,7 +74,16 @@ def machine(mode: Mode) -> dict[str, Any]:
         "nproc": usable,
         "cpu": _cpu_model(),
         "versions": {name: _version(name) for name in ("jobdispatch", "pebble", "matplotlib")},
+        "load_average_before": _load(),
     }
+
+
+def _load() -> list[float] | None:
+    """The 1, 5 and 15 minute load averages: other work on the machine skews every figure."""
+    try:
+        return [round(x, 2) for x in os.getloadavg()]
+    except OSError:
+        return None
 
 
 def describe(meta: dict[str, Any]) -> str:
@@ -118,6 +127,9 @@ def main(argv: list[str] | None = None) -> int:
 
     results = Results(meta=machine(mode))
     print(f"jobdispatch benchmarks: {describe(results.meta)}", flush=True)
+    load = results.meta["load_average_before"]
+    if load and load[0] > 0.5:
+        print(f"  warning: load average {load[0]} before the run: other processes compete for the CPUs", flush=True)
     started = time.perf_counter()
     for name in chosen:
         module = importlib.import_module(f".{SCENARIOS[name]}", __package__)
@@ -126,6 +138,7 @@ def main(argv: list[str] | None = None) -> int:
         module.run(mode, results)
         print(f" {time.perf_counter() - begin:.1f} s", flush=True)
     results.meta["duration_s"] = round(time.perf_counter() - started, 1)
+    results.meta["load_average_after"] = _load()
 
     table = text_table(results.rows)
     print()
@@ -147,7 +160,9 @@ def main(argv: list[str] | None = None) -> int:
 
         print()
         print(report(results.scenarios["hotpath"]))
-    print(f"total {results.meta['duration_s']} s")
+    print(
+        f"total {results.meta['duration_s']} s; load average before {load}, after {results.meta['load_average_after']}"
+    )
 
     if args.plots:
         from . import _plots
