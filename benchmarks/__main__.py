@@ -95,6 +95,14 @@ def describe(meta: dict[str, Any]) -> str:
     )
 
 
+def _json_text(data: dict[str, Any]) -> str:
+    """Pretty JSON for meta and rows, one line per scenario for the bulky raw figures."""
+    scenarios = data.pop("scenarios")
+    text = json.dumps(data, indent=1, default=str)
+    lines = [f"  {json.dumps(name)}: {json.dumps(value, default=str)}" for name, value in scenarios.items()]
+    return text[: text.rindex("}")].rstrip() + ',\n "scenarios": {\n' + ",\n".join(lines) + "\n }\n}\n"
+
+
 def parse(argv: list[str] | None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(prog="python -m benchmarks", description="jobdispatch against its peers.")
     size = parser.add_mutually_exclusive_group()
@@ -180,7 +188,7 @@ def main(argv: list[str] | None = None) -> int:
         args.json.parent.mkdir(parents=True, exist_ok=True)
         data = results.as_json()
         data["table_markdown"] = markdown_table(results.rows)
-        args.json.write_text(json.dumps(data, indent=1, default=str) + "\n")
+        args.json.write_text(_json_text(data))
         print(f"wrote {args.json}")
     if args.markdown:
         args.markdown.write_text(markdown_table(results.rows) + "\n")

@@ -54,7 +54,9 @@ def _median(values: list[float]) -> float:
     return ordered[mid] if len(ordered) % 2 else (ordered[mid - 1] + ordered[mid]) / 2
 
 
-def _series(ax: Any, table: dict[Any, dict[str, list[float]]], scale: float) -> None:
+def _series(
+    ax: Any, table: dict[Any, dict[str, list[float]]], scale: float, suffix: str = "", style: str = "-"
+) -> None:
     xs = sorted(table, key=int)
     names = list(table[xs[0]])
     for name in names:
@@ -62,11 +64,14 @@ def _series(ax: Any, table: dict[Any, dict[str, list[float]]], scale: float) -> 
             [int(x) for x in xs],
             [_median(table[x][name]) * scale for x in xs],
             marker="o",
-            label=name,
+            linestyle=style,
+            label=name + suffix,
             color=COLOURS.get(name),
         )
     ax.set_xscale("log")
-    ax.grid(True, which="both", alpha=0.3)
+    ax.set_xticks([int(x) for x in xs], [str(x) for x in xs])
+    ax.minorticks_off()
+    ax.grid(True, which="major", alpha=0.3)
     ax.legend(fontsize=7)
 
 
@@ -75,7 +80,9 @@ def scaling(data: dict[str, Any], path: Path, subtitle: str) -> Path:
     plt = _pyplot()
     fig, axes = plt.subplots(2, 2, figsize=(11, 8))
     (a, b), (c, d) = axes
-    _series(a, data["by_workers"], 1e-3)
+    if "by_workers_warm" in data:
+        _series(a, data["by_workers_warm"], 1e-3, ", threads started", ":")
+    _series(a, data["by_workers"], 1e-3, ", fresh pool")
     a.set_title("6a throughput, 1 producer, 1 pool", fontsize=10)
     a.set_xlabel("workers")
     a.set_ylabel("thousand jobs/s")

@@ -1,8 +1,10 @@
 """Scenario 6: scaling.
 
 6a: throughput of no-op jobs from one producer into one pool of 1, 8, 64
-and 512 workers. 6b: throughput from one producer cycling over 1, 4, 16 and
-64 pools of 4 workers each (jobdispatch: one `Dispatcher` with that many
+and 512 workers: on a fresh pool (thread starts included, as on first use)
+and on a warm one (a first round of the same size has started the threads).
+6b: throughput from one producer cycling over 1, 4, 16 and 64 pools of 4
+workers each (jobdispatch: one `Dispatcher` with that many
 priorities; ThreadPoolExecutor: that many executors). 6c: the time to
 create and finalize a pool of 10, 100, 1,000 and 4,000 workers that ran no
 job. 6d: the same with every thread started first (each worker runs one job
@@ -24,6 +26,26 @@ PAIR: dict[str, Callable[[Sequence[int]], Pools]] = {
     "jobdispatch": JobDispatchPools,
     "ThreadPoolExecutor": ExecutorPools,
 }
+
+
+def _warm(factory: Callable[[Sequence[int]], Pools], workers: int, n: int) -> float:
+    """Seconds for ``n`` jobs through a pool whose threads a first round of ``n`` jobs has started."""
+    pools = factory([workers])
+    try:
+        submit = pools.submitter(0)
+
+        def barrier() -> None:
+            # Every worker inside a barrier job: every job before has finished.
+            gate = threading.Barrier(workers + 1)
+            for _ in range(workers):
+                submit(gate.wait)
+            gate.wait()
+
+        pools.produce(0, n, lambda: None)
+        barrier()
+        return timed(lambda: (pools.produce(0, n, lambda: None), barrier()))
+    finally:
+        pools.close()
 
 
 def _round_robin(factory: Callable[[Sequence[int]], Pools], pools: int, n: int) -> float:
@@ -80,6 +102,18 @@ def run(mode: Mode, results: Results) -> None:
             f"6a throughput, 1 pool x {workers} workers", "jobs/s", "jobs/s", rates, higher_is_better=True
         )
     raw["by_workers"] = by_workers
+    by_workers_warm: dict[int, dict[str, list[float]]] = {}
+    for workers in worker_counts:
+        runners = {name: (lambda f=f, w=workers: n / _warm(f, w, n)) for name, f in PAIR.items()}
+        by_workers_warm[workers] = rates = interleave(runners, trials)
+        results.rows += compare(
+            f"6a throughput, 1 pool x {workers} workers, threads started",
+            "jobs/s",
+            "jobs/s",
+            rates,
+            higher_is_better=True,
+        )
+    raw["by_workers_warm"] = by_workers_warm
 
     pool_counts = mode.pick([1, 4, 16, 64], [1, 4, 16, 64], [1, 4])
     by_pools: dict[int, dict[str, list[float]]] = {}
