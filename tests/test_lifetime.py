@@ -190,11 +190,6 @@ class TestInterpreterExit:
         lines = out.read_text().splitlines()
         assert sorted(lines) == sorted(f"{i} {n}" for i in range(4) for n in range(50))
 
-    @pytest.mark.xfail(
-        reason="BUG: at exit, open dispatchers are finalized one at a time: a job dispatching into one already "
-        "finalized fails with DispatcherClosed (logged)",
-        strict=True,
-    )
     def test_exit_with_dispatchers_feeding_each_other(self, tmp_path: Path) -> None:
         """Jobs that dispatch into another open dispatcher (and back) all run when the interpreter exits."""
         out = tmp_path / "out.txt"
@@ -319,10 +314,6 @@ class TestFork:
         assert result.returncode == 0, result.stderr
         assert result.stdout.splitlines() == ["child job ran", "child exit code 7"]
 
-    @pytest.mark.xfail(
-        reason="BUG: in a forked child, wait() on an inherited dispatcher with pending jobs blocks forever",
-        strict=True,
-    )
     def test_child_wait_on_inherited_dispatcher_returns(self) -> None:
         """In a forked child, wait() on the inherited dispatcher raises DispatcherClosed or returns at once."""
         script = """

@@ -97,6 +97,7 @@ class Dispatcher:
         self._propagate_context = propagate_context
         self._scheduler = Scheduler(f"{name}-timer")
         self._state = _State.OPEN
+        self._forked = False
         self._closed_reason = "cannot dispatch after finalize() was called"
         self._state_lock = threading.Lock()
         self._finalizer = weakref.finalize(self, _abandon, tuple(self._pools.values()), self._scheduler)
@@ -303,6 +304,8 @@ class Dispatcher:
             ``True`` when the jobs are done, ``False`` if ``timeout`` ran out.
         """
         seconds = check_timeout(timeout)
+        if self._forked:
+            raise DispatcherClosed(self._closed_reason)
         loop = asyncio.get_running_loop()
         waiters: list[asyncio.Future[None]] = []
         for pool in self._pools.values():
@@ -344,6 +347,8 @@ class Dispatcher:
         return self._wait_until(deadline)
 
     def _wait_until(self, deadline: float | None) -> bool:
+        if self._forked:
+            raise DispatcherClosed(self._closed_reason)
         generations = [g for pool in self._pools.values() for g in pool.close_generation()]
         for generation in generations:
             assert generation.done is not None
@@ -404,7 +409,7 @@ class Dispatcher:
         deadline = None if seconds is None else time.monotonic() + seconds
         with self._state_lock:
             if self._state is _State.CLOSED:
-                return
+                return  # finalized already, or inherited through fork: no threads here
             self._state = _State.CLOSING
         for pool in self._pools.values():
             pool.close()
@@ -493,7 +498,7 @@ class Dispatcher:
 
     # -- process events ----------------------------------------------------
 
-    def _finalize_at_exit(self) -> None:
+    def _cancel_delayed_at_exit(self) -> None:
         if self._state is _State.OPEN:
             pending = sum(pool.stats().delayed for pool in self._pools.values())
             if pending:
@@ -503,11 +508,19 @@ class Dispatcher:
                     self._name,
                 )
                 self._scheduler.cancel_all()
-        self.finalize()
+
+    def _activity(self) -> tuple[int, int]:
+        """Return (jobs not over, jobs ever over), summed over the pools."""
+        stats = [pool.stats() for pool in self._pools.values()]
+        return (
+            sum(s.busy + s.queued + s.delayed for s in stats),
+            sum(s.completed + s.failed + s.cancelled for s in stats),
+        )
 
     def _forget_after_fork(self) -> None:
         self._state_lock = threading.Lock()
         self._state = _State.CLOSED
+        self._forked = True
         self._closed_reason = "cannot use a dispatcher inherited through fork(): create a new one in the child"
         self._finalizer.detach()
         self._scheduler.forget_after_fork()
@@ -542,9 +555,25 @@ _live_dispatchers: weakref.WeakSet[Dispatcher] = weakref.WeakSet()
 
 @atexit.register
 def _finalize_live_dispatchers() -> None:
-    """Run the queued jobs of every dispatcher left open at interpreter exit."""
+    """Run the queued jobs of every dispatcher left open at interpreter exit.
+
+    Jobs of one dispatcher may feed another, so all of them are drained
+    together, until a whole pass over them finds nothing running and nothing
+    new finished, before any is finalized.
+    """
+    dispatchers = [d for d in list(_live_dispatchers) if d._state is _OPEN]
+    for dispatcher in dispatchers:
+        dispatcher._cancel_delayed_at_exit()
+    last_seen = None
+    while True:
+        for dispatcher in dispatchers:
+            dispatcher.wait()
+        activity = [dispatcher._activity() for dispatcher in dispatchers]
+        if all(running == 0 for running, _ in activity) and activity == last_seen:
+            break
+        last_seen = activity
     for dispatcher in list(_live_dispatchers):
-        dispatcher._finalize_at_exit()
+        dispatcher.finalize()
 
 
 def _after_fork_in_child() -> None:
