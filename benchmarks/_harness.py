@@ -118,8 +118,10 @@ def fmt(value: float | None, unit: str) -> str:
     if unit in ("jobs/s", "rounds/s"):
         if value >= 1e6:
             return f"{value / 1e6:.2f} M/s"
-        if value >= 1e3:
+        if value >= 1e4:
             return f"{value / 1e3:.0f} k/s"
+        if value >= 1e3:
+            return f"{value / 1e3:.2f} k/s"
         return f"{value:.0f} /s"
     if unit == "s":
         if abs(value) >= 1:
