@@ -19,6 +19,8 @@ if TYPE_CHECKING:
 
 __all__ = ["Scheduler"]
 
+_YIELD_EVERY = 0.001  # seconds between two GIL hand-overs by a busy producer
+
 
 class Scheduler:
     """A heap of delayed jobs and the one thread that releases them."""
@@ -30,17 +32,40 @@ class Scheduler:
         self._order = itertools.count()
         self._thread: threading.Thread | None = None
         self._stopping = False
+        self._next_yield = 0.0
 
     def add(self, due: float, pool: Pool, item: _Item) -> None:
         """Release ``item`` into ``pool`` at monotonic time ``due``."""
         with self._condition:
-            heapq.heappush(self._heap, (due, next(self._order), pool, item))
+            heap = self._heap
+            heapq.heappush(heap, (due, next(self._order), pool, item))
             if self._thread is None:
                 self._stopping = False
                 self._thread = threading.Thread(target=self._run, name=self._thread_name, daemon=True)
                 self._thread.start()
-            elif self._heap[0][3] is item:
+            elif heap[0][3] is item:
                 self._condition.notify()
+            # A busy producer keeps the GIL from the timer thread for up to the
+            # switch interval (5 ms): release what is overdue from here.
+            now = time.monotonic()
+            overdue = self._pop_due_locked(now) if heap[0][0] <= now else []
+        if overdue:
+            for pool_of_item, due_item in overdue:
+                pool_of_item.submit_due(due_item)
+            if now >= self._next_yield:
+                # Let the woken workers have the GIL now rather than at the end
+                # of the switch interval; at most once a millisecond, so that
+                # a burst of dispatch_later calls stays fast.
+                self._next_yield = now + _YIELD_EVERY
+                time.sleep(0)
+
+    def _pop_due_locked(self, now: float) -> list[tuple[Pool, _Item]]:
+        heap = self._heap
+        due: list[tuple[Pool, _Item]] = []
+        while heap and heap[0][0] <= now:
+            _, _, pool, item = heapq.heappop(heap)
+            due.append((pool, item))
+        return due
 
     def cancel_all(self) -> None:
         """Drop every delayed job that is not due yet, counting it cancelled."""
@@ -96,11 +121,7 @@ class Scheduler:
                     if delay <= 0:
                         break
                     self._condition.wait(delay)
-                due: list[tuple[Pool, _Item]] = []
-                now = time.monotonic()
-                while heap and heap[0][0] <= now:
-                    _, _, pool, item = heapq.heappop(heap)
-                    due.append((pool, item))
+                due = self._pop_due_locked(time.monotonic())
             for pool, item in due:
                 pool.submit_due(item)
             del due
