@@ -28,6 +28,10 @@ PAIR: dict[str, Callable[[Sequence[int]], Pools]] = {
 }
 
 
+def _s(count: int) -> str:
+    return "" if count == 1 else "s"
+
+
 def _warm(factory: Callable[[Sequence[int]], Pools], workers: int, n: int) -> float:
     """Seconds for ``n`` jobs through a pool whose threads a first round of ``n`` jobs has started."""
     pools = factory([workers])
@@ -99,7 +103,7 @@ def run(mode: Mode, results: Results) -> None:
         runners = {name: (lambda f=f, w=workers: n / run_once(f, [w], 1, n)) for name, f in PAIR.items()}
         by_workers[workers] = rates = interleave(runners, trials)
         results.rows += compare(
-            f"6a throughput, 1 pool x {workers} workers", "jobs/s", "jobs/s", rates, higher_is_better=True
+            f"6a throughput, 1 pool x {workers} worker{_s(workers)}", "jobs/s", "jobs/s", rates, higher_is_better=True
         )
     raw["by_workers"] = by_workers
     by_workers_warm: dict[int, dict[str, list[float]]] = {}
@@ -107,7 +111,7 @@ def run(mode: Mode, results: Results) -> None:
         runners = {name: (lambda f=f, w=workers: n / _warm(f, w, n)) for name, f in PAIR.items()}
         by_workers_warm[workers] = rates = interleave(runners, trials)
         results.rows += compare(
-            f"6a throughput, 1 pool x {workers} workers, threads started",
+            f"6a throughput, 1 pool x {workers} worker{_s(workers)}, threads started",
             "jobs/s",
             "jobs/s",
             rates,
@@ -121,7 +125,7 @@ def run(mode: Mode, results: Results) -> None:
         runners = {name: (lambda f=f, c=count: n / _round_robin(f, c, n)) for name, f in PAIR.items()}
         by_pools[count] = rates = interleave(runners, trials)
         results.rows += compare(
-            f"6b throughput, {count} pools x 4 workers", "jobs/s", "jobs/s", rates, higher_is_better=True
+            f"6b throughput, {count} pool{_s(count)} x 4 workers", "jobs/s", "jobs/s", rates, higher_is_better=True
         )
     raw["by_pools"] = by_pools
 
