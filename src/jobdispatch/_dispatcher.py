@@ -12,7 +12,7 @@ import weakref
 from collections.abc import Callable
 from contextvars import copy_context
 from queue import Empty
-from types import TracebackType
+from types import FunctionType, TracebackType
 from typing import TypeAlias, overload
 
 from ._batch import Batch, BatchCall, ProgressCallback
@@ -139,7 +139,9 @@ class Dispatcher:
             pool = self._pools.get(priority)
         else:
             pool = None
-        if pool is None or getattr(job, "do", None) is not None or not callable(job):
+        if pool is None or (
+            type(job) is not FunctionType and (getattr(job, "do", None) is not None or not callable(job))
+        ):
             pool, fn = self._route(job, priority)
         else:
             fn = job
@@ -158,8 +160,9 @@ class Dispatcher:
             generation.pending += 1
             pool._put_job((job, fn, generation, None, context))
             pool._entered += 1
-            if pool._spawning:
-                pool._spawn_if_needed_locked()
+            spawn = pool._spawning and pool._reserve_worker_locked()
+        if spawn:
+            pool.launch(spawn)
 
     def dispatch_later(self, delay: float, job: JobLike, *, priority: int | None = None) -> None:
         """Dispatch ``job`` ``delay`` seconds from now, without blocking.

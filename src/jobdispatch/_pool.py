@@ -97,6 +97,8 @@ class Pool:
         for _ in range(config.workers + config.queue_size):
             put_slot(True)
         self._threads: list[threading.Thread] = []
+        self._unstarted = 0  # threads reserved but not started yet
+        self._launched = threading.Condition(self._lock)
         self._spawning = True  # fewer threads than workers so far
         self._generation = Generation()
         self._closed_generations: list[Generation] = []
@@ -148,8 +150,9 @@ class Pool:
             generation.pending += 1
             self._put_job((job, fn, generation, batch, context))
             self._entered += 1
-            if self._spawning:
-                self._spawn_if_needed_locked()
+            spawn = self._spawning and self._reserve_worker_locked()
+        if spawn:
+            self.launch(spawn)
 
     def _wait_for_slot(self, timeout: float | None) -> bool:
         """Block until the pool has room; ``False`` means run the job inline."""
@@ -226,25 +229,45 @@ class Pool:
             self._delayed -= 1
             self._jobs.put(item)
             self._entered += 1
-            if self._spawning:
-                self._spawn_if_needed_locked()
+            spawn = self._spawning and self._reserve_worker_locked()
+        if spawn:
+            self.launch(spawn)
 
-    def _spawn_if_needed_locked(self) -> None:
-        """Start one more worker if the jobs in the pool outnumber its threads."""
+    def _reserve_worker_locked(self) -> threading.Thread | None:
+        """Return a new worker to start if the jobs outnumber the threads.
+
+        The thread is counted at once but started by `launch`, outside the
+        lock: starting a thread takes long enough to stall the pool.
+        """
         in_pool = self._entered - self._completed - self._left_otherwise
-        if in_pool > len(self._threads):
-            self._start_worker_locked()
-
-    def _start_worker_locked(self) -> None:
+        if in_pool <= len(self._threads):
+            return None
         thread = threading.Thread(
             target=_work,
             args=(self,),
             name=f"{self._thread_name}-{len(self._threads) + 1}",
             daemon=True,
         )
-        thread.start()
         self._threads.append(thread)
+        self._unstarted += 1
         self._spawning = len(self._threads) < self.workers
+        return thread
+
+    def launch(self, thread: threading.Thread) -> None:
+        """Start a worker reserved by `_reserve_worker_locked`."""
+        try:
+            thread.start()
+        except BaseException:
+            with self._lock:
+                self._threads.remove(thread)
+                self._spawning = True
+                self._unstarted -= 1
+                self._launched.notify_all()
+            raise
+        with self._lock:
+            self._unstarted -= 1
+            if not self._unstarted:
+                self._launched.notify_all()
 
     def _release_slot_locked(self) -> None:
         if self._due:
@@ -385,12 +408,15 @@ class Pool:
     def stop(self) -> list[threading.Thread]:
         """Tell every worker to exit once the queue ahead of it is done."""
         with self._lock:
+            # A dispatch may still be starting a thread it reserved: wait for
+            # it (briefly: a start that never comes means it was interrupted).
+            self._launched.wait_for(lambda: not self._unstarted, timeout=5)
             if not self._stopping:
                 self._stopping = True
                 for _ in self._threads:
                     self._jobs.put(None)
                     self._sentinels += 1
-            return list(self._threads)
+            return [thread for thread in self._threads if thread.ident is not None]
 
     def forget_after_fork(self) -> None:
         """Make the copy of the pool in a forked child refuse work.
@@ -399,9 +425,11 @@ class Pool:
         held by one of them at the fork, so it is replaced.
         """
         self._lock = threading.Lock()
+        self._launched = threading.Condition(self._lock)
         self._closed = True
         self._stopping = True
         self._threads = []
+        self._unstarted = 0
 
     def stats(self) -> PoolStats:
         """Return a consistent snapshot of the pool's counters."""
