@@ -1,6 +1,6 @@
 """Run the benchmark suite: ``python -m benchmarks [--quick | --smoke] [--json PATH] [--plots DIR]``.
 
-A full run writes benchmarks/results/latest.json and the PNG plots next to it
+A full run writes docs/assets/benchmarks/latest.json and the PNG plots next to it
 unless --json / --plots say otherwise; --quick and --smoke write files only
 when asked to.
 """
@@ -23,7 +23,7 @@ from typing import Any
 from ._harness import Mode, Results, markdown_table, text_table
 
 ROOT = Path(__file__).resolve().parent.parent
-RESULTS = Path(__file__).resolve().parent / "results"
+RESULTS = Path(__file__).resolve().parent.parent / "docs" / "assets" / "benchmarks"
 SCENARIOS = {
     "throughput": "throughput",
     "flood": "flood",
