@@ -255,24 +255,31 @@ class Batch:
             self._notify_if_idle()
 
     def _start(self, call: BatchCall) -> bool:
-        with self._condition:
-            if call.state != _WAITING:
-                return False
-            call.state = _STARTED
-            self._waiting.discard(call)
-            return True
+        # No lock: set.remove is atomic, so either this or _cancel_waiting
+        # takes a call out of the set, never both.
+        try:
+            self._waiting.remove(call)
+        except KeyError:
+            return False
+        call.state = _STARTED
+        return True
 
     def _cancel_waiting(self) -> None:
         """Count every job that has not started as cancelled, at once."""
+        count = 0
         with self._condition:
-            waiting, self._waiting = self._waiting, set()
-            for call in waiting:
+            while True:
+                try:
+                    call = self._waiting.pop()
+                except KeyError:
+                    break
                 call.state = _CANCELLED
-            self._finished += len(waiting)
-            self._cancelled += len(waiting)
-            self._pending -= len(waiting)
+                count += 1
+            self._finished += count
+            self._cancelled += count
+            self._pending -= count
             self._notify_if_idle()
-        if waiting:
+        if count:
             self._dispatcher._scheduler.cancel_batch(self)
 
     def _record_error(self, error: BaseException) -> None:
@@ -305,9 +312,10 @@ class Batch:
                 self._notify_if_idle()
 
     def _count_over(self, call: BatchCall, cancelled: bool) -> bool:
-        if call.state in (_CANCELLED, _OVER):
-            return False
-        self._waiting.discard(call)
+        if call.state == _CANCELLED or call.state == _OVER:
+            return False  # counted already
+        if call.state == _WAITING:
+            self._waiting.discard(call)  # dropped by the pool before it started
         call.state = _OVER
         self._finished += 1
         if cancelled:
