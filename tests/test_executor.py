@@ -186,3 +186,14 @@ class TestDropInForThreadPoolExecutor:
         """Submitted calls run on the dispatcher's named threads, within the pool's limit."""
         names = single.executor(0).submit(lambda: threading.current_thread().name).result(timeout=10)
         assert names.startswith("jobdispatch-p0-")
+
+    def test_drop_in_replacement_pattern(self) -> None:
+        """`with Dispatcher(8).executor(0) as ex:` works where `with ThreadPoolExecutor(8) as ex:` did."""
+        with Dispatcher(8).executor(0) as executor:
+            futures = {executor.submit(pow, n, 3): n for n in range(32)}
+            results = {futures[f]: f.result() for f in cf.as_completed(futures, timeout=10)}
+            mapped = list(executor.map(str.upper, ["a", "b"]))
+        assert results == {n: n**3 for n in range(32)}
+        assert mapped == ["A", "B"]
+        with pytest.raises(RuntimeError, match="after shutdown"):
+            executor.submit(print)
