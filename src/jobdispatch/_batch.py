@@ -105,7 +105,10 @@ class Batch:
             raise TypeError(f"progress must be a bool, a callable or None, got {progress!r}")
         self._progress_lock = threading.Lock()
         self._async_waiters: list[asyncio.Future[None]] = []
-        self._condition = threading.Condition(threading.Lock())
+        # `with self._lock`, never `with self._condition`: Condition.__exit__ is
+        # Python code, where Ctrl-C can strike and leave the lock held.
+        self._lock = threading.Lock()
+        self._condition = threading.Condition(self._lock)
         self._pending = 0
         self._total = 0
         self._finished = 0
@@ -119,13 +122,13 @@ class Batch:
     @property
     def total(self) -> int:
         """Jobs dispatched through this batch so far."""
-        with self._condition:
+        with self._lock:
             return self._total
 
     @property
     def done(self) -> int:
         """Jobs of this batch that finished, failed or were cancelled."""
-        with self._condition:
+        with self._lock:
             return self._finished
 
     def dispatch(self, job: JobLike, *, priority: int | None = None, timeout: float | None = None) -> None:
@@ -166,7 +169,7 @@ class Batch:
             raise
 
     def __enter__(self) -> Batch:
-        with self._condition:
+        with self._lock:
             if self._state != "new":
                 raise DispatcherError("a batch can be entered only once")
             self._state = "open"
@@ -182,7 +185,7 @@ class Batch:
         if exc is not None:
             self._cancel_waiting()
         try:
-            with self._condition:
+            with self._lock:
                 while self._pending:
                     self._condition.wait()
         except BaseException:
@@ -205,7 +208,7 @@ class Batch:
         loop = asyncio.get_running_loop()
         try:
             while True:
-                with self._condition:
+                with self._lock:
                     if not self._pending:
                         break
                     waiter: asyncio.Future[None] = loop.create_future()
@@ -217,7 +220,7 @@ class Batch:
         self._finish(exc)
 
     def _finish(self, exc: BaseException | None) -> None:
-        with self._condition:
+        with self._lock:
             self._state = "closed"
         if exc is not None:
             for error in self._errors:
@@ -230,13 +233,13 @@ class Batch:
             raise DispatcherClosed(f"{self._cancelled} of {self._total} jobs in the batch were cancelled")
 
     def __repr__(self) -> str:
-        with self._condition:
+        with self._lock:
             return f"<jobdispatch.Batch {self._state}, {self._finished}/{self._total} done, {len(self._errors)} failed>"
 
     # -- called by pools ---------------------------------------------------
 
     def _add(self) -> BatchCall:
-        with self._condition:
+        with self._lock:
             if self._state != "open":
                 raise DispatcherError("dispatch through a batch only inside its with block")
             call = BatchCall(self)
@@ -247,7 +250,7 @@ class Batch:
 
     def _withdraw(self, call: BatchCall) -> None:
         """Forget a call whose dispatch failed: it never counted."""
-        with self._condition:
+        with self._lock:
             self._waiting.discard(call)
             call.state = _OVER
             self._total -= 1
@@ -267,7 +270,7 @@ class Batch:
     def _cancel_waiting(self) -> None:
         """Count every job that has not started as cancelled, at once."""
         count = 0
-        with self._condition:
+        with self._lock:
             while True:
                 try:
                     call = self._waiting.pop()
@@ -283,7 +286,7 @@ class Batch:
             self._dispatcher._scheduler.cancel_batch(self)
 
     def _record_error(self, error: BaseException) -> None:
-        with self._condition:
+        with self._lock:
             self._errors.append(error)
 
     def _job_over(self, call: object, *, cancelled: bool) -> None:
@@ -293,7 +296,7 @@ class Batch:
             # Report before the job stops counting as pending, so that leaving
             # the batch also waits for the last progress call.
             with self._progress_lock:
-                with self._condition:
+                with self._lock:
                     if not self._count_over(call, cancelled):
                         return
                     done, total = self._finished, self._total
@@ -302,11 +305,11 @@ class Batch:
                 except BaseException:  # even SystemExit: it must not kill a worker
                     with contextlib.suppress(BaseException):
                         logger.exception("the progress callback of a batch raised")
-            with self._condition:
+            with self._lock:
                 self._pending -= 1
                 self._notify_if_idle()
             return
-        with self._condition:
+        with self._lock:
             if self._count_over(call, cancelled):
                 self._pending -= 1
                 self._notify_if_idle()

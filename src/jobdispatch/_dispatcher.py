@@ -97,6 +97,7 @@ class Dispatcher:
         self._propagate_context = propagate_context
         self._scheduler = Scheduler(f"{name}-timer")
         self._state = _State.OPEN
+        self._draining = False
         self._forked = False
         self._closed_reason = "cannot dispatch after finalize() was called"
         self._state_lock = threading.Lock()
@@ -130,7 +131,7 @@ class Dispatcher:
         """
         if timeout is not None:
             timeout = check_timeout(timeout)
-        if self._state is not _OPEN:
+        if self._state is not _OPEN and self._refuses_dispatch():
             raise DispatcherClosed(self._closed_reason)
         # The hot path, inlined: a plain callable for a known pool.
         if priority is None:
@@ -154,13 +155,16 @@ class Dispatcher:
             pool.submit(job, fn, None, context, timeout)
             return
         with pool._lock:
-            if pool._closed:
+            if pool._closed and pool.refuses():
                 raise DispatcherClosed(self._closed_reason)
+            # Every call first, then the counters, then the hand-off (a C call)
+            # last: Ctrl-C strikes only at a call, so it cannot leave a counted
+            # job out of the queue.
+            spawn = pool._spawning and pool._reserve_worker_locked()
             generation = pool._generation
             generation.pending += 1
-            pool._put_job((job, fn, generation, None, context))
             pool._entered += 1
-            spawn = pool._spawning and pool._reserve_worker_locked()
+            pool._put_job((job, fn, generation, None, context))
         if spawn:
             pool.launch(spawn)
 
@@ -190,7 +194,7 @@ class Dispatcher:
         """Dispatch for a batch (``call``) or a caller off the hot path."""
         if timeout is not None:
             timeout = check_timeout(timeout)
-        if self._state is not _OPEN:
+        if self._state is not _OPEN and self._refuses_dispatch():
             raise DispatcherClosed(self._closed_reason)
         pool, fn = self._route(job, priority)
         context = copy_context() if self._propagate_context else None
@@ -202,16 +206,16 @@ class Dispatcher:
 
     def _submit_later(self, delay: float, job: JobLike, priority: int | None, call: BatchCall | None) -> None:
         due = time.monotonic() + check_delay(delay)
-        if self._state is not _OPEN:
+        if self._state is not _OPEN and self._refuses_dispatch():
             raise DispatcherClosed(self._closed_reason)
         pool, fn = self._route(job, priority)
         context = copy_context() if self._propagate_context else None
         if call is None:
-            item = pool.add_delayed(job, fn, None, context)
+            pool.add_delayed(job, fn, None, context, due, self._scheduler)
         else:
             call.fn = fn
-            item = pool.add_delayed(job, call, call.batch, context)
-        self._scheduler.add(due, pool, item)
+            pool.add_delayed(job, call, call.batch, context, due, self._scheduler)
+        self._scheduler.yield_if_overdue()
 
     def _route(self, job: JobLike, priority: int | None) -> tuple[Pool, Callable[[], object]]:
         """Return the pool for ``job`` and the callable that runs it."""
@@ -272,7 +276,7 @@ class Dispatcher:
         await self._submit_async(job, priority, None)
 
     async def _submit_async(self, job: JobLike, priority: int | None, call: BatchCall | None) -> None:
-        if self._state is not _OPEN:
+        if self._state is not _OPEN and self._refuses_dispatch():
             raise DispatcherClosed(self._closed_reason)
         pool, fn = self._route(job, priority)
         context = copy_context() if self._propagate_context else None
@@ -360,6 +364,9 @@ class Dispatcher:
                 return False
         return True
 
+    def _pending_anywhere(self) -> bool:
+        return any(pool.has_pending() for pool in self._pools.values())
+
     def batch(self, *, progress: bool | ProgressCallback | None = None) -> Batch:
         """Return a new `Batch`: use it as ``with dispatcher.batch() as b:``.
 
@@ -380,6 +387,17 @@ class Dispatcher:
         if self._state is not _OPEN:
             raise DispatcherClosed("cannot start a batch after finalize() was called")
         return Batch(self, progress=progress)
+
+    def _refuses_dispatch(self) -> bool:
+        """Whether a dispatch now must be refused (the dispatcher is not open).
+
+        While `finalize` drains without cancelling, the dispatcher's own jobs
+        may still dispatch follow-up jobs.
+        """
+        if not self._draining:
+            return True
+        pool = current_pool()
+        return pool is None or pool.owner is not self._owner
 
     def _refuse_in_own_worker(self, action: str) -> None:
         pool = current_pool()
@@ -414,14 +432,18 @@ class Dispatcher:
             if self._state is _State.CLOSED:
                 return  # finalized already, or inherited through fork: no threads here
             self._state = _State.CLOSING
+            self._draining = not cancel_pending
         for pool in self._pools.values():
-            pool.close()
+            pool.close(draining=not cancel_pending)
         if cancel_pending:
             self._scheduler.cancel_all()
             for pool in self._pools.values():
                 pool.cancel_queued()
-        if not self._wait_until(deadline):
-            raise TimeoutError(f"jobs were still running after {seconds} s")
+        # Jobs may dispatch follow-up jobs while we drain: wait until a pass
+        # finds nothing left.
+        while self._pending_anywhere():
+            if not self._wait_until(deadline):
+                raise TimeoutError(f"jobs were still running after {seconds} s")
         if not self._scheduler.stop(_remaining(deadline)):
             raise TimeoutError(f"the timer thread was still running after {seconds} s")
         for pool in self._pools.values():
@@ -548,7 +570,7 @@ def _abandon(pools: tuple[Pool, ...], scheduler: Scheduler) -> None:
     scheduler.cancel_all()
     for pool in pools:
         pool.cancel_due()
-        pool.close()
+        pool.close(draining=False)
         pool.stop()
     scheduler.stop(0)
 

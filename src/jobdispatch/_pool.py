@@ -27,6 +27,7 @@ from ._stats import PoolStats
 
 if TYPE_CHECKING:
     from ._batch import Batch
+    from ._scheduler import Scheduler
 
 __all__ = [
     "CancelledBeforeStart",
@@ -105,6 +106,7 @@ class Pool:
         self._due: deque[_Item] = deque()
         self._room_waiters: deque[asyncio.Future[None]] = deque()
         self._closed = False
+        self._draining = False  # closed, but the dispatcher's own jobs may still dispatch
         self._stopping = False
         self._sentinels = 0
         self._blocked_producers = 0
@@ -144,13 +146,13 @@ class Pool:
                 self._run_inline(job, fn, batch, context)
                 return
         with self._lock:
-            if self._closed:
+            if self._closed and self.refuses():
                 raise DispatcherClosed("cannot dispatch after finalize() was called")
+            spawn = self._spawning and self._reserve_worker_locked()
             generation = self._generation
             generation.pending += 1
-            self._put_job((job, fn, generation, batch, context))
             self._entered += 1
-            spawn = self._spawning and self._reserve_worker_locked()
+            self._put_job((job, fn, generation, batch, context))  # the last call: see Dispatcher.dispatch
         if spawn:
             self.launch(spawn)
 
@@ -165,7 +167,7 @@ class Pool:
         if timeout == 0:
             raise PoolFull(f"pool {self.priority} is full")
         with self._lock:
-            if self._closed:
+            if self._closed and self.refuses():
                 raise DispatcherClosed("cannot dispatch after finalize() was called")
             self._blocked_producers += 1
         try:
@@ -185,7 +187,7 @@ class Pool:
         context: contextvars.Context | None,
     ) -> None:
         with self._lock:
-            if self._closed:
+            if self._closed and self.refuses():
                 raise DispatcherClosed("cannot dispatch after finalize() was called")
         error = _call(fn, context)
         cancelled = isinstance(error, CancelledBeforeStart)
@@ -202,16 +204,19 @@ class Pool:
             batch._job_over(fn, cancelled=cancelled)
 
     def add_delayed(
-        self, job: object, fn: Callable[[], object], batch: Batch | None, context: contextvars.Context | None
-    ) -> _Item:
-        """Count a delayed job as pending and return its work item."""
+        self,
+        job: object,
+        fn: Callable[[], object],
+        batch: Batch | None,
+        context: contextvars.Context | None,
+        due: float,
+        scheduler: Scheduler,
+    ) -> None:
+        """Count a delayed job as pending and hand it to the timer."""
         with self._lock:
-            if self._closed:
+            if self._closed and self.refuses():
                 raise DispatcherClosed("cannot dispatch after finalize() was called")
-            generation = self._generation
-            generation.pending += 1
-            self._delayed += 1
-            return (job, fn, generation, batch, context)
+            scheduler.push_locked(due, self, job, fn, batch, context)
 
     def submit_due(self, item: _Item) -> None:
         """Enqueue a delayed job whose time has come, without ever blocking.
@@ -226,20 +231,22 @@ class Pool:
                 self._due.append(item)
                 self._slow_release = True
                 return
-            self._delayed -= 1
-            self._jobs.put(item)
-            self._entered += 1
             spawn = self._spawning and self._reserve_worker_locked()
+            self._delayed -= 1
+            self._entered += 1
+            self._jobs.put(item)
         if spawn:
             self.launch(spawn)
 
     def _reserve_worker_locked(self) -> threading.Thread | None:
-        """Return a new worker to start if the jobs outnumber the threads.
+        """Return a new worker to start if the jobs, with the one about to come, outnumber the threads.
 
-        The thread is counted at once but started by `launch`, outside the
-        lock: starting a thread takes long enough to stall the pool.
+        The first worker is started at once, so that a job never waits in a
+        queue with no thread. Later ones are counted here and started by
+        `launch`, outside the lock: starting a thread takes long enough to
+        stall the pool.
         """
-        in_pool = self._entered - self._completed - self._left_otherwise
+        in_pool = self._entered - self._completed - self._left_otherwise + 1
         if in_pool <= len(self._threads):
             return None
         thread = threading.Thread(
@@ -248,9 +255,12 @@ class Pool:
             name=f"{self._thread_name}-{len(self._threads) + 1}",
             daemon=True,
         )
-        self._threads.append(thread)
-        self._unstarted += 1
+        self._threads.append(thread)  # before start(): stop() must know it, even if start() is interrupted
         self._spawning = len(self._threads) < self.workers
+        if len(self._threads) == 1:
+            thread.start()
+            return None
+        self._unstarted += 1
         return thread
 
     def launch(self, thread: threading.Thread) -> None:
@@ -336,6 +346,11 @@ class Pool:
 
     # -- barriers and shutdown ---------------------------------------------
 
+    def has_pending(self) -> bool:
+        """Whether any job dispatched to the pool is not over yet."""
+        with self._lock:
+            return bool(self._generation.pending or any(g.pending for g in self._closed_generations))
+
     def close_generation(self) -> list[Generation]:
         """Start a new generation; return the older ones still pending."""
         with self._lock:
@@ -347,10 +362,28 @@ class Pool:
             self._closed_generations = [g for g in self._closed_generations if g.pending]
             return list(self._closed_generations)
 
-    def close(self) -> None:
-        """Refuse new jobs and wake the producers blocked on a full pool."""
+    def refuses(self) -> bool:
+        """Whether a closed pool refuses the calling thread's dispatch.
+
+        While `Dispatcher.finalize` drains (without cancelling), jobs of the
+        dispatcher may still dispatch follow-up jobs: they are part of the
+        work being drained. Everyone else is refused.
+        """
+        if not self._draining:
+            return True
+        pool = current_pool()
+        return pool is None or pool.owner is not self.owner
+
+    def close(self, *, draining: bool) -> None:
+        """Refuse new jobs and wake the producers blocked on a full pool.
+
+        Args:
+            draining: Keep accepting follow-up jobs from the dispatcher's own
+                jobs (`finalize` without ``cancel_pending``).
+        """
         with self._lock:
             self._closed = True
+            self._draining = draining
             for _ in range(self._blocked_producers):
                 self._slots.put(True)
             while self._room_waiters:
@@ -410,7 +443,7 @@ class Pool:
         with self._lock:
             # A dispatch may still be starting a thread it reserved: wait for
             # it (briefly: a start that never comes means it was interrupted).
-            self._launched.wait_for(lambda: not self._unstarted, timeout=5)
+            self._launched.wait_for(lambda: not self._unstarted, timeout=0.2)
             if not self._stopping:
                 self._stopping = True
                 for _ in self._threads:

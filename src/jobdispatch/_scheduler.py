@@ -12,9 +12,13 @@ import heapq
 import itertools
 import threading
 import time
+from collections.abc import Callable
 from typing import TYPE_CHECKING
 
 if TYPE_CHECKING:
+    import contextvars
+
+    from ._batch import Batch
     from ._pool import Pool, _Item
 
 __all__ = ["Scheduler"]
@@ -27,37 +31,59 @@ class Scheduler:
 
     def __init__(self, thread_name: str) -> None:
         self._thread_name = thread_name
-        self._condition = threading.Condition(threading.Lock())
+        # `with self._lock`, never `with self._condition`: Condition.__exit__ is
+        # Python code, where Ctrl-C can strike and leave the lock held.
+        self._lock = threading.Lock()
+        self._condition = threading.Condition(self._lock)
         self._heap: list[tuple[float, int, Pool, _Item]] = []
         self._order = itertools.count()
         self._thread: threading.Thread | None = None
         self._stopping = False
         self._next_yield = 0.0
 
-    def add(self, due: float, pool: Pool, item: _Item) -> None:
-        """Release ``item`` into ``pool`` at monotonic time ``due``."""
-        with self._condition:
-            heap = self._heap
-            heapq.heappush(heap, (due, next(self._order), pool, item))
+    def push_locked(
+        self,
+        due: float,
+        pool: Pool,
+        job: object,
+        fn: Callable[[], object],
+        batch: Batch | None,
+        context: contextvars.Context | None,
+    ) -> None:
+        """Count a delayed job in ``pool`` and put it in the heap.
+
+        The caller holds the pool's lock. Every call comes first and the heap
+        push, one C call, last, with the counting in between done inline:
+        Ctrl-C strikes only at a call, so it leaves the job either nowhere or
+        both counted and in the heap, never counted alone.
+        """
+        with self._lock:
             if self._thread is None:
                 self._stopping = False
                 self._thread = threading.Thread(target=self._run, name=self._thread_name, daemon=True)
                 self._thread.start()
-            elif heap[0][3] is item:
-                self._condition.notify()
-            # A busy producer keeps the GIL from the timer thread for up to the
-            # switch interval (5 ms): release what is overdue from here.
-            now = time.monotonic()
-            overdue = self._pop_due_locked(now) if heap[0][0] <= now else []
-        if overdue:
-            for pool_of_item, due_item in overdue:
-                pool_of_item.submit_due(due_item)
-            if now >= self._next_yield:
-                # Let the woken workers have the GIL now rather than at the end
-                # of the switch interval; at most once a millisecond, so that
-                # a burst of dispatch_later calls stays fast.
-                self._next_yield = now + _YIELD_EVERY
-                time.sleep(0)
+            heap = self._heap
+            if not heap or due < heap[0][0]:
+                self._condition.notify()  # the timer sleeps past ``due``: it must look again
+            order = next(self._order)
+            generation = pool._generation
+            generation.pending += 1
+            pool._delayed += 1
+            heapq.heappush(heap, (due, order, pool, (job, fn, generation, batch, context)))
+
+    def yield_if_overdue(self) -> None:
+        """Hand the GIL over if jobs are overdue, at most once a millisecond.
+
+        A producer that schedules a burst of delayed jobs keeps the GIL from
+        the timer thread for up to the switch interval (5 ms); yielding now
+        and then lets the timer release what is due on time, while the burst
+        stays fast.
+        """
+        heap = self._heap
+        now = time.monotonic()
+        if heap and heap[0][0] <= now and now >= self._next_yield:
+            self._next_yield = now + _YIELD_EVERY
+            time.sleep(0)
 
     def _pop_due_locked(self, now: float) -> list[tuple[Pool, _Item]]:
         heap = self._heap
@@ -69,7 +95,7 @@ class Scheduler:
 
     def cancel_all(self) -> None:
         """Drop every delayed job that is not due yet, counting it cancelled."""
-        with self._condition:
+        with self._lock:
             entries, self._heap = self._heap, []
             self._condition.notify()
         for _, _, pool, item in entries:
@@ -77,7 +103,7 @@ class Scheduler:
 
     def cancel_batch(self, batch: object) -> None:
         """Drop the delayed jobs of one batch, counting them cancelled."""
-        with self._condition:
+        with self._lock:
             dropped = [entry for entry in self._heap if entry[3][3] is batch]
             if not dropped:
                 return
@@ -89,7 +115,7 @@ class Scheduler:
 
     def stop(self, timeout: float | None) -> bool:
         """Let the thread exit once the heap is empty; ``False`` on timeout."""
-        with self._condition:
+        with self._lock:
             thread = self._thread
             self._stopping = True
             self._condition.notify()
@@ -100,7 +126,8 @@ class Scheduler:
 
     def forget_after_fork(self) -> None:
         """Drop the parent's timer state in a forked child."""
-        self._condition = threading.Condition(threading.Lock())
+        self._lock = threading.Lock()
+        self._condition = threading.Condition(self._lock)
         self._heap = []
         self._thread = None
         self._stopping = True
@@ -108,7 +135,7 @@ class Scheduler:
     def _run(self) -> None:
         heap = self._heap
         while True:
-            with self._condition:
+            with self._lock:
                 while True:
                     heap = self._heap
                     if not heap:
