@@ -33,14 +33,14 @@ class TestSubmit:
         assert future.result(timeout=10) == 255
 
     def test_exception_lands_on_the_future_not_on_error(self) -> None:
-        """A raising call sets the future's exception; on_error is not called."""
+        """A raising call sets the future's exception and counts as failed; on_error is not called."""
         seen: list[BaseException] = []
         with Dispatcher(2, on_error=lambda job, exc: seen.append(exc)) as d:
             future = d.executor(0).submit(int, "not a number")
             with pytest.raises(ValueError, match="invalid literal"):
                 future.result(timeout=10)
             assert d.wait(10)
-            assert d.stats(0).completed == 1
+            assert (d.stats(0).completed, d.stats(0).failed) == (0, 1)
         assert seen == []
 
     def test_cancel_of_a_queued_call_counts_as_cancelled(self) -> None:
@@ -96,10 +96,16 @@ class TestShutdown:
 
     def test_shutdown_cancel_futures_cancels_queued_calls(self) -> None:
         """shutdown(cancel_futures=True) cancels the calls that have not started."""
-        gate = threading.Event()
+        gate, started = threading.Event(), threading.Event()
+
+        def blocker() -> bool:
+            started.set()
+            return gate.wait(10)
+
         with Dispatcher([PoolConfig(0, 1, queue_size=8)]) as d:
             executor = d.executor(0)
-            running = executor.submit(gate.wait, 10)
+            running = executor.submit(blocker)
+            assert started.wait(10)
             queued = [executor.submit(print, n) for n in range(3)]
             executor.shutdown(wait=False, cancel_futures=True)
             assert all(f.cancelled() for f in queued)

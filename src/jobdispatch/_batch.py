@@ -18,6 +18,7 @@ if TYPE_CHECKING:
 __all__ = ["Batch", "BatchCall", "ProgressCallback"]
 
 ProgressCallback: TypeAlias = Callable[[int, int], object]
+"""A batch progress report, called as ``progress(done, total)``."""
 
 
 _WAITING, _STARTED, _CANCELLED, _OVER = range(4)

@@ -9,11 +9,11 @@ from typing import TypeAlias
 
 __all__ = ["DEFAULT_QUEUE_SIZE", "ConfigLike", "PoolConfig"]
 
-#: Jobs a pool holds waiting for a worker, beyond the ones running, unless
-#: `PoolConfig.queue_size` says otherwise. Large enough for producers and
-#: workers to hand jobs over in bursts, small enough to stay well under a
-#: megabyte per pool.
 DEFAULT_QUEUE_SIZE = 1024
+"""Jobs a pool holds waiting for a worker, beyond the running ones, unless
+`PoolConfig.queue_size` says otherwise. Large enough for producers and
+workers to hand jobs over in bursts, small enough to stay well under a
+megabyte per pool."""
 
 
 def _check_int(name: str, value: object, minimum: int) -> int:
@@ -85,6 +85,8 @@ class PoolConfig:
 
 
 ConfigLike: TypeAlias = "int | Mapping[int, int] | PoolConfig | Iterable[PoolConfig]"
+"""What `Dispatcher` accepts as ``config``: ``n`` workers in pool 0, a mapping
+``{priority: workers}``, or `PoolConfig` objects."""
 
 
 def normalize_config(config: object) -> tuple[PoolConfig, ...]:

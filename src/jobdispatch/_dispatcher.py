@@ -27,6 +27,7 @@ from ._stats import PoolStats
 __all__ = ["Dispatcher", "JobLike"]
 
 JobLike: TypeAlias = "Job | Callable[[], object]"
+"""What can be dispatched: a `Job`, or any callable taking no argument."""
 
 
 class _State(enum.Enum):
@@ -43,8 +44,8 @@ _OPEN = _State.OPEN
 class Dispatcher:
     """Runs jobs on isolated pools of threads, one pool per priority.
 
-    Each pool is a bulkhead: a fixed number of worker threads and a bounded
-    queue, sharing nothing with the other pools, so a pool that is full, slow
+    Each pool is a bulkhead: at most ``workers`` threads, started on demand,
+    and a bounded queue, sharing nothing with the other pools, so a pool that is full, slow
     or failing never delays another. `dispatch` blocks while the job's pool
     is full, which bounds memory however fast jobs are produced.
 
@@ -268,6 +269,10 @@ class Dispatcher:
         Cancelling the awaiting task cancels the dispatch: the job is then
         never run nor counted.
 
+        Args:
+            job: A `Job`, or any callable taking no argument.
+            priority: As for `dispatch`.
+
         Raises:
             UnknownPriority: No pool has this priority.
             DispatcherClosed: `finalize` was called.
@@ -347,6 +352,9 @@ class Dispatcher:
 
         Raises:
             DispatcherError: Called from one of the dispatcher's own jobs.
+            DispatcherClosed: The dispatcher was inherited through ``fork()``.
+            TypeError: ``timeout`` is not a number.
+            ValueError: ``timeout`` is negative or NaN.
         """
         self._refuse_in_own_worker("wait")
         seconds = check_timeout(timeout)
@@ -377,7 +385,8 @@ class Dispatcher:
             progress: ``True`` shows a tqdm progress bar (needs the
                 ``jobdispatch[progress]`` extra); a callable is called as
                 ``progress(done, total)`` each time a job of the batch ends,
-                on the thread that ran it, one call at a time.
+                on the thread that ran it (or that cancelled it), one call at
+                a time.
 
         Raises:
             DispatcherClosed: `finalize` was called.
@@ -422,6 +431,13 @@ class Dispatcher:
             TimeoutError: Jobs or threads were still running when ``timeout``
                 ran out. The dispatcher stays closed; call again to finish.
             DispatcherError: Called from one of the dispatcher's own jobs.
+            TypeError: ``cancel_pending`` is not a bool, or ``timeout`` not a
+                number.
+            ValueError: ``timeout`` is negative or NaN.
+
+        While it drains (without ``cancel_pending``), the dispatcher's own
+        jobs may still dispatch follow-up jobs, and those are waited for too;
+        any other thread gets `DispatcherClosed`.
         """
         self._refuse_in_own_worker("finalize")
         if not isinstance(cancel_pending, bool):

@@ -18,7 +18,9 @@ class DispatcherClosed(DispatcherError, RuntimeError):
     """Raised when a job is dispatched after `Dispatcher.finalize` began.
 
     A dispatch that races `finalize` either runs its job or raises this: no
-    job is ever accepted and then dropped.
+    job is ever accepted and then dropped. Also raised by any use of a
+    dispatcher inherited through ``fork()``, and when leaving a batch some of
+    whose jobs ``finalize(cancel_pending=True)`` cancelled.
     """
 
 

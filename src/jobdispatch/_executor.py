@@ -11,7 +11,7 @@ from concurrent.futures import wait as futures_wait
 from typing import TYPE_CHECKING, Any, ParamSpec, TypeVar
 
 from ._config import check_timeout
-from ._pool import CancelledBeforeStart
+from ._pool import CancelledBeforeStart, ReportedElsewhere
 
 if TYPE_CHECKING:
     from ._dispatcher import Dispatcher
@@ -40,6 +40,7 @@ class _Call:
             result = self.fn(*self.args, **self.kwargs)
         except BaseException as error:
             self.future.set_exception(error)
+            raise ReportedElsewhere from None  # counted as failed, reported by the future
         else:
             self.future.set_result(result)
         finally:

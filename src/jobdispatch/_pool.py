@@ -34,6 +34,7 @@ __all__ = [
     "ErrorHandler",
     "Generation",
     "Pool",
+    "ReportedElsewhere",
     "current_pool",
     "safe_repr",
     "wake_future",
@@ -42,6 +43,7 @@ __all__ = [
 logger = logging.getLogger("jobdispatch")
 
 ErrorHandler: TypeAlias = Callable[[Any, BaseException], object]
+"""The ``on_error`` hook of a `Dispatcher`, called as ``on_error(job, exception)``."""
 
 # A work item: (job, callable to run, generation, batch or None, context or None).
 _Item: TypeAlias = "tuple[object, Callable[[], object], Generation, Batch | None, contextvars.Context | None]"
@@ -191,7 +193,7 @@ class Pool:
                 raise DispatcherClosed("cannot dispatch after finalize() was called")
         error = _call(fn, context)
         cancelled = isinstance(error, CancelledBeforeStart)
-        if error is not None and not cancelled:
+        if error is not None and not cancelled and not isinstance(error, ReportedElsewhere):
             self._report(job, error, batch)
         with self._lock:
             if cancelled:
@@ -518,6 +520,14 @@ def wake_future(future: asyncio.Future[None]) -> None:
         future.get_loop().call_soon_threadsafe(resolve)
 
 
+class ReportedElsewhere(BaseException):
+    """Raised by a job wrapper whose job failed and reported it itself.
+
+    The executor view sets the exception on the call's future; the worker
+    counts the job as failed and reports nothing more.
+    """
+
+
 class CancelledBeforeStart(BaseException):
     """Raised by a job wrapper whose job was cancelled before it started.
 
@@ -560,7 +570,7 @@ def _work(pool: Pool) -> None:
             return
         job, fn, generation, batch, context = item
         del item
-        error: BaseException | type[CancelledBeforeStart] | None = None
+        error: BaseException | type[CancelledBeforeStart | ReportedElsewhere] | None = None
         try:
             if context is None:
                 fn()
@@ -568,6 +578,8 @@ def _work(pool: Pool) -> None:
                 context.run(fn)
         except CancelledBeforeStart:
             error = CancelledBeforeStart
+        except ReportedElsewhere:
+            error = ReportedElsewhere
         except BaseException as exc:
             error = exc
             pool._report(job, exc, batch)
