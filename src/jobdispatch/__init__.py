@@ -8,14 +8,17 @@ barriers between rounds of work; ``finalize`` drains and joins everything.
 from ._batch import Batch as Batch
 from ._batch import ProgressCallback as ProgressCallback
 from ._config import DEFAULT_QUEUE_SIZE as DEFAULT_QUEUE_SIZE
+from ._config import ConfigLike as ConfigLike
 from ._config import PoolConfig as PoolConfig
 from ._dispatcher import Dispatcher as Dispatcher
+from ._dispatcher import JobLike as JobLike
 from ._errors import DispatcherClosed as DispatcherClosed
 from ._errors import DispatcherError as DispatcherError
 from ._errors import PoolFull as PoolFull
 from ._errors import UnknownPriority as UnknownPriority
 from ._executor import PoolExecutor as PoolExecutor
 from ._job import Job as Job
+from ._pool import ErrorHandler as ErrorHandler
 from ._stats import PoolStats as PoolStats
 
 __version__ = "1.0.0"
@@ -23,10 +26,13 @@ __version__ = "1.0.0"
 __all__ = [
     "DEFAULT_QUEUE_SIZE",
     "Batch",
+    "ConfigLike",
     "Dispatcher",
     "DispatcherClosed",
     "DispatcherError",
+    "ErrorHandler",
     "Job",
+    "JobLike",
     "PoolConfig",
     "PoolExecutor",
     "PoolFull",
