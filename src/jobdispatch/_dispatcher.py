@@ -21,7 +21,7 @@ from ._errors import DispatcherClosed, DispatcherError, PoolFull, UnknownPriorit
 from ._executor import PoolExecutor
 from ._job import Job
 from ._pool import ErrorHandler, Pool, current_pool, logger, safe_repr
-from ._scheduler import Scheduler
+from ._scheduler import Scheduler, join_thread
 from ._stats import PoolStats
 
 __all__ = ["Dispatcher", "JobLike"]
@@ -155,17 +155,24 @@ class Dispatcher:
         except Empty:
             pool.submit(job, fn, None, context, timeout)
             return
-        with pool._lock:
-            if pool._closed and pool.refuses():
-                raise DispatcherClosed(self._closed_reason)
-            # Every call first, then the counters, then the hand-off (a C call)
-            # last: Ctrl-C strikes only at a call, so it cannot leave a counted
-            # job out of the queue.
-            spawn = pool._spawning and pool._reserve_worker_locked()
-            generation = pool._generation
-            generation.pending += 1
-            pool._entered += 1
-            pool._put_job((job, fn, generation, None, context))
+        queued = False
+        try:
+            with pool._lock:
+                if pool._closed and pool.refuses():
+                    raise DispatcherClosed(self._closed_reason)
+                # Every call first, then the counters, then the hand-off (a C
+                # call) last: Ctrl-C strikes only at a call, so it cannot leave
+                # a counted job out of the queue.
+                spawn = pool._spawning and pool._reserve_worker_locked()
+                generation = pool._generation
+                queued = True
+                generation.pending += 1
+                pool._entered += 1
+                pool._put_job((job, fn, generation, None, context))
+        except BaseException:
+            if not queued:
+                pool._slots.put(True)  # give back the place taken above
+            raise
         if spawn:
             pool.launch(spawn)
 
@@ -464,7 +471,7 @@ class Dispatcher:
             raise TimeoutError(f"the timer thread was still running after {seconds} s")
         for pool in self._pools.values():
             for thread in pool.stop():
-                thread.join(_remaining(deadline))
+                join_thread(thread, deadline)
                 if thread.is_alive():
                     raise TimeoutError(f"thread {thread.name} was still running after {seconds} s")
         with self._state_lock:

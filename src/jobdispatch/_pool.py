@@ -147,14 +147,21 @@ class Pool:
             if not self._wait_for_slot(timeout):
                 self._run_inline(job, fn, batch, context)
                 return
-        with self._lock:
-            if self._closed and self.refuses():
-                raise DispatcherClosed("cannot dispatch after finalize() was called")
-            spawn = self._spawning and self._reserve_worker_locked()
-            generation = self._generation
-            generation.pending += 1
-            self._entered += 1
-            self._put_job((job, fn, generation, batch, context))  # the last call: see Dispatcher.dispatch
+        queued = False
+        try:
+            with self._lock:
+                if self._closed and self.refuses():
+                    raise DispatcherClosed("cannot dispatch after finalize() was called")
+                spawn = self._spawning and self._reserve_worker_locked()
+                generation = self._generation
+                queued = True
+                generation.pending += 1
+                self._entered += 1
+                self._put_job((job, fn, generation, batch, context))  # the last call: see Dispatcher.dispatch
+        except BaseException:
+            if not queued:
+                self._slots.put(True)  # give back the place taken above
+            raise
         if spawn:
             self.launch(spawn)
 
@@ -451,7 +458,7 @@ class Pool:
                 for _ in self._threads:
                     self._jobs.put(None)
                     self._sentinels += 1
-            return [thread for thread in self._threads if thread.ident is not None]
+            return list(self._threads)
 
     def forget_after_fork(self) -> None:
         """Make the copy of the pool in a forked child refuse work.

@@ -1,6 +1,6 @@
 """The timer behind `Dispatcher.dispatch_later`.
 
-One thread per dispatcher, started on first use, sleeps until the earliest
+One thread per dispatcher, started with the first delayed job, sleeps until the earliest
 deadline in a heap and hands each due job to its pool without blocking. A
 delayed job therefore never holds up another delayed job, a dispatch, or a
 pool other than its own (go-dispatcher slept inside its only dispatch loop).
@@ -21,7 +21,7 @@ if TYPE_CHECKING:
     from ._batch import Batch
     from ._pool import Pool, _Item
 
-__all__ = ["Scheduler"]
+__all__ = ["Scheduler", "join_thread"]
 
 _YIELD_EVERY = 0.001  # seconds between two GIL hand-overs by a busy producer
 
@@ -59,9 +59,13 @@ class Scheduler:
         """
         with self._lock:
             if self._thread is None:
+                # Known only once started: if Ctrl-C interrupts start(), the
+                # next delayed job starts a timer again (and a half-started
+                # one sees it is not the timer, and leaves).
+                thread = threading.Thread(target=self._run, name=self._thread_name, daemon=True)
                 self._stopping = False
-                self._thread = threading.Thread(target=self._run, name=self._thread_name, daemon=True)
-                self._thread.start()
+                thread.start()
+                self._thread = thread
             heap = self._heap
             if not heap or due < heap[0][0]:
                 self._condition.notify()  # the timer sleeps past ``due``: it must look again
@@ -121,7 +125,7 @@ class Scheduler:
             self._condition.notify()
         if thread is None:
             return True
-        thread.join(timeout)
+        join_thread(thread, None if timeout is None else time.monotonic() + timeout)
         return not thread.is_alive()
 
     def forget_after_fork(self) -> None:
@@ -133,6 +137,13 @@ class Scheduler:
         self._stopping = True
 
     def _run(self) -> None:
+        with self._lock:
+            # push_locked holds the lock from start() until it records the
+            # thread: a thread that is not recorded by then was started by a
+            # push that Ctrl-C interrupted, and leaves (the next push starts a
+            # timer again).
+            if self._thread is not threading.current_thread():
+                return
         heap = self._heap
         while True:
             with self._lock:
@@ -152,3 +163,25 @@ class Scheduler:
             for pool, item in due:
                 pool.submit_due(item)
             del due
+
+
+def join_thread(thread: threading.Thread, deadline: float | None) -> None:
+    """Join a thread, even one whose start() a Ctrl-C interrupted.
+
+    Such a thread may never have started, or may be starting still: it is
+    given a moment to show up before it is taken as never started.
+    """
+    give_up = time.monotonic() + _INTERRUPTED_START_GRACE
+    while True:
+        remaining = None if deadline is None else max(0.0, deadline - time.monotonic())
+        try:
+            thread.join(remaining)
+        except RuntimeError:  # "cannot join thread before it is started"
+            if time.monotonic() >= give_up:
+                return
+            time.sleep(0.001)
+        else:
+            return
+
+
+_INTERRUPTED_START_GRACE = 0.2  # seconds
