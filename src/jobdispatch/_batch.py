@@ -189,6 +189,7 @@ class Batch:
             with self._lock:
                 while self._pending:
                     self._condition.wait()
+                self._state = "closed"  # in the same hold: no job slips in after the wait
         except BaseException:
             # Interrupted (Ctrl-C): drop what has not started and let it go.
             self._cancel_waiting()
@@ -211,6 +212,7 @@ class Batch:
             while True:
                 with self._lock:
                     if not self._pending:
+                        self._state = "closed"
                         break
                     waiter: asyncio.Future[None] = loop.create_future()
                     self._async_waiters.append(waiter)
@@ -221,8 +223,6 @@ class Batch:
         self._finish(exc)
 
     def _finish(self, exc: BaseException | None) -> None:
-        with self._lock:
-            self._state = "closed"
         if exc is not None:
             for error in self._errors:
                 logger.error("a job of a batch left by an exception failed", exc_info=error)
