@@ -349,8 +349,8 @@ class TestHookFaults:
 
     def test_logging_handler_raising_base_exception(self) -> None:
         """A logging handler raising a BaseException subclass loses no worker and no count."""
-        # In a child process: the broken dispatcher could not be finalized, and the
-        # atexit hook would then hang this test run.
+        # In a child process: if the worker died, its job would stay pending forever and
+        # the atexit hook's finalize() would hang this test run.
         script = textwrap.dedent(
             """
             import logging, os, sys, threading

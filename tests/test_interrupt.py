@@ -341,6 +341,13 @@ SCENARIOS = ["dispatch", "wait", "batch", "later", "unmanaged"]
 
 
 class TestSignalTrials:
+    # Not strict: the hang is timing-dependent. Measured on aa97ba7 (CPython 3.11, 2 cores): the
+    # "unmanaged" scenario hung in 7 to 10 of 40-60 trials, "batch" in 3 of 60, "wait" in 1 of 40.
+    # TestPlaceHandOver reproduces the main cause deterministically. Remove once it passes.
+    @pytest.mark.xfail(
+        reason="BUG: an interrupted program sometimes hangs at exit (a place lost to a Ctrl-C, see TestPlaceHandOver)",
+        strict=False,
+    )
     @pytest.mark.parametrize("signum", [signal.SIGINT, signal.SIGTERM], ids=["SIGINT", "SIGTERM"])
     def test_signal_at_random_moment_exits_promptly(self, signum: int) -> None:
         """A signal at a random moment of a busy program ends it within 5 s with the right status."""
@@ -355,7 +362,7 @@ class TestSignalTrials:
             if not exited:
                 failures.append(f"trial {trial} ({scenario}): still running {EXIT_WITHIN} s after the signal")
             elif signum == signal.SIGINT:
-                if code != -signal.SIGINT or not err.rstrip().endswith("KeyboardInterrupt"):
+                if code != -signal.SIGINT or "\nKeyboardInterrupt\n" not in err:
                     failures.append(f"trial {trial} ({scenario}): exit {code}, stderr: {err[-600:]}")
             elif code != 143 or "Traceback" in err:
                 failures.append(f"trial {trial} ({scenario}): exit {code}, stderr: {err[-600:]}")
@@ -374,6 +381,63 @@ class TestBlockedCalls:
         assert err.rstrip().endswith("KeyboardInterrupt"), err
 
 
+PLACE_SCRIPT = """
+import os, threading
+from jobdispatch import Dispatcher, PoolConfig, PoolFull
+
+d = Dispatcher([PoolConfig(0, 1, 0)], name="place")
+pool = d._pools[0]
+if not hasattr(pool, "_slots"):
+    print("skip: the pool no longer hands places over through _slots", flush=True)
+    os._exit(0)
+gate, started = threading.Event(), threading.Event()
+d.dispatch(lambda: (started.set(), gate.wait(10)))
+started.wait(10)
+real = pool._slots
+
+
+class InterruptedHandOver:
+    # A Ctrl-C that CPython delivers as the blocked get() returns the place: the C call
+    # has taken the place, and the KeyboardInterrupt is raised right after it.
+    def __getattr__(self, name):
+        return getattr(real, name)
+
+    def get(self, block=True, timeout=None):
+        real.get(block, timeout)
+        raise KeyboardInterrupt
+
+
+pool._slots = InterruptedHandOver()
+threading.Timer(0.1, gate.set).start()  # frees the place while the dispatch below waits for it
+try:
+    d.dispatch(lambda: None)
+except KeyboardInterrupt:
+    pass
+pool._slots = real
+try:
+    d.dispatch(lambda: None, timeout=2)
+    print("place kept", flush=True)
+except PoolFull:
+    print("place lost", flush=True)
+os._exit(0)
+"""
+
+
+class TestPlaceHandOver:
+    @pytest.mark.xfail(
+        reason="BUG: a Ctrl-C as a blocked dispatch receives its place loses that place for good "
+        "(a pool with one place then blocks forever; a due delayed job then hangs wait, finalize and exit)",
+        strict=True,
+    )
+    def test_interrupt_as_place_arrives_keeps_the_place(self) -> None:
+        """A KeyboardInterrupt raised as a blocked dispatch gets its place gives the place back."""
+        result = subprocess.run([sys.executable, "-c", PLACE_SCRIPT], capture_output=True, text=True, timeout=60)
+        assert result.returncode == 0, result.stderr
+        if result.stdout.startswith("skip:"):
+            pytest.skip(result.stdout.strip())
+        assert result.stdout.strip() == "place kept"
+
+
 def _sweep(op_name: str, mode: str) -> dict[str, Any]:
     args = ["sweep", op_name, mode, "all" if LONG else "first"]
     result = subprocess.run(
@@ -384,32 +448,23 @@ def _sweep(op_name: str, mode: str) -> dict[str, Any]:
     return report
 
 
-def _xfail(reason: str) -> Any:
-    return pytest.mark.xfail(reason=f"BUG: {reason}", strict=True)
-
-
-LATER_BUG = "Ctrl-C inside dispatch_later after the job was counted (entering Scheduler.add) leaves it pending forever"
-SPAWN_HANG = "Ctrl-C while a dispatch starts a worker leaves the job queued with no thread to run it"
-SPAWN_LEAK = "Ctrl-C in Thread.start while a dispatch starts a worker leaves a thread that finalize never stops"
-CONDITION_BUG = "Ctrl-C entering threading.Condition.__exit__ (with self._condition) leaves its lock held: deadlock"
-BATCH_HANG = "Ctrl-C inside a batch's with block can leave a job counted pending forever: the batch exit hangs"
+TIMER_ORPHAN = (
+    "Ctrl-C in Thread.start of the timer thread leaves a second, unrecorded timer thread; stop() notifies one "
+    "waiter only, so one of the two may never exit (which one depends on scheduling)"
+)
 
 SWEEP_CASES = [
-    pytest.param("dispatch", "with", id="dispatch-with", marks=_xfail(SPAWN_LEAK)),
-    pytest.param("dispatch", "exit", id="dispatch-exit", marks=_xfail(SPAWN_HANG)),
-    pytest.param("dispatch", "continue", id="dispatch-continue", marks=_xfail(SPAWN_HANG)),
-    pytest.param("dispatch_later", "with", id="later-with", marks=_xfail(LATER_BUG)),
-    pytest.param("dispatch_later", "exit", id="later-exit", marks=_xfail(LATER_BUG)),
-    pytest.param("dispatch_later", "continue", id="later-continue", marks=_xfail(LATER_BUG)),
-    pytest.param("batch", "with", id="batch-with", marks=_xfail(f"{BATCH_HANG}; {CONDITION_BUG}; {LATER_BUG}")),
-    pytest.param("batch", "exit", id="batch-exit", marks=_xfail(f"{BATCH_HANG}; {CONDITION_BUG}; {LATER_BUG}")),
-    pytest.param("batch", "continue", id="batch-continue", marks=_xfail(f"{BATCH_HANG}; {CONDITION_BUG}; {LATER_BUG}")),
-    pytest.param("wait", "with", id="wait-with"),
-    pytest.param("wait", "exit", id="wait-exit"),
-    pytest.param("wait", "continue", id="wait-continue"),
-    pytest.param("finalize", "with", id="finalize-with", marks=_xfail(CONDITION_BUG)),
-    pytest.param("finalize", "exit", id="finalize-exit", marks=_xfail(CONDITION_BUG)),
-    pytest.param("finalize", "continue", id="finalize-continue", marks=_xfail(CONDITION_BUG)),
+    pytest.param(op, mode, id=f"{op}-{mode}")
+    for op in ("dispatch", "batch", "wait", "finalize")
+    for mode in ("with", "exit", "continue")
+] + [
+    pytest.param(
+        "dispatch_later",
+        mode,
+        id=f"dispatch_later-{mode}",
+        marks=pytest.mark.xfail(reason=f"BUG: {TIMER_ORPHAN}", strict=False),
+    )
+    for mode in ("with", "exit", "continue")
 ]
 
 
