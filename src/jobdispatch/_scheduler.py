@@ -39,6 +39,7 @@ class Scheduler:
         self._order = itertools.count()
         self._thread: threading.Thread | None = None
         self._stopping = False
+        self._orphans: list[threading.Thread] = []  # timers whose start() was interrupted
         self._next_yield = 0.0
 
     def push_locked(
@@ -64,7 +65,11 @@ class Scheduler:
                 # one sees it is not the timer, and leaves).
                 thread = threading.Thread(target=self._run, name=self._thread_name, daemon=True)
                 self._stopping = False
-                thread.start()
+                try:
+                    thread.start()
+                except BaseException:
+                    self._orphans.append(thread)  # stop() joins it if it did start
+                    raise
                 self._thread = thread
             heap = self._heap
             if not heap or due < heap[0][0]:
@@ -123,9 +128,12 @@ class Scheduler:
             thread = self._thread
             self._stopping = True
             self._condition.notify()
+        deadline = None if timeout is None else time.monotonic() + timeout
+        for orphan in self._orphans:
+            join_thread(orphan, deadline)
         if thread is None:
             return True
-        join_thread(thread, None if timeout is None else time.monotonic() + timeout)
+        join_thread(thread, deadline)
         return not thread.is_alive()
 
     def forget_after_fork(self) -> None:
