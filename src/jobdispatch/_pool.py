@@ -237,13 +237,9 @@ class Pool:
             try:
                 self._slots.get(False)
             except Empty:
-                if self._entered - self._completed - self._left_otherwise or self._blocked_producers:
-                    self._due.append(item)  # a worker will free a place
-                    self._slow_release = True
-                    return
-                # No job in the pool, yet no place: places were lost to a
-                # Ctrl-C that struck as a producer took one. Run the job
-                # anyway; the place it gives back when done replaces one.
+                self._due.append(item)  # the next worker to free a place hands it over
+                self._slow_release = True
+                return
             spawn = self._spawning and self._reserve_worker_locked()
             self._delayed -= 1
             self._entered += 1
