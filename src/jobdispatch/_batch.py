@@ -223,15 +223,16 @@ class Batch:
         self._finish(exc)
 
     def _finish(self, exc: BaseException | None) -> None:
+        with self._lock:
+            errors, total, cancelled = list(self._errors), self._total, self._cancelled
         if exc is not None:
-            for error in self._errors:
+            for error in errors:
                 logger.error("a job of a batch left by an exception failed", exc_info=error)
             return
-        if self._errors:
-            count = len(self._errors)
-            raise BaseExceptionGroup(f"{count} of {self._total} jobs in the batch failed", self._errors)
-        if self._cancelled:
-            raise DispatcherClosed(f"{self._cancelled} of {self._total} jobs in the batch were cancelled")
+        if errors:
+            raise BaseExceptionGroup(f"{len(errors)} of {total} jobs in the batch failed", errors)
+        if cancelled:
+            raise DispatcherClosed(f"{cancelled} of {total} jobs in the batch were cancelled")
 
     def __repr__(self) -> str:
         with self._lock:

@@ -104,7 +104,8 @@ class Dispatcher:
         self._state_lock = threading.Lock()
         self._finalizer = weakref.finalize(self, _abandon, tuple(self._pools.values()), self._scheduler)
         self._finalizer.atexit = False
-        _live_dispatchers.add(self)
+        with _live_lock:
+            _live_dispatchers.add(self)
 
     # -- dispatching -------------------------------------------------------
 
@@ -477,7 +478,8 @@ class Dispatcher:
         with self._state_lock:
             self._state = _State.CLOSED
         self._finalizer.detach()
-        _live_dispatchers.discard(self)
+        with _live_lock:
+            _live_dispatchers.discard(self)
 
     def __enter__(self) -> Dispatcher:
         return self
@@ -598,7 +600,14 @@ def _abandon(pools: tuple[Pool, ...], scheduler: Scheduler) -> None:
     scheduler.stop(0)
 
 
+# Open dispatchers, for the exit hook. A WeakSet is not thread-safe by itself.
 _live_dispatchers: weakref.WeakSet[Dispatcher] = weakref.WeakSet()
+_live_lock = threading.Lock()
+
+
+def _live() -> list[Dispatcher]:
+    with _live_lock:
+        return list(_live_dispatchers)
 
 
 @atexit.register
@@ -609,7 +618,7 @@ def _finalize_live_dispatchers() -> None:
     together, until a whole pass over them finds nothing running and nothing
     new finished, before any is finalized.
     """
-    dispatchers = [d for d in list(_live_dispatchers) if d._state is _OPEN]
+    dispatchers = [d for d in _live() if d._state is _OPEN]
     for dispatcher in dispatchers:
         dispatcher._cancel_delayed_at_exit()
     last_seen = None
@@ -620,14 +629,15 @@ def _finalize_live_dispatchers() -> None:
         if all(running == 0 for running, _ in activity) and activity == last_seen:
             break
         last_seen = activity
-    for dispatcher in list(_live_dispatchers):
+    for dispatcher in _live():
         dispatcher.finalize()
 
 
 def _after_fork_in_child() -> None:
     # The child has none of the parent's threads: its dispatchers cannot run
     # anything, so they are closed; new ones work as usual.
-    global _live_dispatchers
+    global _live_dispatchers, _live_lock
+    _live_lock = threading.Lock()  # it may have been held by another thread at the fork
     for dispatcher in list(_live_dispatchers):
         dispatcher._forget_after_fork()
     _live_dispatchers = weakref.WeakSet()
