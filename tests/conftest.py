@@ -10,6 +10,7 @@ import pytest
 from hypothesis import HealthCheck, settings
 
 from jobdispatch import Dispatcher
+from support import WAIT, Kit
 
 # CI runs a bounded number of examples; `--hypothesis-profile=long` runs thousands.
 settings.register_profile("ci", max_examples=60, deadline=None, suppress_health_check=[HealthCheck.too_slow])
@@ -44,3 +45,13 @@ def dispatcher() -> Iterator[Dispatcher]:
         yield d
     finally:
         d.finalize(cancel_pending=True, timeout=10)
+
+
+@pytest.fixture
+def kit() -> Iterator[Kit]:
+    k = Kit()
+    yield k
+    for gate in k.gates:
+        gate.set()
+    for d in k.dispatchers:
+        d.finalize(cancel_pending=True, timeout=WAIT)

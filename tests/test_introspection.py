@@ -5,9 +5,6 @@ from __future__ import annotations
 import dataclasses
 import enum
 import threading
-import time
-from collections.abc import Callable, Iterator
-from typing import Any
 
 import pytest
 
@@ -21,57 +18,7 @@ from jobdispatch import (
     PoolStats,
     UnknownPriority,
 )
-
-WAIT = 10.0  # seconds to wait for a state that should come at once; the test fails after that
-LONG = 60.0  # a delay no test ever waits for: such jobs are cancelled by finalize
-
-
-def wait_for(predicate: Callable[[], object], what: str) -> None:
-    """Poll ``predicate`` until it holds; fail the test if it does not within WAIT seconds."""
-    deadline = time.monotonic() + WAIT
-    while not predicate():
-        if time.monotonic() > deadline:
-            pytest.fail(f"timed out waiting for {what}")
-        time.sleep(0.001)
-
-
-class Kit:
-    """The dispatchers and gates of one test; gates open before dispatchers finalize."""
-
-    def __init__(self) -> None:
-        self.dispatchers: list[Dispatcher] = []
-        self.gates: list[threading.Event] = []
-
-    def dispatcher(self, config: Any, **kwargs: Any) -> Dispatcher:
-        d = Dispatcher(config, **kwargs)
-        self.dispatchers.append(d)
-        return d
-
-    def gate(self) -> threading.Event:
-        event = threading.Event()
-        self.gates.append(event)
-        return event
-
-
-@pytest.fixture
-def kit() -> Iterator[Kit]:
-    k = Kit()
-    yield k
-    for gate in k.gates:
-        gate.set()
-    for d in k.dispatchers:
-        d.finalize(cancel_pending=True, timeout=WAIT)
-
-
-def gated(gate: threading.Event, started: threading.Event | None = None) -> Callable[[], None]:
-    """Return a job that signals ``started`` and then blocks until ``gate`` opens."""
-
-    def job() -> None:
-        if started is not None:
-            started.set()
-        gate.wait(3 * WAIT)
-
-    return job
+from support import LONG, WAIT, Kit, gated, wait_for
 
 
 class Level(enum.IntEnum):
