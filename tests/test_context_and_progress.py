@@ -6,6 +6,7 @@ import contextvars
 import logging
 import sys
 import threading
+import time
 import types
 
 import pytest
@@ -136,3 +137,22 @@ class TestFailureLog:
         assert record.getMessage() == "job <Named job> failed in pool 0"
         assert record.exc_info is not None
         assert isinstance(record.exc_info[1], OSError)
+        assert record.pool == 0  # type: ignore[attr-defined]
+        assert 0 <= record.duration < 10  # type: ignore[attr-defined]
+
+    def test_failure_record_carries_the_run_time(self, caplog: pytest.LogCaptureFixture) -> None:
+        """The failure record's duration covers the job's run, measured on the worker."""
+        release = threading.Event()
+
+        def slow_failure() -> None:
+            release.wait(10)
+            raise ValueError("late")
+
+        with Dispatcher(1) as d, caplog.at_level(logging.ERROR, logger="jobdispatch"):
+            before = time.perf_counter()
+            d.dispatch(slow_failure)
+            threading.Timer(0.05, release.set).start()
+            assert d.wait(10)
+            elapsed = time.perf_counter() - before
+        (record,) = caplog.records
+        assert 0.05 <= record.duration <= elapsed  # type: ignore[attr-defined]

@@ -16,6 +16,7 @@ import contextlib
 import contextvars
 import logging
 import threading
+import time
 from collections import deque
 from collections.abc import Callable
 from queue import Empty, SimpleQueue
@@ -198,10 +199,11 @@ class Pool:
         with self._lock:
             if self._closed and self.refuses():
                 raise DispatcherClosed("cannot dispatch after finalize() was called")
+        started = time.perf_counter()
         error = _call(fn, context)
         cancelled = isinstance(error, CancelledBeforeStart)
         if error is not None and not cancelled and not isinstance(error, ReportedElsewhere):
-            self._report(job, error, batch)
+            self._report(job, error, batch, time.perf_counter() - started)
         with self._lock:
             if cancelled:
                 self._cancelled += 1
@@ -334,8 +336,12 @@ class Pool:
 
     # -- workers -----------------------------------------------------------
 
-    def _report(self, job: object, error: BaseException, batch: Batch | None) -> None:
-        """Send a job's exception to its batch, to ``on_error``, or to the log."""
+    def _report(self, job: object, error: BaseException, batch: Batch | None, duration: float) -> None:
+        """Send a job's exception to its batch, to ``on_error``, or to the log.
+
+        Log records carry the pool's priority and the job's run time in
+        seconds as the attributes ``pool`` and ``duration``.
+        """
         if batch is not None:
             batch._record_error(error)
             return
@@ -348,10 +354,11 @@ class Pool:
                     job,
                     self.priority,
                     hook_error,
+                    duration,
                 )
             else:
                 return
-        _log("job %s failed in pool %d", job, self.priority, error)
+        _log("job %s failed in pool %d", job, self.priority, error, duration)
 
     # -- barriers and shutdown ---------------------------------------------
 
@@ -554,11 +561,17 @@ def _call(fn: Callable[[], object], context: contextvars.Context | None) -> Base
     return None
 
 
-def _log(message: str, job: object, priority: int, error: BaseException) -> None:
+def _log(message: str, job: object, priority: int, error: BaseException, duration: float) -> None:
     # A logging handler that raises, whatever it raises, must not kill the
     # worker; the failure is still counted in the pool's stats.
     with contextlib.suppress(BaseException):
-        logger.error(message, safe_repr(job), priority, exc_info=error)
+        logger.error(
+            message,
+            safe_repr(job),
+            priority,
+            exc_info=error,
+            extra={"pool": priority, "duration": duration},
+        )
 
 
 def _work(pool: Pool) -> None:
@@ -566,6 +579,7 @@ def _work(pool: Pool) -> None:
     _worker_state.pool = pool
     get = pool._jobs.get
     put_slot = pool._slots.put
+    clock = time.perf_counter
     lock = pool._lock
     acquire = lock.acquire
     release = lock.release
@@ -578,6 +592,7 @@ def _work(pool: Pool) -> None:
         job, fn, generation, batch, context = item
         del item
         error: BaseException | type[CancelledBeforeStart | ReportedElsewhere] | None = None
+        started = clock()
         try:
             if context is None:
                 fn()
@@ -589,7 +604,7 @@ def _work(pool: Pool) -> None:
             error = ReportedElsewhere
         except BaseException as exc:
             error = exc
-            pool._report(job, exc, batch)
+            pool._report(job, exc, batch, clock() - started)
         # Workers never see KeyboardInterrupt, so the cheaper explicit
         # acquire/release is safe here (a `with` costs twice as much).
         acquire()
