@@ -101,8 +101,6 @@ class Pool:
         for _ in range(config.workers + config.queue_size):
             put_slot(True)
         self._threads: list[threading.Thread] = []
-        self._unstarted = 0  # threads reserved but not started yet
-        self._launched = threading.Condition(self._lock)
         self._spawning = True  # fewer threads than workers so far
         self._generation = Generation()
         self._closed_generations: list[Generation] = []
@@ -271,7 +269,6 @@ class Pool:
         if len(self._threads) == 1:
             thread.start()
             return None
-        self._unstarted += 1
         return thread
 
     def launch(self, thread: threading.Thread) -> None:
@@ -282,13 +279,7 @@ class Pool:
             with self._lock:
                 self._threads.remove(thread)
                 self._spawning = True
-                self._unstarted -= 1
-                self._launched.notify_all()
             raise
-        with self._lock:
-            self._unstarted -= 1
-            if not self._unstarted:
-                self._launched.notify_all()
 
     def _release_slot_locked(self) -> None:
         if self._due:
@@ -456,10 +447,10 @@ class Pool:
 
     def stop(self) -> list[threading.Thread]:
         """Tell every worker to exit once the queue ahead of it is done."""
+        # A dispatch may still be starting a thread it reserved: the thread
+        # gets its sentinel anyway, and the caller joins it with join_thread,
+        # which gives a start in flight a moment to happen.
         with self._lock:
-            # A dispatch may still be starting a thread it reserved: wait for
-            # it (briefly: a start that never comes means it was interrupted).
-            self._launched.wait_for(lambda: not self._unstarted, timeout=0.2)
             if not self._stopping:
                 self._stopping = True
                 for _ in self._threads:
@@ -474,11 +465,9 @@ class Pool:
         held by one of them at the fork, so it is replaced.
         """
         self._lock = threading.Lock()
-        self._launched = threading.Condition(self._lock)
         self._closed = True
         self._stopping = True
         self._threads = []
-        self._unstarted = 0
 
     def stats(self) -> PoolStats:
         """Return a consistent snapshot of the pool's counters."""
