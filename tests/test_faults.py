@@ -13,24 +13,13 @@ from typing import Any
 import pytest
 
 from jobdispatch import Dispatcher, PoolConfig, PoolStats
+from support import Counter
 
 WAIT = 10.0  # seconds to wait for a state that should come at once; the test fails after that
 
 
 class CustomBaseError(BaseException):
     """A BaseException that is neither Exception, SystemExit nor KeyboardInterrupt."""
-
-
-class Counter:
-    """A thread-safe count of calls; dispatchable as a job."""
-
-    def __init__(self) -> None:
-        self._lock = threading.Lock()
-        self.value = 0
-
-    def __call__(self) -> None:
-        with self._lock:
-            self.value += 1
 
 
 class Raiser:

@@ -37,6 +37,8 @@ from typing import Any
 
 import pytest
 
+from support import Counter
+
 LONG = os.environ.get("JOBDISPATCH_LONG") == "1"
 TRIALS = 100 if LONG else 10
 EXIT_WITHIN = 5.0  # seconds an interrupted child may take to exit
@@ -133,40 +135,30 @@ def _child_block(call: str) -> None:
             gate.set()  # let the running job end, so the with statement can finalize
 
 
-class _Ran:
-    def __init__(self) -> None:
-        self._lock = threading.Lock()
-        self.value = 0
-
-    def __call__(self) -> None:
-        with self._lock:
-            self.value += 1
-
-
-def _some_jobs(d: Any, ran: _Ran) -> None:
+def _some_jobs(d: Any, ran: Counter) -> None:
     for i in range(3):
         d.dispatch(ran, priority=i % 2)
     d.dispatch_later(0.001, ran, priority=0)
 
 
-def _op_dispatch(d: Any, ran: _Ran) -> None:
+def _op_dispatch(d: Any, ran: Counter) -> None:
     for i in range(3):
         d.dispatch(ran, priority=i % 2)
 
 
-def _op_dispatch_later(d: Any, ran: _Ran) -> None:
+def _op_dispatch_later(d: Any, ran: Counter) -> None:
     d.dispatch_later(0.001, ran, priority=0)
     d.dispatch_later(0, ran, priority=1)
 
 
-def _op_batch(d: Any, ran: _Ran) -> None:
+def _op_batch(d: Any, ran: Counter) -> None:
     with d.batch() as batch:
         batch.dispatch(ran, priority=0)
         batch.dispatch_later(0, ran, priority=1)
         batch.dispatch(ran, priority=1)
 
 
-SWEEP_OPS: dict[str, tuple[Callable[[Any, _Ran], None] | None, Callable[[Any, _Ran], None]]] = {
+SWEEP_OPS: dict[str, tuple[Callable[[Any, Counter], None] | None, Callable[[Any, Counter], None]]] = {
     "dispatch": (None, _op_dispatch),
     "dispatch_later": (None, _op_dispatch_later),
     "batch": (None, _op_batch),
@@ -246,7 +238,7 @@ def _child_sweep(op_name: str, mode: str, stop_first: bool) -> None:
         name = f"sweep{point}"
         d = Dispatcher([PoolConfig(0, 2, 2), PoolConfig(1, 1, 0)], name=name)
         keep.append(d)
-        ran = _Ran()
+        ran = Counter()
         if prepare is not None:
             prepare(d, ran)
         calls = 0
@@ -262,7 +254,7 @@ def _child_sweep(op_name: str, mode: str, stop_first: bool) -> None:
                     where.append(f"{code.co_name} ({os.path.basename(code.co_filename)}:{code.co_firstlineno})")
                     raise KeyboardInterrupt
 
-        def run(d: Any = d, ran: _Ran = ran, tracer: Any = tracer, errors: list[str] = errors) -> None:
+        def run(d: Any = d, ran: Counter = ran, tracer: Any = tracer, errors: list[str] = errors) -> None:
             sys.settrace(tracer)
             try:
                 op(d, ran)
