@@ -416,11 +416,6 @@ os._exit(0)
 
 
 class TestPlaceHandOver:
-    @pytest.mark.xfail(
-        reason="BUG: a Ctrl-C as a blocked dispatch receives its place loses that place for good "
-        "(a pool with one place then blocks forever; a due delayed job then hangs wait, finalize and exit)",
-        strict=True,
-    )
     def test_interrupt_as_place_arrives_keeps_the_place(self) -> None:
         """A KeyboardInterrupt raised as a blocked dispatch gets its place gives the place back."""
         result = subprocess.run([sys.executable, "-c", PLACE_SCRIPT], capture_output=True, text=True, timeout=60)
@@ -428,6 +423,120 @@ class TestPlaceHandOver:
         if result.stdout.startswith("skip:"):
             pytest.skip(result.stdout.strip())
         assert result.stdout.strip() == "place kept"
+
+    def test_dropped_place_returns_to_its_pool(self) -> None:
+        """A place taken and dropped without being given back (as Ctrl-C drops it) is back in the pool."""
+        from jobdispatch import Dispatcher, PoolConfig, PoolFull
+
+        d = Dispatcher([PoolConfig(0, 1, 0)], name="test-drop")
+        try:
+            d.dispatch(_tiny)  # the pool makes its one place
+            assert d.wait(10)
+            place = d._pools[0]._slots.get(False)
+            with pytest.raises(PoolFull):
+                d.dispatch(_tiny, timeout=0)
+            del place
+            d.dispatch(_tiny, timeout=0)
+            assert d.wait(10)
+            assert d.stats()[0].completed == 2
+        finally:
+            d.finalize(timeout=10)
+
+    def test_places_go_with_their_pool(self) -> None:
+        """A collected pool takes its places with it: no place outlives or resurrects its queue."""
+        import gc
+        import weakref
+
+        from jobdispatch import Dispatcher, PoolConfig
+
+        d = Dispatcher([PoolConfig(0, 2, 3)], name="test-gone")
+        d.dispatch(_tiny)
+        d.finalize(timeout=10)
+        slots = weakref.ref(d._pools[0]._slots)
+        del d
+        gc.collect()
+        assert slots() is None
+
+
+class TestWorkerCount:
+    """Ctrl-C can interrupt Thread.start() after the thread started: workers count themselves in."""
+
+    def test_thread_beyond_the_limit_leaves_at_once(self) -> None:
+        """A worker thread that finds the pool's workers all counted in exits and changes nothing."""
+        from jobdispatch import Dispatcher, PoolConfig
+        from jobdispatch._pool import _work
+
+        ran = Counter()
+        d = Dispatcher([PoolConfig(0, 1, 2)], name="test-extra")
+        try:
+            d.dispatch(ran)
+            assert d.wait(10)
+            pool = d._pools[0]
+            extra = threading.Thread(target=_work, args=(pool,), name="test-extra-thread")
+            extra.start()
+            extra.join(10)
+            assert not extra.is_alive()
+            assert (pool._live, pool._sentinels) == (1, 0)
+            for _ in range(3):
+                d.dispatch(ran)
+            assert d.wait(10)
+            assert ran.value == 4
+        finally:
+            d.finalize(timeout=10)
+        assert not [t for t in threading.enumerate() if t.name.startswith("test-extra")]
+
+    def test_thread_counting_in_after_stop_brings_its_own_sentinel(self) -> None:
+        """A worker whose start completes only after stop() still exits, and finalize joins it."""
+        from jobdispatch import Dispatcher, PoolConfig
+        from jobdispatch._pool import _work
+
+        ran = Counter()
+        d = Dispatcher([PoolConfig(0, 2, 0)], name="test-late")
+        d.dispatch(ran)
+        assert d.wait(10)
+        pool = d._pools[0]
+        threads = pool.stop()
+        late = threading.Thread(target=_work, args=(pool,), name="test-late-thread")
+        late.start()
+        late.join(10)
+        assert not late.is_alive()
+        for thread in threads:
+            thread.join(10)
+            assert not thread.is_alive()
+        assert (pool._live, pool._sentinels) == (0, 0)
+        d.finalize(timeout=10)
+
+    def test_reservation_forgotten_after_interrupted_start_is_replaced(self) -> None:
+        """A worker whose start() Ctrl-C struck first is counted out, and the next dispatch starts another."""
+        from jobdispatch import Dispatcher, PoolConfig
+
+        d = Dispatcher([PoolConfig(0, 2, 4)], name="test-again")
+        gate = threading.Event()
+        started = threading.Barrier(3)
+        try:
+            d.dispatch(lambda: (started.wait(10), gate.wait(10)))
+            pool = d._pools[0]
+            real_start = threading.Thread.start
+            calls = 0
+
+            def interrupted_start(thread: threading.Thread) -> None:
+                nonlocal calls
+                calls += 1
+                raise KeyboardInterrupt
+
+            threading.Thread.start = interrupted_start  # type: ignore[method-assign]
+            try:
+                with pytest.raises(KeyboardInterrupt):
+                    d.dispatch(lambda: (started.wait(10), gate.wait(10)))
+            finally:
+                threading.Thread.start = real_start  # type: ignore[method-assign]
+            assert calls == 1
+            assert (pool._planned, pool._live) == (1, 1)
+            d.dispatch(lambda: None)  # needs the second worker: the queued job is blocked behind the first
+            started.wait(10)  # both gated jobs run at once: two workers
+        finally:
+            gate.set()
+            d.finalize(timeout=10)
 
 
 def _sweep(op_name: str, mode: str) -> dict[str, Any]:

@@ -152,11 +152,12 @@ class Dispatcher:
         # Pool.submit inlined for the common case, a free place: the call
         # alone would add a tenth to the cost of a dispatch.
         try:
-            pool._take_slot(False)
+            place = pool._take_slot(False)
         except Empty:
             pool.submit(job, fn, None, context, timeout)
             return
         queued = False
+        spawn = None
         try:
             with pool._lock:
                 if pool._closed and pool.refuses():
@@ -169,13 +170,15 @@ class Dispatcher:
                 queued = True
                 generation.pending += 1
                 pool._entered += 1
-                pool._put_job((job, fn, generation, None, context))
+                pool._put_job((job, fn, generation, None, context, place))
+            if spawn:
+                spawn.start()
         except BaseException:
             if not queued:
-                pool._slots.put(True)  # give back the place taken above
+                pool._slots.put(place)  # give back the place taken above
+            if spawn:
+                pool.forget_reservation(spawn)
             raise
-        if spawn:
-            pool.launch(spawn)
 
     def dispatch_later(self, delay: float, job: JobLike, *, priority: int | None = None) -> None:
         """Dispatch ``job`` ``delay`` seconds from now, without blocking.

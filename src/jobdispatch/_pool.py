@@ -2,11 +2,13 @@
 
 The hand-off is built only from C-implemented primitives. A pool owns two
 `queue.SimpleQueue` objects: ``_jobs`` carries work items to the workers,
-and ``_slots`` holds one token per place in the pool (``workers +
-queue_size``). A producer takes a token before it enqueues a job and a worker
-gives it back when the job is over, so a producer blocks, inside C, exactly
-while the pool is full. Every counter is changed under the pool's own lock,
-which no other pool ever takes: pools share nothing.
+and ``_slots`` holds the free places of the pool as `Place` tokens
+(``workers + queue_size`` of them, made as the pool first needs them). A
+producer takes a place before it enqueues a job, the place travels with the
+job, and the worker gives it back when the job is over, so a producer blocks,
+inside C, exactly while the pool is full. Every counter is
+changed under the pool's own lock, which no other pool ever takes: pools share
+nothing.
 """
 
 from __future__ import annotations
@@ -17,6 +19,7 @@ import contextvars
 import logging
 import threading
 import time
+import weakref
 from collections import deque
 from collections.abc import Callable
 from queue import Empty, SimpleQueue
@@ -34,6 +37,7 @@ __all__ = [
     "CancelledBeforeStart",
     "ErrorHandler",
     "Generation",
+    "Place",
     "Pool",
     "ReportedElsewhere",
     "current_pool",
@@ -46,8 +50,10 @@ logger = logging.getLogger("jobdispatch")
 ErrorHandler: TypeAlias = Callable[[Any, BaseException], object]
 """The ``on_error`` hook of a `Dispatcher`, called as ``on_error(job, exception)``."""
 
-# A work item: (job, callable to run, generation, batch or None, context or None).
+# A delayed job: (job, callable to run, generation, batch or None, context or None).
 _Item: TypeAlias = "tuple[object, Callable[[], object], Generation, Batch | None, contextvars.Context | None]"
+# A queued job: the same, and the place it holds in the pool.
+_Queued: TypeAlias = "tuple[object, Callable[[], object], Generation, Batch | None, contextvars.Context | None, Place]"
 
 _worker_state = threading.local()
 
@@ -82,6 +88,25 @@ class Generation:
         self.waiters: list[asyncio.Future[None]] = []
 
 
+class Place(weakref.ref[SimpleQueue[Any]]):
+    """One place in a pool, as a token: taken by a producer, carried by the job, given back by the worker.
+
+    A place is a weak reference to the queue of free places it belongs to.
+    One that is dropped instead of given back puts a new one in that queue:
+    Ctrl-C can strike just as the C call that hands a place over returns,
+    before any Python code can store it; the place is then dropped as the
+    exception unwinds, and the pool keeps its capacity. Being weak, the
+    reference lets a collected pool take its places with it.
+    """
+
+    __slots__ = ()
+
+    def __del__(self) -> None:
+        home = self()
+        if home is not None:
+            home.put(type(self)(home))  # no global lookup: this may run at interpreter exit
+
+
 class Pool:
     """The queue, the threads and the counters of one priority."""
 
@@ -93,14 +118,17 @@ class Pool:
         self._thread_name = f"{name}-p{config.priority}"
         self._on_error = on_error
         self._lock = threading.Lock()
-        self._jobs: SimpleQueue[_Item | None] = SimpleQueue()
-        self._slots: SimpleQueue[bool] = SimpleQueue()
+        self._jobs: SimpleQueue[_Queued | None] = SimpleQueue()
+        self._slots: SimpleQueue[Place] = SimpleQueue()
         self._take_slot = self._slots.get  # bound once: the hot path saves a lookup
         self._put_job = self._jobs.put
-        put_slot = self._slots.put
-        for _ in range(config.workers + config.queue_size):
-            put_slot(True)
-        self._threads: list[threading.Thread] = []
+        self._unissued = config.workers + config.queue_size  # places not made yet
+        # Worker threads. Ctrl-C can interrupt Thread.start() before or after
+        # the thread really starts, so a worker counts itself in ``_live``
+        # once it runs (see _work), and ``_planned`` may briefly lag behind.
+        self._threads: list[threading.Thread] = []  # every thread ever started, for joining
+        self._planned = 0  # threads started, less those whose start() was interrupted
+        self._live = 0  # workers running _work, under the limit
         self._spawning = True  # fewer threads than workers so far
         self._generation = Generation()
         self._closed_generations: list[Generation] = []
@@ -141,12 +169,15 @@ class Pool:
             DispatcherClosed: The pool was closed.
         """
         try:
-            self._take_slot(False)
+            place = self._take_slot(False)
         except Empty:
-            if not self._wait_for_slot(timeout):
+            waited = self._wait_for_slot(timeout)
+            if waited is None:
                 self._run_inline(job, fn, batch, context)
                 return
+            place = waited
         queued = False
+        spawn = None
         try:
             with self._lock:
                 if self._closed and self.refuses():
@@ -156,22 +187,28 @@ class Pool:
                 queued = True
                 generation.pending += 1
                 self._entered += 1
-                self._put_job((job, fn, generation, batch, context))  # the last call: see Dispatcher.dispatch
+                self._put_job((job, fn, generation, batch, context, place))  # the last call: see Dispatcher.dispatch
+            if spawn:
+                spawn.start()
         except BaseException:
             if not queued:
-                self._slots.put(True)  # give back the place taken above
+                self._slots.put(place)  # give back the place taken above
+            if spawn:
+                self.forget_reservation(spawn)
             raise
-        if spawn:
-            self.launch(spawn)
 
-    def _wait_for_slot(self, timeout: float | None) -> bool:
-        """Block until the pool has room; ``False`` means run the job inline."""
+    def _wait_for_slot(self, timeout: float | None) -> Place | None:
+        """Block until the pool has room; ``None`` means run the job inline."""
+        if self._unissued:
+            with self._lock:
+                if self._unissued:
+                    return self._issue_place_locked()
         if getattr(_worker_state, "pool", None) is self:
             # A job is dispatching into its own full pool. Blocking here could
             # deadlock once every worker does it, so the caller runs the job.
             if timeout == 0:
                 raise PoolFull(f"pool {self.priority} is full")
-            return False
+            return None
         if timeout == 0:
             raise PoolFull(f"pool {self.priority} is full")
         with self._lock:
@@ -179,13 +216,18 @@ class Pool:
                 raise DispatcherClosed("cannot dispatch after finalize() was called")
             self._blocked_producers += 1
         try:
-            self._slots.get(True, timeout)
+            place = self._slots.get(True, timeout)
         except Empty:
             raise PoolFull(f"pool {self.priority} stayed full for {timeout} s") from None
         finally:
             with self._lock:
                 self._blocked_producers -= 1
-        return True
+        return place
+
+    def _issue_place_locked(self) -> Place:
+        """Make one of the places not made yet."""
+        self._unissued -= 1  # first: a place dropped by Ctrl-C as it is made goes into _slots
+        return Place(self._slots)
 
     def _run_inline(
         self,
@@ -235,28 +277,30 @@ class Pool:
         """
         with self._lock:
             try:
-                self._slots.get(False)
+                place = self._slots.get(False)
             except Empty:
-                self._due.append(item)  # the next worker to free a place hands it over
-                self._slow_release = True
-                return
+                if not self._unissued:
+                    self._due.append(item)  # the next worker to free a place hands it over
+                    self._slow_release = True
+                    return
+                place = self._issue_place_locked()
             spawn = self._spawning and self._reserve_worker_locked()
             self._delayed -= 1
             self._entered += 1
-            self._jobs.put(item)
+            self._jobs.put((*item, place))
         if spawn:
-            self.launch(spawn)
+            spawn.start()  # the timer thread: no Ctrl-C here
 
     def _reserve_worker_locked(self) -> threading.Thread | None:
         """Return a new worker to start if the jobs, with the one about to come, outnumber the threads.
 
         The first worker is started at once, so that a job never waits in a
         queue with no thread. Later ones are counted here and started by
-        `launch`, outside the lock: starting a thread takes long enough to
+        the caller, outside the lock: starting a thread takes long enough to
         stall the pool.
         """
         in_pool = self._entered - self._completed - self._left_otherwise + 1
-        if in_pool <= len(self._threads):
+        if in_pool <= self._planned:
             return None
         thread = threading.Thread(
             target=_work,
@@ -264,30 +308,39 @@ class Pool:
             name=f"{self._thread_name}-{len(self._threads) + 1}",
             daemon=True,
         )
-        self._threads.append(thread)  # before start(): stop() must know it, even if start() is interrupted
-        self._spawning = len(self._threads) < self.workers
-        if len(self._threads) == 1:
-            thread.start()
-            return None
+        self._planned += 1
+        self._spawning = self._planned < self.workers
+        try:
+            self._threads.append(thread)  # before start(): stop() must know it, even if start() is interrupted
+            if self._planned == 1:
+                thread.start()
+                return None
+        except BaseException:
+            # Inline, not a call: Ctrl-C strikes at calls.
+            self._planned = self._planned - 1 if self._planned > self._live else self._live
+            self._spawning = True
+            raise
         return thread
 
-    def launch(self, thread: threading.Thread) -> None:
-        """Start a worker reserved by `_reserve_worker_locked`."""
-        try:
-            thread.start()
-        except BaseException:
-            with self._lock:
-                self._threads.remove(thread)
-                self._spawning = True
-            raise
+    def forget_reservation(self, thread: threading.Thread) -> None:
+        """Count a reserved worker out after Ctrl-C struck before or inside its start().
 
-    def _release_slot_locked(self) -> None:
+        The thread may have started all the same: it then counts itself in
+        (see `_work`). A thread that never started stays in ``_threads``;
+        `join_thread` lets it go.
+        """
+        with self._lock:
+            if not thread.is_alive():
+                self._planned = self._planned - 1 if self._planned > self._live else self._live
+                self._spawning = True
+
+    def _release_slot_locked(self, place: Place) -> None:
         if self._due:
             self._delayed -= 1
-            self._jobs.put(self._due.popleft())
+            self._jobs.put((*self._due.popleft(), place))
             self._entered += 1
         else:
-            self._slots.put(True)
+            self._slots.put(place)
             if self._room_waiters:
                 wake_future(self._room_waiters.popleft())
         self._slow_release = bool(self._due or self._room_waiters)
@@ -297,7 +350,7 @@ class Pool:
         with self._lock:
             if self._closed:
                 raise DispatcherClosed("cannot dispatch after finalize() was called")
-            if self._slots.qsize():
+            if self._slots.qsize() or self._unissued:
                 return False
             self._room_waiters.append(waiter)
             self._slow_release = True
@@ -306,7 +359,7 @@ class Pool:
     def pass_room_on(self) -> None:
         """Wake the next async producer if the pool has room."""
         with self._lock:
-            if self._room_waiters and self._slots.qsize():
+            if self._room_waiters and (self._slots.qsize() or self._unissued):
                 wake_future(self._room_waiters.popleft())
             self._slow_release = bool(self._due or self._room_waiters)
 
@@ -392,7 +445,7 @@ class Pool:
             self._closed = True
             self._draining = draining
             for _ in range(self._blocked_producers):
-                self._slots.put(True)
+                self._slots.put(Place(self._slots))
             while self._room_waiters:
                 wake_future(self._room_waiters.popleft())
             self._slow_release = bool(self._due)
@@ -410,7 +463,7 @@ class Pool:
                     self._jobs.put(None)
                     break
                 self._left_otherwise += 1
-                self._slots.put(True)
+                self._slots.put(item[5])
                 self._cancel_item_locked(item, cancelled)
             self._cancel_due_locked(cancelled)
         for batch, call in cancelled:
@@ -439,7 +492,7 @@ class Pool:
         for batch, call in cancelled:
             batch._job_over(call, cancelled=True)
 
-    def _cancel_item_locked(self, item: _Item, cancelled: list[tuple[Batch, object]]) -> None:
+    def _cancel_item_locked(self, item: _Item | _Queued, cancelled: list[tuple[Batch, object]]) -> None:
         self._cancelled += 1
         _finish_generation(item[2])
         if item[3] is not None:
@@ -447,13 +500,14 @@ class Pool:
 
     def stop(self) -> list[threading.Thread]:
         """Tell every worker to exit once the queue ahead of it is done."""
-        # A dispatch may still be starting a thread it reserved: the thread
-        # gets its sentinel anyway, and the caller joins it with join_thread,
-        # which gives a start in flight a moment to happen.
+        # One sentinel per worker counted in. A thread still starting counts
+        # itself in later and brings its own sentinel (see _work); the caller
+        # joins every thread with join_thread, which gives a start in flight
+        # a moment to happen.
         with self._lock:
             if not self._stopping:
                 self._stopping = True
-                for _ in self._threads:
+                for _ in range(self._live):
                     self._jobs.put(None)
                     self._sentinels += 1
             return list(self._threads)
@@ -468,6 +522,7 @@ class Pool:
         self._closed = True
         self._stopping = True
         self._threads = []
+        self._live = 0
 
     def stats(self) -> PoolStats:
         """Return a consistent snapshot of the pool's counters."""
@@ -565,11 +620,24 @@ def _log(message: str, job: object, priority: int, error: BaseException, duratio
 
 def _work(pool: Pool) -> None:
     """Run jobs from ``pool`` until a ``None`` sentinel arrives."""
+    lock = pool._lock
+    with lock:
+        # Count this worker in. A start that Ctrl-C interrupted may have
+        # happened after all, and been replaced since: never more than
+        # ``workers`` threads run jobs.
+        if pool._live >= pool.workers:
+            return
+        pool._live += 1
+        if pool._live > pool._planned:
+            pool._planned = pool._live
+            pool._spawning = pool._planned < pool.workers
+        if pool._stopping:  # stop() has handed out the sentinels already
+            pool._jobs.put(None)
+            pool._sentinels += 1
     _worker_state.pool = pool
     get = pool._jobs.get
     put_slot = pool._slots.put
     clock = time.perf_counter
-    lock = pool._lock
     acquire = lock.acquire
     release = lock.release
     while True:
@@ -577,8 +645,9 @@ def _work(pool: Pool) -> None:
         if item is None:
             with lock:
                 pool._sentinels -= 1
+                pool._live -= 1
             return
-        job, fn, generation, batch, context = item
+        job, fn, generation, batch, context, place = item
         del item
         error: BaseException | type[CancelledBeforeStart | ReportedElsewhere] | None = None
         started = clock()
@@ -609,9 +678,9 @@ def _work(pool: Pool) -> None:
             # Give the place back before the barrier can open, so that a
             # wait() that returns leaves the pool with room.
             if pool._slow_release:
-                pool._release_slot_locked()
+                pool._release_slot_locked(place)
             else:
-                put_slot(True)
+                put_slot(place)
             generation.pending -= 1
             if not generation.pending and generation.done is not None:
                 _generation_done(generation)
@@ -620,4 +689,4 @@ def _work(pool: Pool) -> None:
         if batch is not None:
             batch._job_over(fn, cancelled=error is CancelledBeforeStart)
         # Drop every reference before blocking, so no job outlives its run.
-        del job, fn, generation, batch, context, error
+        del job, fn, generation, batch, context, error, place
