@@ -24,6 +24,7 @@ trials per signal and whole sweeps. This file is also the child's script:
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import random
@@ -57,7 +58,11 @@ def _tiny() -> None:
 
 def _child_trial(scenario: str, use_sigterm: bool) -> None:
     """Loop over dispatcher operations until a signal ends the process."""
+    import faulthandler
+
     from jobdispatch import Dispatcher, PoolConfig
+
+    faulthandler.register(signal.SIGUSR1, all_threads=True)  # the test asks for stacks before it kills a hung child
 
     if use_sigterm:
 
@@ -323,6 +328,10 @@ def _interrupt(child: subprocess.Popen[str], signum: int) -> tuple[bool, int, st
     try:
         _, err = child.communicate(timeout=EXIT_WITHIN)
     except subprocess.TimeoutExpired:
+        if child.args[2] == "trial":  # the trial child dumps its threads' stacks on SIGUSR1
+            child.send_signal(signal.SIGUSR1)
+            with contextlib.suppress(subprocess.TimeoutExpired):
+                child.wait(1)
         child.kill()
         _, err = child.communicate()
         return False, child.returncode, err
@@ -352,7 +361,9 @@ class TestSignalTrials:
             time.sleep(rng.uniform(0.0, 0.05))  # the random moment (not a synchronisation)
             exited, code, err = _interrupt(child, signum)
             if not exited:
-                failures.append(f"trial {trial} ({scenario}): still running {EXIT_WITHIN} s after the signal")
+                failures.append(
+                    f"trial {trial} ({scenario}): still running {EXIT_WITHIN} s after the signal:\n{err[-3000:]}"
+                )
             elif signum == signal.SIGINT:
                 if code != -signal.SIGINT or "\nKeyboardInterrupt\n" not in err:
                     failures.append(f"trial {trial} ({scenario}): exit {code}, stderr: {err[-600:]}")
