@@ -448,3 +448,75 @@ class TestBadRepr:
         with pytest.raises(TypeError, match=r"repr failed"):
             d.dispatch(WrongPriority(lambda: None))
         assert settled(d, 0).completed == 0
+
+
+class RefusingStart:
+    """Make threading.Thread.start raise for threads named with ``prefix`` while active."""
+
+    def __init__(self, monkeypatch: pytest.MonkeyPatch, prefix: str) -> None:
+        real_start = threading.Thread.start
+        self.refused = Counter()
+        self.active = True
+
+        def start(thread: threading.Thread) -> None:
+            if self.active and thread.name.startswith(prefix):
+                self.refused()
+                raise RuntimeError("can't start new thread")
+            real_start(thread)
+
+        monkeypatch.setattr(threading.Thread, "start", start)
+
+
+class TestThreadStartFailure:
+    """A worker thread that cannot start (a thread limit; interpreter shutdown on 3.12.0-1) loses no job."""
+
+    def test_pool_without_thread_runs_the_job_in_the_caller(
+        self, made: list[Dispatcher], monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+    ) -> None:
+        """The first thread cannot start: dispatch runs the job itself and logs a warning; later a thread starts."""
+        caplog.set_level(logging.WARNING, logger="jobdispatch")
+        refusing = RefusingStart(monkeypatch, "nothread-")
+        d = make(made, {0: 2}, name="nothread")
+        ran_in: list[str] = []
+        d.dispatch(lambda: ran_in.append(threading.current_thread().name))
+        assert ran_in == [threading.current_thread().name]
+        assert refusing.refused.value == 1
+        assert "pool 0 could not start a worker thread (can't start new thread)" in caplog.text
+        refusing.active = False
+        d.dispatch(lambda: ran_in.append(threading.current_thread().name))
+        assert d.wait(WAIT)
+        assert ran_in[1] == "nothread-p0-1"
+        assert d.stats()[0].completed == 2
+
+    def test_second_thread_that_cannot_start_leaves_the_job_to_the_first(
+        self, made: list[Dispatcher], monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+    ) -> None:
+        """A later thread cannot start: the dispatch returns normally and the running worker runs the job."""
+        caplog.set_level(logging.WARNING, logger="jobdispatch")
+        d = make(made, {0: 2}, name="onethread")
+        gate, started = threading.Event(), threading.Event()
+        d.dispatch(lambda: (started.set(), gate.wait(WAIT)))
+        assert started.wait(WAIT)
+        refusing = RefusingStart(monkeypatch, "onethread-")
+        ran = Counter()
+        d.dispatch(ran)
+        assert refusing.refused.value == 1
+        assert "its queued jobs wait for the running workers" in caplog.text
+        gate.set()
+        assert d.wait(WAIT)
+        assert ran.value == 1
+        assert [t.name for t in threading.enumerate() if t.name.startswith("onethread-")] == ["onethread-p0-1"]
+
+    def test_delayed_job_of_a_pool_without_thread_runs_in_the_timer(
+        self, made: list[Dispatcher], monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+    ) -> None:
+        """A due delayed job whose pool cannot start a thread runs in the timer thread; wait() returns."""
+        caplog.set_level(logging.WARNING, logger="jobdispatch")
+        RefusingStart(monkeypatch, "latethread-p")
+        d = make(made, {0: 1}, name="latethread")
+        ran_in: list[str] = []
+        d.dispatch_later(0, lambda: ran_in.append(threading.current_thread().name))
+        assert d.wait(WAIT)
+        assert ran_in == ["latethread-timer"]
+        stats = d.stats()[0]
+        assert (stats.completed, stats.delayed, stats.queued) == (1, 0, 0)

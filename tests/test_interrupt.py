@@ -522,10 +522,11 @@ class TestWorkerCount:
         from jobdispatch import Dispatcher, PoolConfig
 
         d = Dispatcher([PoolConfig(0, 2, 4)], name="test-again")
-        gate = threading.Event()
+        gate, first = threading.Event(), threading.Event()
         started = threading.Barrier(3)
         try:
-            d.dispatch(lambda: (started.wait(10), gate.wait(10)))
+            d.dispatch(lambda: (first.set(), started.wait(10), gate.wait(10)))
+            assert first.wait(10)  # the first worker runs, so it has counted itself in
             pool = d._pools[0]
             real_start = threading.Thread.start
             calls = 0
@@ -546,6 +547,7 @@ class TestWorkerCount:
             d.dispatch(lambda: None)  # needs the second worker: the queued job is blocked behind the first
             started.wait(10)  # both gated jobs run at once: two workers
         finally:
+            started.abort()
             gate.set()
             d.finalize(timeout=10)
 

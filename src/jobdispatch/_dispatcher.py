@@ -20,7 +20,7 @@ from ._config import ConfigLike, check_delay, check_priority, check_timeout, nor
 from ._errors import DispatcherClosed, DispatcherError, PoolFull, UnknownPriority
 from ._executor import PoolExecutor
 from ._job import Job
-from ._pool import ErrorHandler, Pool, current_pool, logger, safe_repr
+from ._pool import ErrorHandler, NoThread, Pool, current_pool, logger, safe_repr
 from ._scheduler import Scheduler, join_thread
 from ._stats import PoolStats
 
@@ -172,7 +172,10 @@ class Dispatcher:
                 pool._entered += 1
                 pool._put_job((job, fn, generation, None, context, place))
             if spawn:
-                spawn.start()
+                pool.start_reserved(spawn)
+        except NoThread:
+            pool._slots.put(place)
+            pool._run_inline(job, fn, None, context)
         except BaseException:
             if not queued:
                 pool._slots.put(place)  # give back the place taken above

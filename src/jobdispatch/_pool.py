@@ -37,6 +37,7 @@ __all__ = [
     "CancelledBeforeStart",
     "ErrorHandler",
     "Generation",
+    "NoThread",
     "Place",
     "Pool",
     "ReportedElsewhere",
@@ -189,7 +190,10 @@ class Pool:
                 self._entered += 1
                 self._put_job((job, fn, generation, batch, context, place))  # the last call: see Dispatcher.dispatch
             if spawn:
-                spawn.start()
+                self.start_reserved(spawn)
+        except NoThread:
+            self._slots.put(place)
+            self._run_inline(job, fn, batch, context)
         except BaseException:
             if not queued:
                 self._slots.put(place)  # give back the place taken above
@@ -275,21 +279,32 @@ class Pool:
         If the pool is full, the item waits in ``_due`` and the next worker
         that frees a place hands it over, ahead of blocked producers.
         """
-        with self._lock:
-            try:
-                place = self._slots.get(False)
-            except Empty:
-                if not self._unissued:
-                    self._due.append(item)  # the next worker to free a place hands it over
-                    self._slow_release = True
-                    return
-                place = self._issue_place_locked()
-            spawn = self._spawning and self._reserve_worker_locked()
-            self._delayed -= 1
-            self._entered += 1
-            self._jobs.put((*item, place))
+        try:
+            with self._lock:
+                try:
+                    place = self._slots.get(False)
+                except Empty:
+                    if not self._unissued:
+                        self._due.append(item)  # the next worker to free a place hands it over
+                        self._slow_release = True
+                        return
+                    place = self._issue_place_locked()
+                spawn = self._spawning and self._reserve_worker_locked()
+                self._delayed -= 1
+                self._entered += 1
+                self._jobs.put((*item, place))
+        except NoThread:
+            # No thread can run it: the timer thread does.
+            self._slots.put(place)
+            with self._lock:
+                self._delayed -= 1
+            job, fn, generation, batch, context = item
+            self._run_inline(job, fn, batch, context)
+            with self._lock:
+                _finish_generation(generation)
+            return
         if spawn:
-            spawn.start()  # the timer thread: no Ctrl-C here
+            self.start_reserved(spawn)
 
     def _reserve_worker_locked(self) -> threading.Thread | None:
         """Return a new worker to start if the jobs, with the one about to come, outnumber the threads.
@@ -315,12 +330,32 @@ class Pool:
             if self._planned == 1:
                 thread.start()
                 return None
+        except Exception as error:
+            # No thread could start (a thread limit, or interpreter shutdown
+            # on Python 3.12.0-1): the pool has none, so the caller runs the job.
+            self._threads.remove(thread)
+            self._planned -= 1
+            self._spawning = True
+            _warn_no_thread(self.priority, error, "the dispatching thread runs the job itself")
+            raise NoThread from error
         except BaseException:
             # Inline, not a call: Ctrl-C strikes at calls.
             self._planned = self._planned - 1 if self._planned > self._live else self._live
             self._spawning = True
             raise
         return thread
+
+    def start_reserved(self, thread: threading.Thread) -> None:
+        """Start a worker reserved by `_reserve_worker_locked`, outside the lock.
+
+        If the thread cannot start (a thread limit, or interpreter shutdown),
+        the job just queued waits for the workers already running.
+        """
+        try:
+            thread.start()
+        except Exception as error:
+            self.forget_reservation(thread)
+            _warn_no_thread(self.priority, error, "its queued jobs wait for the running workers")
 
     def forget_reservation(self, thread: threading.Thread) -> None:
         """Count a reserved worker out after Ctrl-C struck before or inside its start().
@@ -576,6 +611,14 @@ def wake_future(future: asyncio.Future[None]) -> None:
     # The loop may be closed already: its coroutine is gone and nobody waits.
     with contextlib.suppress(RuntimeError):
         future.get_loop().call_soon_threadsafe(resolve)
+
+
+class NoThread(Exception):
+    """Raised by `Pool._reserve_worker_locked` when the pool's first thread cannot start."""
+
+
+def _warn_no_thread(priority: int, error: Exception, outcome: str) -> None:
+    logger.warning("pool %d could not start a worker thread (%s): %s", priority, error, outcome)
 
 
 class ReportedElsewhere(BaseException):
