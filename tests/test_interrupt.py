@@ -552,6 +552,53 @@ class TestWorkerCount:
             d.finalize(timeout=10)
 
 
+class TestBatchDispatchInterrupted:
+    """Ctrl-C can strike a batch dispatch after its job was queued: the job counts once, the exit returns."""
+
+    def _interrupt_after_queueing(self, d: Any, monkeypatch: pytest.MonkeyPatch, then: Callable[[], None]) -> None:
+        real_submit = d._submit
+
+        def submit_then_interrupt(*args: Any) -> None:
+            real_submit(*args)
+            then()
+            raise KeyboardInterrupt
+
+        monkeypatch.setattr(d, "_submit", submit_then_interrupt)
+
+    def test_job_that_ran_before_the_interrupt_counts_once(self, monkeypatch: pytest.MonkeyPatch) -> None:
+        """The job ran and counted over before dispatch raised: the batch counts it done, once, and exits."""
+        from jobdispatch import Dispatcher
+        from support import wait_for
+
+        ran = Counter()
+        with Dispatcher({0: 1}, name="test-ran") as d:
+            batch = d.batch()
+            self._interrupt_after_queueing(d, monkeypatch, lambda: wait_for(lambda: batch.done == 1, "the job"))
+            with pytest.raises(KeyboardInterrupt), batch:
+                batch.dispatch(ran)
+            assert (ran.value, batch.total, batch.done) == (1, 1, 1)
+            assert d.stats()[0].completed == 1
+
+    def test_job_still_queued_at_the_interrupt_is_cancelled(self, monkeypatch: pytest.MonkeyPatch) -> None:
+        """The job was queued behind a busy worker: the batch forgets it and the pool counts it cancelled."""
+        from jobdispatch import Dispatcher
+
+        ran = Counter()
+        gate, started = threading.Event(), threading.Event()
+        with Dispatcher({0: 1}, name="test-queued") as d:
+            d.dispatch(lambda: (started.set(), gate.wait(10)))
+            assert started.wait(10)
+            batch = d.batch()
+            self._interrupt_after_queueing(d, monkeypatch, lambda: None)
+            with pytest.raises(KeyboardInterrupt), batch:
+                batch.dispatch(ran)
+            gate.set()
+            assert d.wait(10)
+            assert (ran.value, batch.total, batch.done) == (0, 0, 0)
+            stats = d.stats()[0]
+            assert (stats.completed, stats.cancelled) == (1, 1)
+
+
 def _sweep(op_name: str, mode: str) -> dict[str, Any]:
     args = ["sweep", op_name, mode, "all" if LONG else "first"]
     result = subprocess.run(
@@ -597,6 +644,9 @@ class TestInterruptAnywhere:
 
 
 if __name__ == "__main__":
+    # A child started from a background job inherits SIGINT ignored, and
+    # Python then installs no KeyboardInterrupt handler: install it.
+    signal.signal(signal.SIGINT, signal.default_int_handler)
     kind = sys.argv[1]
     if kind == "trial":
         _child_trial(sys.argv[2], sys.argv[3] == "term")

@@ -187,7 +187,7 @@ class Batch:
             self._cancel_waiting()
         try:
             with self._lock:
-                while self._pending:
+                while self._pending > 0:
                     self._condition.wait()
                 self._state = "closed"  # in the same hold: no job slips in after the wait
         except BaseException:
@@ -211,7 +211,7 @@ class Batch:
         try:
             while True:
                 with self._lock:
-                    if not self._pending:
+                    if self._pending <= 0:
                         self._state = "closed"
                         break
                     waiter: asyncio.Future[None] = loop.create_future()
@@ -245,15 +245,26 @@ class Batch:
             if self._state != "open":
                 raise DispatcherError("dispatch through a batch only inside its with block")
             call = BatchCall(self)
-            self._waiting.add(call)
             self._pending += 1
             self._total += 1
+            # The one C call last: if Ctrl-C strikes as it returns, the call is
+            # counted and waiting, and leaving the batch counts it cancelled.
+            self._waiting.add(call)
             return call
 
     def _withdraw(self, call: BatchCall) -> None:
-        """Forget a call whose dispatch failed: it never counted."""
+        """Forget a call whose dispatch raised, unless its job started anyway.
+
+        A dispatch interrupted (Ctrl-C) after its job was queued raises too;
+        if a worker has started the job by then, it counts as usual. If not,
+        taking the call out of ``_waiting`` makes the worker drop it when it
+        comes (the pool counts it cancelled).
+        """
         with self._lock:
-            self._waiting.discard(call)
+            try:
+                self._waiting.remove(call)  # atomic: either this or the worker's _start takes it
+            except KeyError:
+                return  # started, or cancelled already: counted that way
             call.state = _OVER
             self._total -= 1
             self._pending -= 1
@@ -328,7 +339,7 @@ class Batch:
         return True
 
     def _notify_if_idle(self) -> None:
-        if not self._pending:
+        if self._pending <= 0:
             self._condition.notify_all()
             for waiter in self._async_waiters:
                 wake_future(waiter)
