@@ -342,13 +342,6 @@ SCENARIOS = ["dispatch", "wait", "batch", "later", "unmanaged"]
 
 
 class TestSignalTrials:
-    # Not strict: the hang is timing-dependent. Measured on aa97ba7 (CPython 3.11, 2 cores): the
-    # "unmanaged" scenario hung in 7 to 10 of 40-60 trials, "batch" in 3 of 60, "wait" in 1 of 40.
-    # TestPlaceHandOver reproduces the main cause deterministically. Remove once it passes.
-    @pytest.mark.xfail(
-        reason="BUG: an interrupted program sometimes hangs at exit (a place lost to a Ctrl-C, see TestPlaceHandOver)",
-        strict=False,
-    )
     @pytest.mark.parametrize("signum", [signal.SIGINT, signal.SIGTERM], ids=["SIGINT", "SIGTERM"])
     def test_signal_at_random_moment_exits_promptly(self, signum: int) -> None:
         """A signal at a random moment of a busy program ends it within 5 s with the right status."""
@@ -609,26 +602,8 @@ def _sweep(op_name: str, mode: str) -> dict[str, Any]:
     return report
 
 
-TIMER_ORPHAN = (
-    "Ctrl-C in Thread.start of the timer thread leaves a second, unrecorded timer thread; stop() notifies one "
-    "waiter only, so one of the two may never exit (which one depends on scheduling)"
-)
-
-THREAD_START = (
-    "a Ctrl-C at or inside Thread.start of a worker sometimes leaves a thread that finalize cannot join, "
-    "or a job pending (intermittent: about 1 run in 10 of a sweep)"
-)
-
-
-def _sweep_case(op: str, mode: str) -> Any:
-    reason = {"dispatch": THREAD_START, "batch": THREAD_START, "dispatch_later": TIMER_ORPHAN}.get(op)
-    marks = [pytest.mark.xfail(reason=f"BUG: {reason}", strict=False)] if reason else []
-    return pytest.param(op, mode, id=f"{op}-{mode}", marks=marks)
-
-
-# Not strict where the failure depends on scheduling; wait and finalize sweeps must pass.
 SWEEP_CASES = [
-    _sweep_case(op, mode)
+    pytest.param(op, mode, id=f"{op}-{mode}")
     for op in ("dispatch", "dispatch_later", "batch", "wait", "finalize")
     for mode in ("with", "exit", "continue")
 ]
