@@ -342,6 +342,7 @@ SCENARIOS = ["dispatch", "wait", "batch", "later", "unmanaged"]
 
 
 class TestSignalTrials:
+    @pytest.mark.timeout(900 if LONG else 120)
     @pytest.mark.parametrize("signum", [signal.SIGINT, signal.SIGTERM], ids=["SIGINT", "SIGTERM"])
     def test_signal_at_random_moment_exits_promptly(self, signum: int) -> None:
         """A signal at a random moment of a busy program ends it within 5 s with the right status."""
@@ -610,6 +611,7 @@ SWEEP_CASES = [
 
 
 class TestInterruptAnywhere:
+    @pytest.mark.timeout(1300 if LONG else 150)
     @pytest.mark.parametrize(("op_name", "mode"), SWEEP_CASES)
     def test_dispatcher_recovers_from_interrupt_at_any_point(self, op_name: str, mode: str) -> None:
         """A KeyboardInterrupt at any function entry inside an operation leaves a dispatcher that recovers."""
