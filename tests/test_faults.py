@@ -520,3 +520,17 @@ class TestThreadStartFailure:
         assert ran_in == ["latethread-timer"]
         stats = d.stats()[0]
         assert (stats.completed, stats.delayed, stats.queued) == (1, 0, 0)
+
+    def test_delayed_job_due_while_finalize_drains_runs_in_the_timer(
+        self, made: list[Dispatcher], monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+    ) -> None:
+        """A closed, draining pool with no thread still runs a delayed job that falls due: finalize returns."""
+        caplog.set_level(logging.WARNING, logger="jobdispatch")
+        RefusingStart(monkeypatch, "drainthread-p")
+        d = make(made, {0: 1}, name="drainthread")
+        ran_in: list[str] = []
+        d.dispatch_later(0.2, lambda: ran_in.append(threading.current_thread().name))
+        d.finalize(timeout=WAIT)  # closes the pool at once; the job falls due while it drains
+        assert ran_in == ["drainthread-timer"]
+        stats = d.stats()[0]
+        assert (stats.completed, stats.delayed, stats.cancelled) == (1, 0, 0)

@@ -243,6 +243,17 @@ class Pool:
         with self._lock:
             if self._closed and self.refuses():
                 raise DispatcherClosed("cannot dispatch after finalize() was called")
+        self._run_here(job, fn, batch, context, None)
+
+    def _run_here(
+        self,
+        job: object,
+        fn: Callable[[], object],
+        batch: Batch | None,
+        context: contextvars.Context | None,
+        generation: Generation | None,
+    ) -> None:
+        """Run a job in the calling thread and count it; ``generation``: it was a delayed job."""
         started = time.perf_counter()
         error = _call(fn, context)
         cancelled = isinstance(error, CancelledBeforeStart)
@@ -255,6 +266,9 @@ class Pool:
                 self._inline_completed += 1
             else:
                 self._failed += 1
+            if generation is not None:
+                self._delayed -= 1
+                _finish_generation(generation)
         if batch is not None:
             batch._job_over(fn, cancelled=cancelled)
 
@@ -294,14 +308,10 @@ class Pool:
                 self._entered += 1
                 self._jobs.put((*item, place))
         except NoThread:
-            # No thread can run it: the timer thread does.
+            # No thread can run it: the timer thread does (even while finalize drains).
             self._slots.put(place)
-            with self._lock:
-                self._delayed -= 1
             job, fn, generation, batch, context = item
-            self._run_inline(job, fn, batch, context)
-            with self._lock:
-                _finish_generation(generation)
+            self._run_here(job, fn, batch, context, generation)
             return
         if spawn:
             self.start_reserved(spawn)
