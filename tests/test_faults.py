@@ -534,3 +534,37 @@ class TestThreadStartFailure:
         assert ran_in == ["drainthread-timer"]
         stats = d.stats()[0]
         assert (stats.completed, stats.delayed, stats.cancelled) == (1, 0, 0)
+
+    def test_due_job_of_a_pool_without_thread_or_place_runs_in_the_timer(
+        self, made: list[Dispatcher], monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+    ) -> None:
+        """With its only place held and no thread, a pool's due job runs in the timer instead of waiting for ever."""
+        caplog.set_level(logging.WARNING, logger="jobdispatch")
+        RefusingStart(monkeypatch, "heldthread-p")
+        d = make(made, [PoolConfig(0, 1, 0)], name="heldthread")
+        d.dispatch(lambda: None)  # runs in the caller; the pool has made its one place
+        pool = d._pools[0]
+        place = pool._slots.get(False)  # held, as by a dispatch in progress
+        ran_in: list[str] = []
+        d.dispatch_later(0, lambda: ran_in.append(threading.current_thread().name))
+        assert d.wait(WAIT)
+        assert ran_in == ["heldthread-timer"]
+        pool.give_back(place)
+        d.dispatch(lambda: None, timeout=0)  # the place is back
+
+    def test_ctrl_c_during_a_job_run_by_the_main_thread_propagates(
+        self, made: list[Dispatcher], monkeypatch: pytest.MonkeyPatch
+    ) -> None:
+        """A KeyboardInterrupt raised while the main thread runs a job itself reaches the caller, counted failed."""
+        RefusingStart(monkeypatch, "mainthread-p")
+        errors = Errors()
+        d = make(made, {0: 1}, name="mainthread", on_error=errors)
+
+        def interrupted() -> None:
+            raise KeyboardInterrupt  # as Ctrl-C while the job runs
+
+        assert threading.current_thread() is threading.main_thread()
+        with pytest.raises(KeyboardInterrupt):
+            d.dispatch(interrupted)
+        assert errors.seen == []
+        assert d.stats()[0].failed == 1

@@ -462,6 +462,26 @@ class TestPlaceHandOver:
         gc.collect()
         assert slots() is None
 
+    def test_place_dropped_while_a_due_job_waits_reaches_that_job(self) -> None:
+        """A place dropped (as Ctrl-C drops it) while a due delayed job waits for room still goes to that job."""
+        from jobdispatch import Dispatcher, PoolConfig
+        from support import wait_for
+
+        d = Dispatcher([PoolConfig(0, 1, 0)], name="test-duedrop")
+        try:
+            d.dispatch(_tiny)
+            assert d.wait(10)  # one idle worker; its one place is free
+            pool = d._pools[0]
+            ran = threading.Event()
+            place = pool._slots.get(False)  # a dispatch takes the place ...
+            d.dispatch_later(0, ran.set)
+            wait_for(lambda: pool._due, "the due job to wait for room")  # ... the due job finds the pool full ...
+            del place  # ... and Ctrl-C drops the place: no worker frees one
+            assert ran.wait(10)
+            assert d.wait(10)
+        finally:
+            d.finalize(timeout=10)
+
 
 class TestWorkerCount:
     """Ctrl-C can interrupt Thread.start() after the thread started: workers count themselves in."""
@@ -591,6 +611,60 @@ class TestBatchDispatchInterrupted:
             assert (ran.value, batch.total, batch.done) == (0, 0, 0)
             stats = d.stats()[0]
             assert (stats.completed, stats.cancelled) == (1, 1)
+
+    def test_interrupt_entering_withdraw_does_not_hang_a_normal_exit(self, monkeypatch: pytest.MonkeyPatch) -> None:
+        """Ctrl-C as a refused batch dispatch starts to withdraw its job: a batch left normally still ends."""
+        from jobdispatch import Batch, Dispatcher, PoolConfig, PoolFull
+
+        real_withdraw = Batch._withdraw
+        calls = 0
+
+        def withdraw_interrupted(batch: Any, call: Any) -> None:
+            nonlocal calls
+            calls += 1
+            if calls == 1:
+                raise KeyboardInterrupt
+            real_withdraw(batch, call)
+
+        gate = threading.Event()
+        with Dispatcher([PoolConfig(0, 1, 0)], name="test-withdraw") as d:
+            d.dispatch(lambda: gate.wait(10), timeout=0)
+            batch = d.batch()
+            with batch:
+                monkeypatch.setattr(Batch, "_withdraw", withdraw_interrupted)
+                with pytest.raises(KeyboardInterrupt):
+                    while True:  # the pool is full: each dispatch raises PoolFull and withdraws
+                        with contextlib.suppress(PoolFull):
+                            batch.dispatch(_tiny, timeout=0)
+                gate.set()  # the user caught Ctrl-C and lets the block end normally
+            assert (batch.total, batch.done) == (0, 0)
+
+    def test_interrupt_before_an_inline_batch_job_is_counted_does_not_hang_the_batch(
+        self, monkeypatch: pytest.MonkeyPatch
+    ) -> None:
+        """A batch job run by the dispatching thread (no worker thread) and cut short by Ctrl-C counts once."""
+        from jobdispatch import Batch, Dispatcher
+
+        real_start = threading.Thread.start
+        real_job_over = Batch._job_over
+
+        def refuse(thread: threading.Thread) -> None:
+            if thread.name.startswith("test-inline-p"):
+                raise RuntimeError("can't start new thread")
+            real_start(thread)
+
+        def job_over_interrupted(batch: Any, call: object, *, cancelled: bool) -> None:
+            monkeypatch.setattr(Batch, "_job_over", real_job_over)
+            raise KeyboardInterrupt  # as Ctrl-C at the entry of _job_over
+
+        monkeypatch.setattr(threading.Thread, "start", refuse)
+        ran = Counter()
+        with Dispatcher({0: 1}, name="test-inline") as d:
+            batch = d.batch()
+            with pytest.raises(KeyboardInterrupt), batch:
+                monkeypatch.setattr(Batch, "_job_over", job_over_interrupted)
+                batch.dispatch(ran)
+            assert (ran.value, batch.total, batch.done) == (1, 1, 1)
 
 
 def _sweep(op_name: str, mode: str) -> dict[str, Any]:

@@ -31,18 +31,23 @@ class BatchCall:
     cancelled, never both, and counted once.
     """
 
-    __slots__ = ("batch", "fn", "state")
+    __slots__ = ("batch", "fn", "ran", "state", "withdrawn")
 
     def __init__(self, batch: Batch) -> None:
         self.batch = batch
         self.fn: Callable[[], object] | None = None
         self.state = _WAITING
+        self.withdrawn = False  # taken back by a dispatch that raised, before any worker started it
+        self.ran = False  # the job has returned or raised
 
     def __call__(self) -> None:
         if not self.batch._start(self):
             raise CancelledBeforeStart
         assert self.fn is not None
-        self.fn()
+        try:
+            self.fn()
+        finally:
+            self.ran = True
 
     def __repr__(self) -> str:
         return f"<batch call of {self.fn!r}>"
@@ -138,10 +143,12 @@ class Batch:
         Takes the same arguments as `Dispatcher.dispatch`, and raises the
         same errors.
         """
-        call = self._add()
+        call = BatchCall(self)
         try:
+            self._add(call)
             self._dispatcher._submit(job, priority, timeout, call)
         except BaseException:
+            call.withdrawn = True  # a plain store: marked even if Ctrl-C strikes as _withdraw starts
             self._withdraw(call)
             raise
 
@@ -150,10 +157,12 @@ class Batch:
 
         Takes the same arguments as `Dispatcher.dispatch_later`.
         """
-        call = self._add()
+        call = BatchCall(self)
         try:
+            self._add(call)
             self._dispatcher._submit_later(delay, job, priority, call)
         except BaseException:
+            call.withdrawn = True  # a plain store: marked even if Ctrl-C strikes as _withdraw starts
             self._withdraw(call)
             raise
 
@@ -162,10 +171,12 @@ class Batch:
 
         Takes the same arguments as `Dispatcher.dispatch_async`.
         """
-        call = self._add()
+        call = BatchCall(self)
         try:
+            self._add(call)
             await self._dispatcher._submit_async(job, priority, call)
         except BaseException:
+            call.withdrawn = True  # a plain store: marked even if Ctrl-C strikes as _withdraw starts
             self._withdraw(call)
             raise
 
@@ -187,6 +198,7 @@ class Batch:
             self._cancel_waiting()
         try:
             with self._lock:
+                self._withdraw_marked_locked()
                 while self._pending > 0:
                     self._condition.wait()
                 self._state = "closed"  # in the same hold: no job slips in after the wait
@@ -211,6 +223,7 @@ class Batch:
         try:
             while True:
                 with self._lock:
+                    self._withdraw_marked_locked()
                     if self._pending <= 0:
                         self._state = "closed"
                         break
@@ -240,17 +253,17 @@ class Batch:
 
     # -- called by pools ---------------------------------------------------
 
-    def _add(self) -> BatchCall:
+    def _add(self, call: BatchCall) -> None:
+        """Count ``call`` in; the caller withdraws it if anything raises after this starts."""
         with self._lock:
             if self._state != "open":
                 raise DispatcherError("dispatch through a batch only inside its with block")
-            call = BatchCall(self)
             self._pending += 1
             self._total += 1
-            # The one C call last: if Ctrl-C strikes as it returns, the call is
-            # counted and waiting, and leaving the batch counts it cancelled.
+            # The one C call last: Ctrl-C strikes only after calls, so the call
+            # is either not counted or counted and waiting, and _withdraw
+            # tells the two apart.
             self._waiting.add(call)
-            return call
 
     def _withdraw(self, call: BatchCall) -> None:
         """Forget a call whose dispatch raised, unless its job started anyway.
@@ -261,14 +274,35 @@ class Batch:
         comes (the pool counts it cancelled).
         """
         with self._lock:
-            try:
-                self._waiting.remove(call)  # atomic: either this or the worker's _start takes it
-            except KeyError:
-                return  # started, or cancelled already: counted that way
-            call.state = _OVER
-            self._total -= 1
-            self._pending -= 1
-            self._notify_if_idle()
+            self._withdraw_locked(call)
+
+    def _withdraw_locked(self, call: BatchCall) -> None:
+        # Count it out first, then take it (atomic: either this or the
+        # worker's _start takes it): a Ctrl-C after the removal leaves the
+        # counts right, and the worker that finds it withdrawn counts nothing
+        # more (_count_over).
+        self._pending -= 1
+        self._total -= 1
+        try:
+            self._waiting.remove(call)
+        except KeyError:
+            # Started, cancelled, or never added (the dispatch raised before
+            # _add counted it): counted that way already.
+            self._pending += 1
+            self._total += 1
+            # But a job the dispatching thread ran itself (its pool had no
+            # thread) may have had its count cut short by Ctrl-C: finish it.
+            if call.ran and self._count_over(call, False):
+                self._pending -= 1
+                self._notify_if_idle()
+            return
+        call.state = _OVER
+        self._notify_if_idle()
+
+    def _withdraw_marked_locked(self) -> None:
+        """Withdraw the calls whose dispatch raised but whose _withdraw a Ctrl-C prevented."""
+        for call in [call for call in self._waiting if call.withdrawn]:
+            self._withdraw_locked(call)
 
     def _start(self, call: BatchCall) -> bool:
         # No lock: set.remove is atomic, so either this or _cancel_waiting
@@ -330,6 +364,8 @@ class Batch:
     def _count_over(self, call: BatchCall, cancelled: bool) -> bool:
         if call.state == _CANCELLED or call.state == _OVER:
             return False  # counted already
+        if call.withdrawn and call.state == _WAITING:
+            return False  # withdrawn before it started: counted out by _withdraw
         if call.state == _WAITING:
             self._waiting.discard(call)  # dropped by the pool before it started
         call.state = _OVER

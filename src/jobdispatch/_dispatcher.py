@@ -174,11 +174,11 @@ class Dispatcher:
             if spawn:
                 pool.start_reserved(spawn)
         except NoThread:
-            pool._slots.put(place)
+            pool.give_back(place)
             pool._run_inline(job, fn, None, context)
         except BaseException:
             if not queued:
-                pool._slots.put(place)  # give back the place taken above
+                pool.give_back(place)  # the place taken above
             if spawn:
                 pool.forget_reservation(spawn)
             raise

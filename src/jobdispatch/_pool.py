@@ -192,11 +192,11 @@ class Pool:
             if spawn:
                 self.start_reserved(spawn)
         except NoThread:
-            self._slots.put(place)
+            self.give_back(place)
             self._run_inline(job, fn, batch, context)
         except BaseException:
             if not queued:
-                self._slots.put(place)  # give back the place taken above
+                self.give_back(place)  # the place taken above
             if spawn:
                 self.forget_reservation(spawn)
             raise
@@ -228,6 +228,11 @@ class Pool:
                 self._blocked_producers -= 1
         return place
 
+    def give_back(self, place: Place) -> None:
+        """Return a place no job used, serving a due delayed job or an async producer first."""
+        with self._lock:
+            self._release_slot_locked(place)
+
     def _issue_place_locked(self) -> Place:
         """Make one of the places not made yet."""
         self._unissued -= 1  # first: a place dropped by Ctrl-C as it is made goes into _slots
@@ -257,20 +262,30 @@ class Pool:
         started = time.perf_counter()
         error = _call(fn, context)
         cancelled = isinstance(error, CancelledBeforeStart)
-        if error is not None and not cancelled and not isinstance(error, ReportedElsewhere):
-            self._report(job, error, batch, time.perf_counter() - started)
-        with self._lock:
-            if cancelled:
-                self._cancelled += 1
-            elif error is None:
-                self._inline_completed += 1
-            else:
-                self._failed += 1
-            if generation is not None:
-                self._delayed -= 1
-                _finish_generation(generation)
-        if batch is not None:
-            batch._job_over(fn, cancelled=cancelled)
+        # On the main thread a KeyboardInterrupt or SystemExit may be Ctrl-C
+        # or a signal handler, not the job: it is counted, then propagates.
+        propagate = isinstance(error, KeyboardInterrupt | SystemExit) and (
+            threading.current_thread() is threading.main_thread()
+        )
+        try:
+            if error is not None and not (cancelled or propagate or isinstance(error, ReportedElsewhere)):
+                self._report(job, error, batch, time.perf_counter() - started)
+            with self._lock:
+                if cancelled:
+                    self._cancelled += 1
+                elif error is None:
+                    self._inline_completed += 1
+                else:
+                    self._failed += 1
+                if generation is not None:
+                    self._delayed -= 1
+                    _finish_generation(generation)
+        finally:
+            if batch is not None:
+                batch._job_over(fn, cancelled=cancelled)
+        if propagate:
+            assert error is not None
+            raise error
 
     def add_delayed(
         self,
@@ -287,21 +302,26 @@ class Pool:
                 raise DispatcherClosed("cannot dispatch after finalize() was called")
             scheduler.push_locked(due, self, job, fn, batch, context)
 
-    def submit_due(self, item: _Item) -> None:
+    def submit_due(self, item: _Item) -> bool:
         """Enqueue a delayed job whose time has come, without ever blocking.
 
         If the pool is full, the item waits in ``_due`` and the next worker
-        that frees a place hands it over, ahead of blocked producers.
+        that frees a place hands it over, ahead of blocked producers; the
+        timer also offers it again now and then (`serve_due`). Returns
+        whether the item waits.
         """
+        place: Place | None = None
         try:
             with self._lock:
                 try:
                     place = self._slots.get(False)
                 except Empty:
                     if not self._unissued:
-                        self._due.append(item)  # the next worker to free a place hands it over
-                        self._slow_release = True
-                        return
+                        if self._planned:
+                            self._due.append(item)  # the next worker to free a place hands it over
+                            self._slow_release = True
+                            return True
+                        raise NoThread from None  # no place, and no thread to free one
                     place = self._issue_place_locked()
                 spawn = self._spawning and self._reserve_worker_locked()
                 self._delayed -= 1
@@ -309,12 +329,37 @@ class Pool:
                 self._jobs.put((*item, place))
         except NoThread:
             # No thread can run it: the timer thread does (even while finalize drains).
-            self._slots.put(place)
+            if place is not None:
+                self.give_back(place)
             job, fn, generation, batch, context = item
             self._run_here(job, fn, batch, context, generation)
-            return
+            return False
         if spawn:
             self.start_reserved(spawn)
+        return False
+
+    def serve_due(self) -> bool:
+        """Hand free places to waiting due jobs and async producers; ``True`` once no due job waits.
+
+        Workers do this as they free places; the timer calls it too, so that
+        a place given back some other way (dropped by Ctrl-C, say) cannot
+        leave a due job waiting next to it.
+        """
+        with self._lock:
+            while self._due:
+                try:
+                    place = self._slots.get(False)
+                except Empty:
+                    if not self._unissued:
+                        break
+                    place = self._issue_place_locked()
+                self._delayed -= 1
+                self._entered += 1
+                self._jobs.put((*self._due.popleft(), place))
+            if self._room_waiters and (self._slots.qsize() or self._unissued):
+                wake_future(self._room_waiters.popleft())
+            self._slow_release = bool(self._due or self._room_waiters)
+            return not self._due
 
     def _reserve_worker_locked(self) -> threading.Thread | None:
         """Return a new worker to start if the jobs, with the one about to come, outnumber the threads.

@@ -153,24 +153,31 @@ class Scheduler:
             if self._thread is not threading.current_thread():
                 return
         heap = self._heap
+        parked: set[Pool] = set()  # pools where a due job waits for a place
         while True:
             with self._lock:
                 while True:
                     heap = self._heap
                     if not heap:
-                        if self._stopping:
+                        if self._stopping and not parked:
                             self._thread = None
                             return
-                        self._condition.wait()
-                        continue
+                        self._condition.wait(_SERVE_EVERY if parked else None)
+                        break
                     delay = heap[0][0] - time.monotonic()
                     if delay <= 0:
                         break
-                    self._condition.wait(delay)
+                    self._condition.wait(min(delay, _SERVE_EVERY) if parked else delay)
+                    if parked:
+                        break
                 due = self._pop_due_locked(time.monotonic())
             for pool, item in due:
-                pool.submit_due(item)
+                if pool.submit_due(item):
+                    parked.add(pool)
             del due
+            # Workers hand freed places to waiting due jobs; offering them
+            # again here covers places given back by any other way.
+            parked = {pool for pool in parked if not pool.serve_due()}
 
 
 def join_thread(thread: threading.Thread, deadline: float | None) -> None:
@@ -193,3 +200,4 @@ def join_thread(thread: threading.Thread, deadline: float | None) -> None:
 
 
 _INTERRUPTED_START_GRACE = 0.2  # seconds
+_SERVE_EVERY = 0.005  # seconds between two offers of free places to due jobs that wait
