@@ -169,6 +169,7 @@ SWEEP_OPS: dict[str, tuple[Callable[[Any, Counter], None] | None, Callable[[Any,
     "batch": (None, _op_batch),
     "wait": (_some_jobs, lambda d, ran: d.wait()),
     "finalize": (_some_jobs, lambda d, ran: d.finalize()),
+    "finalize_cancel": (_some_jobs, lambda d, ran: d.finalize(cancel_pending=True)),
 }
 
 
@@ -679,7 +680,7 @@ def _sweep(op_name: str, mode: str) -> dict[str, Any]:
 
 SWEEP_CASES = [
     pytest.param(op, mode, id=f"{op}-{mode}")
-    for op in ("dispatch", "dispatch_later", "batch", "wait", "finalize")
+    for op in ("dispatch", "dispatch_later", "batch", "wait", "finalize", "finalize_cancel")
     for mode in ("with", "exit", "continue")
 ]
 

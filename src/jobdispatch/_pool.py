@@ -81,10 +81,11 @@ class Generation:
     other threads keep dispatching.
     """
 
-    __slots__ = ("done", "pending", "waiters")
+    __slots__ = ("cancelled", "done", "pending", "waiters")
 
     def __init__(self) -> None:
         self.pending = 0
+        self.cancelled = False  # finalize(cancel_pending=True): workers drop its jobs
         self.done: threading.Event | None = None
         self.waiters: list[asyncio.Future[None]] = []
 
@@ -152,6 +153,7 @@ class Pool:
         self._failed = 0
         self._cancelled = 0
         self._slow_release = False  # _due or _room_waiters is not empty
+        self._queue_cancelled = False  # every job still queued or due will be dropped
 
     # -- producers ---------------------------------------------------------
 
@@ -541,23 +543,17 @@ class Pool:
             self._slow_release = bool(self._due)
 
     def cancel_queued(self) -> None:
-        """Drop the jobs that wait in the queue or for room (not yet started)."""
-        cancelled: list[tuple[Batch, object]] = []
+        """Cancel the jobs that wait in the queue or for room (not yet started).
+
+        Their generations are marked, and the workers count each such job
+        cancelled instead of running it: the calling thread only sets flags,
+        so Ctrl-C cannot leave a job half-cancelled.
+        """
         with self._lock:
-            while True:
-                try:
-                    item = self._jobs.get(False)
-                except Empty:
-                    break
-                if item is None:  # a sentinel: put it back for its worker
-                    self._jobs.put(None)
-                    break
-                self._left_otherwise += 1
-                self._slots.put(item[5])
-                self._cancel_item_locked(item, cancelled)
-            self._cancel_due_locked(cancelled)
-        for batch, call in cancelled:
-            batch._job_over(call, cancelled=True)
+            self._queue_cancelled = True  # stats() counts what waits as cancelled already
+            self._generation.cancelled = True
+            for generation in self._closed_generations:
+                generation.cancelled = True
 
     def cancel_due(self) -> None:
         """Drop the delayed jobs that are due but wait for room."""
@@ -619,16 +615,21 @@ class Pool:
         with self._lock:
             queued = max(0, self._jobs.qsize() - self._sentinels)
             busy = self._entered - self._completed - self._left_otherwise - queued
+            delayed, cancelled = self._delayed, self._cancelled
+            if self._queue_cancelled:  # the workers drop these as they reach them
+                cancelled += queued + len(self._due)
+                delayed -= len(self._due)
+                queued = 0
             return PoolStats(
                 priority=self.priority,
                 workers=self.workers,
                 busy=busy,
                 idle=self.workers - busy,
                 queued=queued,
-                delayed=self._delayed,
+                delayed=delayed,
                 completed=self._completed + self._inline_completed,
                 failed=self._failed,
-                cancelled=self._cancelled,
+                cancelled=cancelled,
             )
 
     def describe(self) -> str:
@@ -748,19 +749,22 @@ def _work(pool: Pool) -> None:
         job, fn, generation, batch, context, place = item
         del item
         error: BaseException | type[CancelledBeforeStart | ReportedElsewhere] | None = None
-        started = clock()
-        try:
-            if context is None:
-                fn()
-            else:
-                context.run(fn)
-        except CancelledBeforeStart:
+        if generation.cancelled:  # finalize(cancel_pending=True) dropped it
             error = CancelledBeforeStart
-        except ReportedElsewhere:
-            error = ReportedElsewhere
-        except BaseException as exc:
-            error = exc
-            pool._report(job, exc, batch, clock() - started)
+        else:
+            started = clock()
+            try:
+                if context is None:
+                    fn()
+                else:
+                    context.run(fn)
+            except CancelledBeforeStart:
+                error = CancelledBeforeStart
+            except ReportedElsewhere:
+                error = ReportedElsewhere
+            except BaseException as exc:
+                error = exc
+                pool._report(job, exc, batch, clock() - started)
         # Workers never see KeyboardInterrupt, so the cheaper explicit
         # acquire/release is safe here (a `with` costs twice as much).
         acquire()

@@ -35,7 +35,11 @@ class Scheduler:
         # Python code, where Ctrl-C can strike and leave the lock held.
         self._lock = threading.Lock()
         self._condition = threading.Condition(self._lock)
-        self._heap: list[tuple[float, int, Pool, _Item]] = []
+        # Entries: (due, order, pool, item, cancelled). Cancelling makes an
+        # entry due at once and marks it, and the timer thread counts it
+        # cancelled: the thread that cancels (perhaps one Ctrl-C can
+        # interrupt) only rebuilds the heap, in one step.
+        self._heap: list[tuple[float, int, Pool, _Item, bool]] = []
         self._order = itertools.count()
         self._thread: threading.Thread | None = None
         self._stopping = False
@@ -78,7 +82,7 @@ class Scheduler:
             generation = pool._generation
             generation.pending += 1
             pool._delayed += 1
-            heapq.heappush(heap, (due, order, pool, (job, fn, generation, batch, context)))
+            heapq.heappush(heap, (due, order, pool, (job, fn, generation, batch, context), False))
 
     def yield_if_overdue(self) -> None:
         """Hand the GIL over if jobs are overdue, at most once a millisecond.
@@ -94,33 +98,34 @@ class Scheduler:
             self._next_yield = now + _YIELD_EVERY
             time.sleep(0)
 
-    def _pop_due_locked(self, now: float) -> list[tuple[Pool, _Item]]:
+    def _pop_due_locked(self, now: float) -> list[tuple[Pool, _Item, bool]]:
         heap = self._heap
-        due: list[tuple[Pool, _Item]] = []
+        due: list[tuple[Pool, _Item, bool]] = []
         while heap and heap[0][0] <= now:
-            _, _, pool, item = heapq.heappop(heap)
-            due.append((pool, item))
+            _, _, pool, item, cancelled = heapq.heappop(heap)
+            due.append((pool, item, cancelled))
         return due
 
     def cancel_all(self) -> None:
-        """Drop every delayed job that is not due yet, counting it cancelled."""
-        with self._lock:
-            entries, self._heap = self._heap, []
-            self._condition.notify()
-        for _, _, pool, item in entries:
-            pool.cancel_delayed(item)
+        """Cancel every delayed job that is not due yet; the timer counts them cancelled at once."""
+        self._cancel_where(lambda item: True)
 
     def cancel_batch(self, batch: object) -> None:
-        """Drop the delayed jobs of one batch, counting them cancelled."""
+        """Cancel the delayed jobs of one batch; the timer counts them cancelled at once."""
+        self._cancel_where(lambda item: item[3] is batch)
+
+    def _cancel_where(self, chosen: Callable[[_Item], bool]) -> None:
         with self._lock:
-            dropped = [entry for entry in self._heap if entry[3][3] is batch]
-            if not dropped:
+            if not self._heap:
                 return
-            self._heap = [entry for entry in self._heap if entry[3][3] is not batch]
+            # One assignment: Ctrl-C leaves the heap either as it was or
+            # entirely rebuilt, never half-cancelled.
+            self._heap = [
+                (0.0, order, pool, item, True) if chosen(item) else (due, order, pool, item, cancelled)
+                for due, order, pool, item, cancelled in self._heap
+            ]
             heapq.heapify(self._heap)
             self._condition.notify()
-        for _, _, pool, item in dropped:
-            pool.cancel_delayed(item)
 
     def stop(self, timeout: float | None) -> bool:
         """Let the thread exit once the heap is empty; ``False`` on timeout."""
@@ -171,8 +176,10 @@ class Scheduler:
                     if parked:
                         break
                 due = self._pop_due_locked(time.monotonic())
-            for pool, item in due:
-                if pool.submit_due(item):
+            for pool, item, cancelled in due:
+                if cancelled:
+                    pool.cancel_delayed(item)
+                elif pool.submit_due(item):
                     parked.add(pool)
             del due
             # Workers hand freed places to waiting due jobs; offering them
