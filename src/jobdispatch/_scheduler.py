@@ -167,14 +167,18 @@ class Scheduler:
                         if self._stopping and not parked:
                             self._thread = None
                             return
-                        self._condition.wait(_SERVE_EVERY if parked else None)
-                        break
+                        if parked:
+                            self._condition.wait(_SERVE_EVERY)
+                            break
+                        self._condition.wait()
+                        continue
                     delay = heap[0][0] - time.monotonic()
                     if delay <= 0:
                         break
-                    self._condition.wait(min(delay, _SERVE_EVERY) if parked else delay)
                     if parked:
+                        self._condition.wait(min(delay, _SERVE_EVERY))
                         break
+                    self._condition.wait(delay)
                 due = self._pop_due_locked(time.monotonic())
             for pool, item, cancelled in due:
                 if cancelled:
