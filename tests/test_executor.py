@@ -203,3 +203,24 @@ class TestDropInForThreadPoolExecutor:
         assert mapped == ["A", "B"]
         with pytest.raises(RuntimeError, match="after shutdown"):
             executor.submit(print)
+
+
+def test_finalize_cancel_pending_cancels_the_futures_of_queued_calls() -> None:
+    """Calls dropped by finalize(cancel_pending=True) get cancelled futures, not futures that never settle."""
+    d = Dispatcher({0: 1}, name="test-exec-cancel")
+    gate, started = threading.Event(), threading.Event()
+    try:
+        executor = d.executor(0)
+        running = executor.submit(lambda: (started.set(), gate.wait(10)))
+        assert started.wait(10)
+        queued = [executor.submit(lambda: None) for _ in range(3)]
+        with pytest.raises(TimeoutError):
+            d.finalize(cancel_pending=True, timeout=0.05)
+        gate.set()
+        d.finalize(timeout=10)
+        assert running.result(10) == (None, True)
+        assert all(future.cancelled() for future in queued)
+        assert d.stats(0).cancelled == 3
+    finally:
+        gate.set()
+        d.finalize(timeout=10)

@@ -46,6 +46,10 @@ class _Call:
         finally:
             del self.fn, self.args, self.kwargs
 
+    def cancel_unstarted(self) -> None:
+        """Cancel the future: `Dispatcher.finalize` dropped the call before it started."""
+        self.future.cancel()
+
     def __repr__(self) -> str:
         return f"<submitted call of {getattr(self.fn, '__qualname__', self.fn)!r}>"
 

@@ -704,6 +704,14 @@ def _call(fn: Callable[[], object], context: contextvars.Context | None) -> Base
     return None
 
 
+def _tell_cancelled(fn: Callable[[], object]) -> None:
+    """Let a wrapper that settles something (an executor future) know its job will never run."""
+    cancel = getattr(fn, "cancel_unstarted", None)
+    if cancel is not None:
+        with contextlib.suppress(BaseException):
+            cancel()
+
+
 def _log(message: str, job: object, priority: int, error: BaseException, duration: float) -> None:
     # A logging handler that raises, whatever it raises, must not kill the
     # worker; the failure is still counted in the pool's stats.
@@ -751,6 +759,7 @@ def _work(pool: Pool) -> None:
         error: BaseException | type[CancelledBeforeStart | ReportedElsewhere] | None = None
         if generation.cancelled:  # finalize(cancel_pending=True) dropped it
             error = CancelledBeforeStart
+            _tell_cancelled(fn)
         else:
             started = clock()
             try:
