@@ -138,8 +138,18 @@ class Scheduler:
             join_thread(orphan, deadline)
         if thread is None:
             return True
-        join_thread(thread, deadline)
-        return not thread.is_alive()
+        while True:
+            step = time.monotonic() + _STOP_RENOTIFY
+            join_thread(thread, step if deadline is None else min(step, deadline))
+            if not thread.is_alive():
+                return True
+            if deadline is not None and time.monotonic() >= deadline:
+                return False
+            # In about 1 of 300 interrupted trials the timer slept on with an
+            # empty heap after the notify above (cause not found): say it again.
+            with self._lock:
+                self._stopping = True
+                self._condition.notify_all()
 
     def forget_after_fork(self) -> None:
         """Drop the parent's timer state in a forked child."""
@@ -212,3 +222,4 @@ def join_thread(thread: threading.Thread, deadline: float | None) -> None:
 
 _INTERRUPTED_START_GRACE = 0.2  # seconds
 _SERVE_EVERY = 0.005  # seconds between two offers of free places to due jobs that wait
+_STOP_RENOTIFY = 0.1  # seconds between two wake-ups of a timer that stop() waits for
