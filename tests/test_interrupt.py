@@ -484,6 +484,32 @@ class TestPlaceHandOver:
             d.finalize(timeout=10)
 
 
+class TestTimerWakeUp:
+    def test_stale_waiter_left_by_an_interrupted_notify_does_not_keep_the_timer_asleep(
+        self, monkeypatch: pytest.MonkeyPatch
+    ) -> None:
+        """Ctrl-C inside Condition.notify can leave a stale waiter; stop() must still wake the timer."""
+        from jobdispatch import Dispatcher, _scheduler
+        from support import wait_for
+
+        monkeypatch.setattr(_scheduler, "_STOP_RENOTIFY", 60.0)  # only the first wake-up counts here
+        d = Dispatcher({0: 1}, name="test-stale")
+        try:
+            ran = threading.Event()
+            d.dispatch_later(0, ran.set)
+            assert ran.wait(10)
+            condition = d._scheduler._condition
+            waiters: Any = condition._waiters  # type: ignore[attr-defined]
+            wait_for(lambda: len(waiters) == 1, "the timer to sleep on an empty heap")
+            with d._scheduler._lock:
+                stale = waiters[0]
+                stale.release()  # what notify() had done when Ctrl-C struck: released, not yet removed
+            wait_for(lambda: len(waiters) == 2, "the timer to wake up and sleep again")
+            assert waiters[0] is stale
+        finally:
+            d.finalize(timeout=10)  # TimeoutError if stop() wakes the stale waiter instead of the timer
+
+
 class TestWorkerCount:
     """Ctrl-C can interrupt Thread.start() after the thread started: workers count themselves in."""
 

@@ -32,7 +32,12 @@ class Scheduler:
     def __init__(self, thread_name: str) -> None:
         self._thread_name = thread_name
         # `with self._lock`, never `with self._condition`: Condition.__exit__ is
-        # Python code, where Ctrl-C can strike and leave the lock held.
+        # Python code, where Ctrl-C can strike and leave the lock held. And
+        # notify_all, never notify: a Ctrl-C inside Condition.notify, after it
+        # released a waiter's lock and before it dropped that waiter from the
+        # list, leaves a stale waiter that the next notify() would wake
+        # instead of the timer (CPython handles only the case where the stale
+        # lock is unlocked).
         self._lock = threading.Lock()
         self._condition = threading.Condition(self._lock)
         # Entries: (due, order, pool, item, cancelled). Cancelling makes an
@@ -77,7 +82,7 @@ class Scheduler:
                 self._thread = thread
             heap = self._heap
             if not heap or due < heap[0][0]:
-                self._condition.notify()  # the timer sleeps past ``due``: it must look again
+                self._condition.notify_all()  # the timer sleeps past ``due``: it must look again
             order = next(self._order)
             generation = pool._generation
             generation.pending += 1
@@ -125,14 +130,14 @@ class Scheduler:
                 for due, order, pool, item, cancelled in self._heap
             ]
             heapq.heapify(self._heap)
-            self._condition.notify()
+            self._condition.notify_all()
 
     def stop(self, timeout: float | None) -> bool:
         """Let the thread exit once the heap is empty; ``False`` on timeout."""
         with self._lock:
             thread = self._thread
             self._stopping = True
-            self._condition.notify()
+            self._condition.notify_all()
         deadline = None if timeout is None else time.monotonic() + timeout
         for orphan in self._orphans:
             join_thread(orphan, deadline)
@@ -145,8 +150,7 @@ class Scheduler:
                 return True
             if deadline is not None and time.monotonic() >= deadline:
                 return False
-            # In about 1 of 300 interrupted trials the timer slept on with an
-            # empty heap after the notify above (cause not found): say it again.
+            # Belt and braces: re-assert the stop and wake the timer again.
             with self._lock:
                 self._stopping = True
                 self._condition.notify_all()
