@@ -510,6 +510,26 @@ class TestTimerWakeUp:
             d.finalize(timeout=10)  # TimeoutError if stop() wakes the stale waiter instead of the timer
 
 
+class TestStopCutShort:
+    def test_finalize_after_a_stop_cut_short_gives_every_worker_its_sentinel(self) -> None:
+        """A stop() that Ctrl-C ended after one sentinel of two is finished by the next finalize()."""
+        from jobdispatch import Dispatcher
+
+        d = Dispatcher({0: 2}, name="test-stop")
+        both = threading.Barrier(3)
+        d.dispatch(lambda: both.wait(10))
+        d.dispatch(lambda: both.wait(10))
+        both.wait(10)  # both workers run: both are counted in
+        assert d.wait(10)
+        pool = d._pools[0]
+        with pool._lock:  # what stop() had done when Ctrl-C struck after its first sentinel
+            pool._stopping = True
+            pool._sentinels += 1
+            pool._jobs.put(None)
+        d.finalize(timeout=10)  # TimeoutError if the retried stop() adds no sentinel
+        assert not [t for t in threading.enumerate() if t.name.startswith("test-stop-")]
+
+
 class TestWorkerCount:
     """Ctrl-C can interrupt Thread.start() after the thread started: workers count themselves in."""
 

@@ -301,8 +301,11 @@ class Batch:
 
     def _withdraw_marked_locked(self) -> None:
         """Withdraw the calls whose dispatch raised but whose _withdraw a Ctrl-C prevented."""
-        for call in [call for call in self._waiting if call.withdrawn]:
-            self._withdraw_locked(call)
+        # tuple() copies the set in one C call: workers take calls out of it
+        # without the lock (_start), which would break a Python-level scan.
+        for call in tuple(self._waiting):
+            if call.withdrawn:
+                self._withdraw_locked(call)
 
     def _start(self, call: BatchCall) -> bool:
         # No lock: set.remove is atomic, so either this or _cancel_waiting

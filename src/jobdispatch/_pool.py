@@ -231,9 +231,16 @@ class Pool:
         return place
 
     def give_back(self, place: Place) -> None:
-        """Return a place no job used, serving a due delayed job or an async producer first."""
-        with self._lock:
-            self._release_slot_locked(place)
+        """Return a place no job used, and wake an async producer waiting for room.
+
+        One C call puts the place back, so Ctrl-C (this runs on producer
+        threads) cannot lose it. A due delayed job waiting for room gets it
+        from the timer, which offers free places to such jobs every few
+        milliseconds (`serve_due`).
+        """
+        self._slots.put(place)
+        if self._slow_release:
+            self.pass_room_on()
 
     def _issue_place_locked(self) -> Place:
         """Make one of the places not made yet."""
@@ -591,11 +598,13 @@ class Pool:
         # joins every thread with join_thread, which gives a start in flight
         # a moment to happen.
         with self._lock:
-            if not self._stopping:
-                self._stopping = True
-                for _ in range(self._live):
-                    self._jobs.put(None)
-                    self._sentinels += 1
+            self._stopping = True
+            # Top up rather than "once": a stop() that Ctrl-C cut short is
+            # finished by the next one. Count first, then the put (a C call,
+            # after which Ctrl-C may strike): the count never runs behind.
+            while self._sentinels < self._live:
+                self._sentinels += 1
+                self._jobs.put(None)
             return list(self._threads)
 
     def forget_after_fork(self) -> None:
