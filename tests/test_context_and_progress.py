@@ -145,13 +145,13 @@ class TestFailureLog:
         release = threading.Event()
 
         def slow_failure() -> None:
+            threading.Timer(0.05, release.set).start()  # started by the job: it runs at least 50 ms
             release.wait(10)
             raise ValueError("late")
 
         with Dispatcher(1) as d, caplog.at_level(logging.ERROR, logger="jobdispatch"):
             before = time.perf_counter()
             d.dispatch(slow_failure)
-            threading.Timer(0.05, release.set).start()
             assert d.wait(10)
             elapsed = time.perf_counter() - before
         (record,) = caplog.records

@@ -237,8 +237,9 @@ class TestDispatchLater:
     def test_finalize_cancel_pending_drops_due_jobs_waiting_for_room(self, kit: Kit) -> None:
         """finalize(cancel_pending=True) also cancels due delayed jobs that wait for room."""
         d = kit.dispatcher([PoolConfig(0, 1, queue_size=0), PoolConfig(1, 1)])
-        gate = kit.gate()
-        d.dispatch(gated(gate), priority=0)
+        gate, started = kit.gate(), threading.Event()
+        d.dispatch(gated(gate, started), priority=0)
+        assert started.wait(WAIT)  # running, not queued: cancel_pending must not drop it
         stuck = Stamp(0)
         marker = threading.Event()
         d.dispatch_later(0, stuck)
