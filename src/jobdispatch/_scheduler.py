@@ -123,14 +123,16 @@ class Scheduler:
         with self._lock:
             if not self._heap:
                 return
-            # One assignment: Ctrl-C leaves the heap either as it was or
-            # entirely rebuilt, never half-cancelled.
+            # Wake the timer first (it runs only once the lock is free), then
+            # rebuild in one assignment: Ctrl-C leaves the heap either as it
+            # was or entirely rebuilt, never half-cancelled, and never a
+            # rebuilt heap the timer does not know of.
+            self._condition.notify_all()
             self._heap = [
                 (0.0, order, pool, item, True) if chosen(item) else (due, order, pool, item, cancelled)
                 for due, order, pool, item, cancelled in self._heap
             ]
             heapq.heapify(self._heap)
-            self._condition.notify_all()
 
     def stop(self, timeout: float | None) -> bool:
         """Let the thread exit once the heap is empty; ``False`` on timeout."""
