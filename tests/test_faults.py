@@ -450,6 +450,12 @@ class TestBadRepr:
         assert settled(d, 0).completed == 0
 
 
+def thread_recorder() -> tuple[list[str], Callable[[], None]]:
+    """Return a list and a job that appends to it the name of the thread running it."""
+    names: list[str] = []
+    return names, lambda: names.append(threading.current_thread().name)
+
+
 class RefusingStart:
     """Make threading.Thread.start raise for threads named with ``prefix`` while active."""
 
@@ -470,20 +476,23 @@ class RefusingStart:
 class TestThreadStartFailure:
     """A worker thread that cannot start (a thread limit; interpreter shutdown on 3.12.0-1) loses no job."""
 
+    @pytest.fixture(autouse=True)
+    def _capture_warnings(self, caplog: pytest.LogCaptureFixture) -> None:
+        caplog.set_level(logging.WARNING, logger="jobdispatch")
+
     def test_pool_without_thread_runs_the_job_in_the_caller(
         self, made: list[Dispatcher], monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
     ) -> None:
         """The first thread cannot start: dispatch runs the job itself and logs a warning; later a thread starts."""
-        caplog.set_level(logging.WARNING, logger="jobdispatch")
         refusing = RefusingStart(monkeypatch, "nothread-")
         d = make(made, {0: 2}, name="nothread")
-        ran_in: list[str] = []
-        d.dispatch(lambda: ran_in.append(threading.current_thread().name))
+        ran_in, record_thread = thread_recorder()
+        d.dispatch(record_thread)
         assert ran_in == [threading.current_thread().name]
         assert refusing.refused.value == 1
         assert "pool 0 could not start a worker thread (can't start new thread)" in caplog.text
         refusing.active = False
-        d.dispatch(lambda: ran_in.append(threading.current_thread().name))
+        d.dispatch(record_thread)
         assert d.wait(WAIT)
         assert ran_in[1] == "nothread-p0-1"
         assert d.stats()[0].completed == 2
@@ -492,7 +501,6 @@ class TestThreadStartFailure:
         self, made: list[Dispatcher], monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
     ) -> None:
         """A later thread cannot start: the dispatch returns normally and the running worker runs the job."""
-        caplog.set_level(logging.WARNING, logger="jobdispatch")
         d = make(made, {0: 2}, name="onethread")
         gate, started = threading.Event(), threading.Event()
         d.dispatch(lambda: (started.set(), gate.wait(WAIT)))
@@ -508,45 +516,42 @@ class TestThreadStartFailure:
         assert [t.name for t in threading.enumerate() if t.name.startswith("onethread-")] == ["onethread-p0-1"]
 
     def test_delayed_job_of_a_pool_without_thread_runs_in_the_timer(
-        self, made: list[Dispatcher], monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+        self, made: list[Dispatcher], monkeypatch: pytest.MonkeyPatch
     ) -> None:
         """A due delayed job whose pool cannot start a thread runs in the timer thread; wait() returns."""
-        caplog.set_level(logging.WARNING, logger="jobdispatch")
         RefusingStart(monkeypatch, "latethread-p")
         d = make(made, {0: 1}, name="latethread")
-        ran_in: list[str] = []
-        d.dispatch_later(0, lambda: ran_in.append(threading.current_thread().name))
+        ran_in, record_thread = thread_recorder()
+        d.dispatch_later(0, record_thread)
         assert d.wait(WAIT)
         assert ran_in == ["latethread-timer"]
         stats = d.stats()[0]
         assert (stats.completed, stats.delayed, stats.queued) == (1, 0, 0)
 
     def test_delayed_job_due_while_finalize_drains_runs_in_the_timer(
-        self, made: list[Dispatcher], monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+        self, made: list[Dispatcher], monkeypatch: pytest.MonkeyPatch
     ) -> None:
         """A closed, draining pool with no thread still runs a delayed job that falls due: finalize returns."""
-        caplog.set_level(logging.WARNING, logger="jobdispatch")
         RefusingStart(monkeypatch, "drainthread-p")
         d = make(made, {0: 1}, name="drainthread")
-        ran_in: list[str] = []
-        d.dispatch_later(0.2, lambda: ran_in.append(threading.current_thread().name))
+        ran_in, record_thread = thread_recorder()
+        d.dispatch_later(0.2, record_thread)
         d.finalize(timeout=WAIT)  # closes the pool at once; the job falls due while it drains
         assert ran_in == ["drainthread-timer"]
         stats = d.stats()[0]
         assert (stats.completed, stats.delayed, stats.cancelled) == (1, 0, 0)
 
     def test_due_job_of_a_pool_without_thread_or_place_runs_in_the_timer(
-        self, made: list[Dispatcher], monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+        self, made: list[Dispatcher], monkeypatch: pytest.MonkeyPatch
     ) -> None:
         """With its only place held and no thread, a pool's due job runs in the timer instead of waiting for ever."""
-        caplog.set_level(logging.WARNING, logger="jobdispatch")
         RefusingStart(monkeypatch, "heldthread-p")
         d = make(made, [PoolConfig(0, 1, 0)], name="heldthread")
         d.dispatch(lambda: None)  # runs in the caller; the pool has made its one place
         pool = d._pools[0]
         place = pool._slots.get(False)  # held, as by a dispatch in progress
-        ran_in: list[str] = []
-        d.dispatch_later(0, lambda: ran_in.append(threading.current_thread().name))
+        ran_in, record_thread = thread_recorder()
+        d.dispatch_later(0, record_thread)
         assert d.wait(WAIT)
         assert ran_in == ["heldthread-timer"]
         pool.give_back(place)

@@ -20,7 +20,7 @@ from ._config import ConfigLike, check_delay, check_priority, check_timeout, nor
 from ._errors import DispatcherClosed, DispatcherError, PoolFull, UnknownPriority
 from ._executor import PoolExecutor
 from ._job import Job
-from ._pool import ErrorHandler, NoThread, Pool, current_pool, logger, safe_repr
+from ._pool import ErrorHandler, Pool, current_pool, logger, safe_repr
 from ._scheduler import Scheduler, join_thread
 from ._stats import PoolStats
 
@@ -173,15 +173,8 @@ class Dispatcher:
                 pool._put_job((job, fn, generation, None, context, place))
             if spawn:
                 pool.start_reserved(spawn)
-        except NoThread:
-            pool.give_back(place)
-            pool._run_inline(job, fn, None, context)
-        except BaseException:
-            if not queued:
-                pool.give_back(place)  # the place taken above
-            if spawn:
-                pool.forget_reservation(spawn)
-            raise
+        except BaseException as error:
+            pool.enqueue_failed(error, place, queued, spawn, job, fn, None, context)
 
     def dispatch_later(self, delay: float, job: JobLike, *, priority: int | None = None) -> None:
         """Dispatch ``job`` ``delay`` seconds from now, without blocking.

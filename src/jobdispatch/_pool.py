@@ -193,15 +193,36 @@ class Pool:
                 self._put_job((job, fn, generation, batch, context, place))  # the last call: see Dispatcher.dispatch
             if spawn:
                 self.start_reserved(spawn)
-        except NoThread:
+        except BaseException as error:
+            self.enqueue_failed(error, place, queued, spawn, job, fn, batch, context)
+
+    def enqueue_failed(
+        self,
+        error: BaseException,
+        place: Place,
+        queued: bool,
+        spawn: threading.Thread | bool | None,
+        job: object,
+        fn: Callable[[], object],
+        batch: Batch | None,
+        context: contextvars.Context | None,
+    ) -> None:
+        """Clean up after an enqueue (`submit`, `Dispatcher.dispatch`) that raised; re-raise but for `NoThread`.
+
+        `NoThread`: the pool has no thread and cannot start one, so the caller
+        runs the job. Anything else (DispatcherClosed, Ctrl-C): the place goes
+        back unless the job was queued with it, and a reserved worker that did
+        not start is counted out.
+        """
+        if isinstance(error, NoThread):
             self.give_back(place)
             self._run_inline(job, fn, batch, context)
-        except BaseException:
-            if not queued:
-                self.give_back(place)  # the place taken above
-            if spawn:
-                self.forget_reservation(spawn)
-            raise
+            return
+        if not queued:
+            self.give_back(place)
+        if isinstance(spawn, threading.Thread):
+            self.forget_reservation(spawn)
+        raise error
 
     def _wait_for_slot(self, timeout: float | None) -> Place | None:
         """Block until the pool has room; ``None`` means run the job inline."""
@@ -333,9 +354,7 @@ class Pool:
                         raise NoThread from None  # no place, and no thread to free one
                     place = self._issue_place_locked()
                 spawn = self._spawning and self._reserve_worker_locked()
-                self._delayed -= 1
-                self._entered += 1
-                self._jobs.put((*item, place))
+                self._hand_over_due_locked(item, place)
         except NoThread:
             # No thread can run it: the timer thread does (even while finalize drains).
             if place is not None:
@@ -362,9 +381,7 @@ class Pool:
                     if not self._unissued:
                         break
                     place = self._issue_place_locked()
-                self._delayed -= 1
-                self._entered += 1
-                self._jobs.put((*self._due.popleft(), place))
+                self._hand_over_due_locked(self._due.popleft(), place)
             if self._room_waiters and (self._slots.qsize() or self._unissued):
                 wake_future(self._room_waiters.popleft())
             self._slow_release = bool(self._due or self._room_waiters)
@@ -433,11 +450,15 @@ class Pool:
                 self._planned = self._planned - 1 if self._planned > self._live else self._live
                 self._spawning = True
 
+    def _hand_over_due_locked(self, item: _Item, place: Place) -> None:
+        """Queue a due delayed job with the place it got."""
+        self._delayed -= 1
+        self._entered += 1
+        self._jobs.put((*item, place))  # the last call: Ctrl-C cannot leave it counted and not queued
+
     def _release_slot_locked(self, place: Place) -> None:
         if self._due:
-            self._delayed -= 1
-            self._jobs.put((*self._due.popleft(), place))
-            self._entered += 1
+            self._hand_over_due_locked(self._due.popleft(), place)
         else:
             self._slots.put(place)
             if self._room_waiters:
