@@ -516,23 +516,26 @@ class TestBatch:
 
 
 class TestBatchErrors:
-    def test_exit_inside_own_job_raises(self, kit: Kit) -> None:
-        """Leaving a batch from inside one of the dispatcher's own jobs raises DispatcherError."""
+    def test_opening_inside_own_job_raises_before_any_dispatch(self, kit: Kit) -> None:
+        """A batch opened inside one of the dispatcher's own jobs is refused at batch(), before any job goes out."""
         d = kit.dispatcher(2)
         errors: list[BaseException] = []
+        ran = Counter()
 
         def job() -> None:
             try:
                 with d.batch() as batch:
-                    batch.dispatch(lambda: None)
+                    batch.dispatch(ran)
             except DispatcherError as error:
                 errors.append(error)
 
         d.dispatch(job)
         assert d.wait(WAIT)
         assert [str(e) for e in errors] == [
-            "cannot leave a batch from inside one of the dispatcher's own jobs: it would deadlock"
+            "cannot open a batch from inside one of the dispatcher's own jobs: it would deadlock"
         ]
+        assert ran.value == 0
+        assert d.stats(0).completed == 1
 
     def test_dispatch_outside_the_block(self, kit: Kit) -> None:
         """Dispatching through a batch before entering or after leaving it raises DispatcherError."""
@@ -603,7 +606,7 @@ class TestBatchErrors:
         gate = kit.gate()
         with d.batch() as batch:
             batch.dispatch(gated(gate))
-            with pytest.raises(PoolFull, match=r"^pool 0 is full$"):
+            with pytest.raises(PoolFull, match=r"^pool 0 is full \(\d+ workers \+ queue_size \d+\)$"):
                 batch.dispatch(lambda: None, timeout=0)
             assert batch.total == 1
             gate.set()

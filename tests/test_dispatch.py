@@ -363,7 +363,7 @@ class TestTimeoutAndBackpressure:
         gate = kit.gate()
         d.dispatch(gated(gate))
         refused = Counter()
-        with pytest.raises(PoolFull, match=r"^pool 0 is full$"):
+        with pytest.raises(PoolFull, match=r"^pool 0 is full \(\d+ workers \+ queue_size \d+\)$"):
             d.dispatch(refused, timeout=0)
         gate.set()
         assert d.wait(WAIT)
@@ -384,7 +384,7 @@ class TestTimeoutAndBackpressure:
         gate = kit.gate()
         d.dispatch(gated(gate))
         started = time.monotonic()
-        with pytest.raises(PoolFull, match=r"^pool 0 stayed full for 0\.05 s$"):
+        with pytest.raises(PoolFull, match=r"^pool 0 stayed full \(1 workers \+ queue_size 0\) for 0\.05 s$"):
             d.dispatch(lambda: None, timeout=0.05)
         assert time.monotonic() - started >= 0.045
         assert isinstance(PoolFull("x"), DispatcherError)
@@ -425,7 +425,7 @@ class TestTimeoutAndBackpressure:
         d.dispatch(gated(gate, started))
         d.dispatch(lambda: None, timeout=0)
         d.dispatch(lambda: None, timeout=0)
-        with pytest.raises(PoolFull, match=r"^pool 0 is full$"):
+        with pytest.raises(PoolFull, match=r"^pool 0 is full \(\d+ workers \+ queue_size \d+\)$"):
             d.dispatch(lambda: None, timeout=0)
         assert started.wait(WAIT)
         stats = d.stats(0)
@@ -640,7 +640,7 @@ class TestInlineInOwnPool:
         d.dispatch(outer)
         assert d.wait(WAIT)
         assert len(errors) == 1
-        assert str(errors[0]) == "pool 0 is full"
+        assert str(errors[0]) == "pool 0 is full (1 workers + queue_size 0)"
         assert d.stats(0).completed == 1
 
     def test_own_pool_with_room_queues(self, kit: Kit) -> None:
@@ -678,7 +678,10 @@ class TestInlineInOwnPool:
 
         d.dispatch(outer, priority=0)
         wait_for(lambda: d.stats(0).completed == 1, "the outer job")
-        assert errors == ["pool 1 is full", "pool 1 stayed full for 0.05 s"]
+        assert errors == [
+            "pool 1 is full (1 workers + queue_size 0)",
+            "pool 1 stayed full (1 workers + queue_size 0) for 0.05 s",
+        ]
 
     def test_inline_failure_is_reported_and_counted(self, kit: Kit) -> None:
         """An inline job that raises goes to on_error and counts as failed."""

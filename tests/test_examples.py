@@ -32,7 +32,8 @@ EXPECTED = {
     ],
     "batch_files.py": [
         "300/300 files",
-        "failed: while reading file-137.txt - 'utf-8' codec can't decode",
+        "failed: 'utf-8' codec can't decode byte 0xff in position 0: invalid start byte"
+        " | jobdispatch: raised by job count file-137.txt in pool 0",
         "counted 299 files",
         "completed=299, failed=1, cancelled=0",
     ],

@@ -123,7 +123,7 @@ class TestFinalize:
         with pytest.raises(TimeoutError, match=r"^jobs were still running after 0\.05 s$"):
             d.finalize(timeout=0.05)
         assert time.monotonic() - before >= 0.045
-        assert repr(d) == "<Dispatcher 'test-fto' closing, 1 pool: p0 1/1 busy>"
+        assert repr(d) == "<Dispatcher 'test-fto' draining, 1 pool: p0 1/1 busy>"
         with pytest.raises(DispatcherClosed):
             d.dispatch(lambda: None)
         gate.set()

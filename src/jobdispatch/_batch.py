@@ -137,22 +137,34 @@ class Batch:
         with self._lock:
             return self._finished
 
-    def dispatch(self, job: JobLike, *, priority: int | None = None, timeout: float | None = None) -> None:
+    def dispatch(
+        self,
+        job: JobLike,
+        /,
+        *args: object,
+        priority: int | None = None,
+        timeout: float | None = None,
+        name: str | None = None,
+    ) -> None:
         """Dispatch ``job`` as part of this batch.
 
         Takes the same arguments as `Dispatcher.dispatch`, and raises the
-        same errors.
+        same errors. A job of the batch may dispatch follow-ups through the
+        batch too: leaving the block waits for them as well, and their
+        failures join the batch's `ExceptionGroup`.
         """
         call = BatchCall(self)
         try:
             self._add(call)
-            self._dispatcher._submit(job, priority, timeout, call)
+            self._dispatcher._submit(job, priority, timeout, call, args, name)
         except BaseException:
             call.withdrawn = True  # a plain store: marked even if Ctrl-C strikes as _withdraw starts
             self._withdraw(call)
             raise
 
-    def dispatch_later(self, delay: float, job: JobLike, *, priority: int | None = None) -> None:
+    def dispatch_later(
+        self, delay: float, job: JobLike, /, *args: object, priority: int | None = None, name: str | None = None
+    ) -> None:
         """Dispatch ``job`` as part of this batch, ``delay`` seconds from now.
 
         Takes the same arguments as `Dispatcher.dispatch_later`.
@@ -160,7 +172,7 @@ class Batch:
         call = BatchCall(self)
         try:
             self._add(call)
-            self._dispatcher._submit_later(delay, job, priority, call)
+            self._dispatcher._submit_later(delay, job, priority, call, args, name)
         except BaseException:
             call.withdrawn = True  # a plain store: marked even if Ctrl-C strikes as _withdraw starts
             self._withdraw(call)
@@ -301,9 +313,10 @@ class Batch:
 
     def _withdraw_marked_locked(self) -> None:
         """Withdraw the calls whose dispatch raised but whose _withdraw a Ctrl-C prevented."""
-        # tuple() copies the set in one C call: workers take calls out of it
-        # without the lock (_start), which would break a Python-level scan.
-        for call in tuple(self._waiting):
+        # set.copy() copies the set atomically, also without the GIL: workers
+        # take calls out of it without the lock (_start), which would break
+        # a scan of the set itself (and tuple(set) copies item by item).
+        for call in self._waiting.copy():
             if call.withdrawn:
                 self._withdraw_locked(call)
 

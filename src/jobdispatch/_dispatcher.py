@@ -4,7 +4,9 @@ from __future__ import annotations
 
 import asyncio
 import atexit
-import enum
+import contextlib
+import functools
+import inspect
 import os
 import threading
 import time
@@ -19,9 +21,11 @@ from ._batch import Batch, BatchCall, ProgressCallback
 from ._config import ConfigLike, check_delay, check_priority, check_timeout, normalize_config
 from ._errors import DispatcherClosed, DispatcherError, PoolFull, UnknownPriority
 from ._executor import PoolExecutor
-from ._job import Job
-from ._pool import ErrorHandler, Pool, current_pool, logger, safe_repr
+from ._job import Job, Named, check_name, job_name
+from ._pool import ErrorHandler, Generation, Pool, Round, current_pool, logger, safe_repr
+from ._pool import _role as _thread_role
 from ._scheduler import Scheduler, join_thread
+from ._state import State
 from ._stats import PoolStats
 
 __all__ = ["Dispatcher", "JobLike"]
@@ -30,15 +34,35 @@ JobLike: TypeAlias = "Job | Callable[[], object]"
 """What can be dispatched: a `Job`, or any callable taking no argument."""
 
 
-class _State(enum.Enum):
-    OPEN = "open"
-    CLOSING = "closing"
-    CLOSED = "closed"
-
-
 # Looking a member up on an Enum class costs ~70 ns on CPython 3.11; the hot
 # path compares against this module constant instead.
-_OPEN = _State.OPEN
+_OPEN = State.OPEN
+
+# Code flags of coroutine functions, async generators and @types.coroutine generators.
+_ASYNC_FLAGS = inspect.CO_COROUTINE | inspect.CO_ASYNC_GENERATOR | inspect.CO_ITERABLE_COROUTINE
+_USE_ASYNCIO = (
+    ": jobdispatch runs plain callables on threads. Await coroutines in asyncio instead "
+    "(asyncio.create_task, or Dispatcher.run for a blocking function)"
+)
+
+
+def _is_async(fn: object) -> bool:
+    """Whether calling ``fn`` would only make a coroutine or an async generator."""
+    code = getattr(fn, "__code__", None)  # functions, and methods through their function
+    if code is not None:
+        return bool(getattr(code, "co_flags", 0) & _ASYNC_FLAGS)
+    return inspect.iscoroutinefunction(fn) or inspect.isasyncgenfunction(fn)
+
+
+def _weak_hook(dispatcher: Dispatcher) -> Callable[[], ErrorHandler | None]:
+    """Return a function that finds ``on_error`` through a weak reference to ``dispatcher``."""
+    reference = weakref.ref(dispatcher)
+
+    def on_error() -> ErrorHandler | None:
+        owner = reference()
+        return None if owner is None else owner._on_error
+
+    return on_error
 
 
 class Dispatcher:
@@ -91,92 +115,131 @@ class Dispatcher:
             raise TypeError(f"propagate_context must be a bool, got {propagate_context!r}")
         self._name = name
         self._owner = object()
+        self._on_error = on_error
+        self._round = Round(self._owner, len(configs))  # the jobs the next barrier waits for
+        self._closed_rounds: list[Round] = []  # closed by a barrier, not yet seen finished
+        self._round_lock = threading.Lock()
+        # The pools reach on_error through a weak reference to the dispatcher,
+        # so that a hook referring to it (a bound method, a closure) cannot
+        # keep a dropped dispatcher, and its threads, alive.
+        hook = _weak_hook(self)
         self._pools: dict[int, Pool] = {
-            c.priority: Pool(c, owner=self._owner, name=name, on_error=on_error) for c in configs
+            c.priority: Pool(c, index=i, round_=self._round, name=name, on_error=hook) for i, c in enumerate(configs)
         }
         self._only_pool = next(iter(self._pools.values())) if len(self._pools) == 1 else None
         self._propagate_context = propagate_context
         self._scheduler = Scheduler(f"{name}-timer")
-        self._state = _State.OPEN
-        self._draining = False
+        self._state = State.OPEN  # one value, read once by each caller
         self._forked = False
         self._closed_reason = "cannot dispatch after finalize() was called"
         self._state_lock = threading.Lock()
         self._finalizer = weakref.finalize(self, _abandon, tuple(self._pools.values()), self._scheduler)
         self._finalizer.atexit = False
-        with _live_lock:
-            _live_dispatchers.add(self)
+        _add_live(self)
 
     # -- dispatching -------------------------------------------------------
 
-    def dispatch(self, job: JobLike, *, priority: int | None = None, timeout: float | None = None) -> None:
+    def dispatch(
+        self,
+        job: JobLike,
+        /,
+        *args: object,
+        priority: int | None = None,
+        timeout: float | None = None,
+        name: str | None = None,
+    ) -> None:
         """Send ``job`` to the pool of its priority; block while that pool is full.
 
         Args:
-            job: A `Job`, or any callable taking no argument.
+            job: A `Job`, or any callable.
+            *args: Arguments to call ``job`` with (a callable only), bound at
+                the call: ``dispatch(fetch, url)`` inside a loop runs each
+                ``url``, where a ``lambda: fetch(url)`` would see only the last.
             priority: The pool to use. Overrides ``job.priority()``; required
                 for a plain callable unless the dispatcher has a single pool.
             timeout: Seconds to wait for room in the pool; ``None`` waits as
                 long as it takes, ``0`` never blocks.
+            name: How failure reports (exception notes, ``on_error``, the
+                log) name the job. By default: the job's ``name`` attribute,
+                the function's qualified name, or its ``repr()``.
 
         Raises:
             PoolFull: The pool stayed full for ``timeout`` seconds.
             UnknownPriority: No pool has this priority.
             DispatcherClosed: `finalize` was called.
-            TypeError: ``job`` is neither a `Job` nor callable, or a priority
-                or timeout has the wrong type.
+            TypeError: ``job`` is neither a `Job` nor callable; it is a `Job`
+                class rather than an instance; it is a coroutine function or
+                a coroutine (use asyncio for those); or a priority, timeout or
+                name has the wrong type.
             ValueError: ``timeout`` is negative or NaN.
+            Exception: Whatever ``job.priority()`` raised, with a note that
+                says so.
 
-        When a job dispatches into its own pool and that pool is full, the
-        new job runs at once in the dispatching worker (the caller runs it),
-        since waiting for room there could deadlock the pool.
+        A job dispatched from inside one of the dispatcher's own jobs is a
+        follow-up: it joins the round of the job that dispatched it, so
+        `wait` waits for it too. When a job dispatches into its own pool and
+        that pool is full, the new job runs at once in the dispatching worker
+        (the caller runs it), since waiting for room there could deadlock the
+        pool.
         """
         if timeout is not None:
             timeout = check_timeout(timeout)
-        if self._state is not _OPEN and self._refuses_dispatch():
+        state = self._state
+        if state is not _OPEN and self._refuses(state):
             raise DispatcherClosed(self._closed_reason)
-        # The hot path, inlined: a plain callable for a known pool.
+        # The hot path, inlined: a plain function for a known pool.
         if priority is None:
             pool = self._only_pool
         elif type(priority) is int:
             pool = self._pools.get(priority)
         else:
             pool = None
-        if pool is None or (
-            type(job) is not FunctionType and (getattr(job, "do", None) is not None or not callable(job))
+        if (
+            pool is None
+            or args
+            or name is not None
+            or type(job) is not FunctionType
+            or job.__code__.co_flags & _ASYNC_FLAGS
         ):
-            pool, fn = self._route(job, priority)
+            pool, fn, reported = self._route(job, priority, args, name)
         else:
-            fn = job
+            fn = reported = job
         context = copy_context() if self._propagate_context else None
+        running = _thread_role.running
         # Pool.submit inlined for the common case, a free place: the call
         # alone would add a tenth to the cost of a dispatch.
         try:
             place = pool._take_slot(False)
         except Empty:
-            pool.submit(job, fn, None, context, timeout)
+            place = None
+        if place is None:  # outside the except block: no chained Empty in the caller's traceback
+            pool.submit(reported, fn, None, context, timeout)
             return
         queued = False
         spawn = None
         try:
             with pool._lock:
-                if pool._closed and pool.refuses():
-                    raise DispatcherClosed(self._closed_reason)
+                if pool._state is not _OPEN:
+                    place = pool.check_open_locked(place)
                 # Every call first, then the counters, then the hand-off (a C
                 # call) last: Ctrl-C strikes only at a call, so it cannot leave
                 # a counted job out of the queue.
                 spawn = pool._spawning and pool._reserve_worker_locked()
-                generation = pool._generation
+                generation = pool._generation if running is None else pool.join_round_locked(running)
                 queued = True
                 generation.pending += 1
                 pool._entered += 1
-                pool._put_job((job, fn, generation, None, context, place))
+                pool._put_job((reported, fn, generation, None, context, place))
             if spawn:
                 pool.start_reserved(spawn)
         except BaseException as error:
-            pool.enqueue_failed(error, place, queued, spawn, job, fn, None, context)
+            if not queued:
+                pool._slots.put(place)  # first, one C call: even a RecursionError cannot lose the place
+            pool.enqueue_failed(error, spawn, reported, fn, None, context, timeout)
 
-    def dispatch_later(self, delay: float, job: JobLike, *, priority: int | None = None) -> None:
+    def dispatch_later(
+        self, delay: float, job: JobLike, /, *args: object, priority: int | None = None, name: str | None = None
+    ) -> None:
         """Dispatch ``job`` ``delay`` seconds from now, without blocking.
 
         The job counts as dispatched at once: `wait` and `finalize` wait for
@@ -187,8 +250,10 @@ class Dispatcher:
 
         Args:
             delay: Seconds from now, a finite number >= 0.
-            job: A `Job`, or any callable taking no argument.
+            job: A `Job`, or any callable.
+            *args: As for `dispatch`.
             priority: As for `dispatch`.
+            name: As for `dispatch`.
 
         Raises:
             ValueError: ``delay`` is negative, NaN or infinite.
@@ -196,61 +261,114 @@ class Dispatcher:
             UnknownPriority: No pool has this priority.
             DispatcherClosed: `finalize` was called.
         """
-        self._submit_later(delay, job, priority, None)
+        self._submit_later(delay, job, priority, None, args, name)
 
-    def _submit(self, job: JobLike, priority: int | None, timeout: float | None, call: BatchCall | None) -> None:
+    def _submit(
+        self,
+        job: JobLike,
+        priority: int | None,
+        timeout: float | None,
+        call: BatchCall | None,
+        args: tuple[object, ...] = (),
+        name: str | None = None,
+    ) -> None:
         """Dispatch for a batch (``call``) or a caller off the hot path."""
         if timeout is not None:
             timeout = check_timeout(timeout)
-        if self._state is not _OPEN and self._refuses_dispatch():
+        state = self._state
+        if state is not _OPEN and self._refuses(state):
             raise DispatcherClosed(self._closed_reason)
-        pool, fn = self._route(job, priority)
+        pool, fn, reported = self._route(job, priority, args, name)
         context = copy_context() if self._propagate_context else None
         if call is None:
-            pool.submit(job, fn, None, context, timeout)
+            pool.submit(reported, fn, None, context, timeout)
         else:
             call.fn = fn
-            pool.submit(job, call, call.batch, context, timeout)
+            pool.submit(reported, call, call.batch, context, timeout)
 
-    def _submit_later(self, delay: float, job: JobLike, priority: int | None, call: BatchCall | None) -> None:
+    def _submit_later(
+        self,
+        delay: float,
+        job: JobLike,
+        priority: int | None,
+        call: BatchCall | None,
+        args: tuple[object, ...] = (),
+        name: str | None = None,
+    ) -> None:
         due = time.monotonic() + check_delay(delay)
-        if self._state is not _OPEN and self._refuses_dispatch():
+        state = self._state
+        if state is not _OPEN and self._refuses(state):
             raise DispatcherClosed(self._closed_reason)
-        pool, fn = self._route(job, priority)
+        pool, fn, reported = self._route(job, priority, args, name)
         context = copy_context() if self._propagate_context else None
         if call is None:
-            pool.add_delayed(job, fn, None, context, due, self._scheduler)
+            pool.add_delayed(reported, fn, None, context, due, self._scheduler)
         else:
             call.fn = fn
-            pool.add_delayed(job, call, call.batch, context, due, self._scheduler)
+            pool.add_delayed(reported, call, call.batch, context, due, self._scheduler)
         self._scheduler.yield_if_overdue()
 
-    def _route(self, job: JobLike, priority: int | None) -> tuple[Pool, Callable[[], object]]:
-        """Return the pool for ``job`` and the callable that runs it."""
+    def _route(
+        self, job: JobLike, priority: int | None, args: tuple[object, ...] = (), name: str | None = None
+    ) -> tuple[Pool, Callable[[], object], object]:
+        """Return the pool for ``job``, the callable that runs it, and the job as reports name it.
+
+        Every check of what can be dispatched lives here; error texts are
+        built only when raised.
+        """
         fn = getattr(job, "do", None)
         if fn is None or not callable(fn):
             if not callable(job):
+                if inspect.isawaitable(job):
+                    raise TypeError(f"job must be a Job or a callable, got {safe_repr(job)}{_USE_ASYNCIO}")
                 raise TypeError(f"job must be a Job or a callable, got {safe_repr(job)}")
             fn = job
-        elif priority is None:
-            get_priority = getattr(job, "priority", None)
-            if callable(get_priority):
-                priority = get_priority()
-                if type(priority) is not int:
-                    priority = check_priority(priority, f"{safe_repr(job)}.priority()")
-            elif get_priority is not None:  # a plain attribute is accepted too
-                priority = check_priority(get_priority, f"{safe_repr(job)}.priority")
+            if args:
+                fn = functools.partial(job, *args)
+        else:
+            if isinstance(job, type):
+                raise TypeError(
+                    f"job must be a Job instance, got the class {job.__qualname__} itself: "
+                    f"dispatch {job.__qualname__}(...) instead"
+                )
+            if args:
+                raise TypeError(f"positional arguments are for a callable job, not for the Job {safe_repr(job)}")
+            if priority is None:
+                priority = self._job_priority(job)
+        if _is_async(fn):
+            raise TypeError(f"job {job_name(job)} is a coroutine function{_USE_ASYNCIO}")
+        reported: object = job if name is None else Named(job, check_name(name))
         if priority is None:
             if self._only_pool is None:
                 raise TypeError(
                     f"priority is required for {safe_repr(job)}: the dispatcher has "
                     f"{len(self._pools)} pools {tuple(self._pools)}"
                 )
-            return self._only_pool, fn
+            return self._only_pool, fn, reported
         pool = self._pools.get(priority) if type(priority) is int else None
         if pool is None:
             pool = self._pool(priority)
-        return pool, fn
+        return pool, fn, reported
+
+    @staticmethod
+    def _job_priority(job: object) -> int | None:
+        """Return what a `Job` says its priority is (``priority()``, or a plain attribute)."""
+        get_priority = getattr(job, "priority", None)
+        if callable(get_priority):
+            try:
+                priority = get_priority()
+            except Exception as error:
+                with contextlib.suppress(Exception):
+                    error.add_note(f"jobdispatch: raised by {job_name(job)}.priority(), called to choose its pool")
+                raise
+            what = "priority()"
+        elif get_priority is None:
+            return None
+        else:  # a plain attribute is accepted too
+            priority, what = get_priority, "priority"
+        if type(priority) is not int and (isinstance(priority, bool) or not isinstance(priority, int)):
+            raise TypeError(f"{safe_repr(job)}.{what} must be an int, got {priority!r}")
+        return int(priority)
 
     def _pool(self, priority: object) -> Pool:
         number = check_priority(priority)
@@ -288,9 +406,10 @@ class Dispatcher:
         await self._submit_async(job, priority, None)
 
     async def _submit_async(self, job: JobLike, priority: int | None, call: BatchCall | None) -> None:
-        if self._state is not _OPEN and self._refuses_dispatch():
+        state = self._state
+        if state is not _OPEN and self._refuses(state):
             raise DispatcherClosed(self._closed_reason)
-        pool, fn = self._route(job, priority)
+        pool, fn, reported = self._route(job, priority)
         context = copy_context() if self._propagate_context else None
         batch = None
         if call is not None:
@@ -299,7 +418,7 @@ class Dispatcher:
         loop = asyncio.get_running_loop()
         while True:
             try:
-                pool.submit(job, fn, batch, context, 0)
+                pool.submit(reported, fn, batch, context, 0)
             except PoolFull:
                 pass
             else:
@@ -326,30 +445,39 @@ class Dispatcher:
         if self._forked:
             raise DispatcherClosed(self._closed_reason)
         loop = asyncio.get_running_loop()
-        waiters: list[asyncio.Future[None]] = []
-        for pool in self._pools.values():
-            for generation in pool.close_generation():
-                waiter: asyncio.Future[None] = loop.create_future()
-                if pool.add_generation_waiter(generation, waiter):
-                    waiters.append(waiter)
-        if not waiters:
-            return True
-        try:
-            _, pending = await asyncio.wait(waiters, timeout=seconds)
-        finally:
-            for waiter in waiters:
-                waiter.cancel()  # a no-op on the ones that are done
-        return not pending
+        deadline = None if seconds is None else loop.time() + seconds
+        for round_ in self._close_round():
+            while True:
+                before = self._follow_ups(round_)
+                for pool in self._pools.values():
+                    generation = round_.generations[pool.index]
+                    waiter: asyncio.Future[None] = loop.create_future()
+                    if not pool.add_generation_waiter(generation, waiter):
+                        continue
+                    try:
+                        remaining = None if deadline is None else max(0.0, deadline - loop.time())
+                        await asyncio.wait_for(waiter, remaining)
+                    except TimeoutError:
+                        return False
+                    finally:
+                        pool.remove_generation_waiter(generation, waiter)
+                if self._follow_ups(round_) == before:
+                    break
+            self._forget_round(round_)
+        return True
 
     # -- barriers ----------------------------------------------------------
 
     def wait(self, timeout: float | None = None) -> bool:
-        """Block until every job dispatched before the call has finished.
+        """Block until every job dispatched before the call has finished, with its follow-ups.
 
-        Delayed jobs count from the moment `dispatch_later` was called. Jobs
-        dispatched by other threads during the wait are not waited for, so
-        the call returns even under a steady stream of new work. The
-        dispatcher stays open for the next round.
+        Delayed jobs count from the moment `dispatch_later` was called. A job
+        that one of those jobs dispatches (a follow-up, on any pool, by any
+        means) is waited for too, and so are its own follow-ups: a crawl or a
+        tree walk started before the call is over when it returns. Jobs that
+        other threads dispatch during the wait are not waited for, so the
+        call returns even under a steady stream of new work. The dispatcher
+        stays open for the next round.
 
         Args:
             timeout: Seconds to wait at most; ``None`` waits as long as it takes.
@@ -363,6 +491,8 @@ class Dispatcher:
             TypeError: ``timeout`` is not a number.
             ValueError: ``timeout`` is negative or NaN.
         """
+        if self._forked:
+            raise DispatcherClosed(self._closed_reason)
         self._refuse_in_own_worker("wait")
         seconds = check_timeout(timeout)
         deadline = None if seconds is None else time.monotonic() + seconds
@@ -371,16 +501,54 @@ class Dispatcher:
     def _wait_until(self, deadline: float | None) -> bool:
         if self._forked:
             raise DispatcherClosed(self._closed_reason)
-        generations = [g for pool in self._pools.values() for g in pool.close_generation()]
-        for generation in generations:
-            assert generation.done is not None
-            remaining = None if deadline is None else max(0.0, deadline - time.monotonic())
-            if not generation.done.wait(remaining):
-                return False
-        return True
+        return all(self._wait_round(round_, deadline) for round_ in self._close_round())
+
+    def _close_round(self) -> list[Round]:
+        """Start a new round in every pool; return every closed round not yet seen finished."""
+        with self._round_lock:
+            fresh = Round(self._owner, len(self._pools))
+            for pool in self._pools.values():
+                closed = pool.begin_generation(fresh.generations[pool.index])
+                if closed.round not in self._closed_rounds:
+                    self._closed_rounds.append(closed.round)
+            return list(self._closed_rounds)
+
+    def _wait_round(self, round_: Round, deadline: float | None) -> bool:
+        """Wait until ``round_`` has no pending job in any pool.
+
+        Follow-ups can move from pool to pool, so a pass that saw every
+        generation idle counts only if no follow-up joined any of them
+        meanwhile (their counts only grow): then all were idle at once, and
+        with no job of the round left to dispatch one, the round is over.
+        """
+        while True:
+            before = self._follow_ups(round_)
+            for pool in self._pools.values():
+                if not pool.idle_event(round_.generations[pool.index]).wait(_remaining(deadline)):
+                    return False
+            if self._follow_ups(round_) == before:
+                self._forget_round(round_)
+                return True
+
+    def _follow_ups(self, round_: Round) -> list[int]:
+        return [pool.generation_state(round_.generations[pool.index])[1] for pool in self._pools.values()]
+
+    def _forget_round(self, round_: Round) -> None:
+        with self._round_lock, contextlib.suppress(ValueError):
+            self._closed_rounds.remove(round_)
+
+    def _open_generations(self, pool: Pool) -> list[Generation]:
+        """Return the pool's generations of the rounds not yet seen finished, the current one included."""
+        with self._round_lock:
+            rounds = list(self._closed_rounds)
+        return [round_.generations[pool.index] for round_ in rounds] + [pool._generation]
 
     def _pending_anywhere(self) -> bool:
-        return any(pool.has_pending() for pool in self._pools.values())
+        return any(
+            pool.generation_state(generation)[0]
+            for pool in self._pools.values()
+            for generation in self._open_generations(pool)
+        )
 
     def batch(self, *, progress: bool | ProgressCallback | None = None) -> Batch:
         """Return a new `Batch`: use it as ``with dispatcher.batch() as b:``.
@@ -397,20 +565,24 @@ class Dispatcher:
 
         Raises:
             DispatcherClosed: `finalize` was called.
+            DispatcherError: Called from one of the dispatcher's own jobs:
+                leaving the batch there could deadlock. Dispatch follow-ups
+                with `Batch.dispatch` on the batch of the job instead.
             ModuleNotFoundError: ``progress=True`` without tqdm installed.
             TypeError: ``progress`` is neither a bool, a callable nor None.
         """
         if self._state is not _OPEN:
             raise DispatcherClosed("cannot start a batch after finalize() was called")
+        self._refuse_in_own_worker("open a batch")
         return Batch(self, progress=progress)
 
-    def _refuses_dispatch(self) -> bool:
-        """Whether a dispatch now must be refused (the dispatcher is not open).
+    def _refuses(self, state: State) -> bool:
+        """Whether a dispatch must be refused in ``state`` (which is not OPEN).
 
         While `finalize` drains without cancelling, the dispatcher's own jobs
         may still dispatch follow-up jobs.
         """
-        if not self._draining:
+        if state is not State.DRAINING:
             return True
         pool = current_pool()
         return pool is None or pool.owner is not self._owner
@@ -452,16 +624,19 @@ class Dispatcher:
         seconds = check_timeout(timeout)
         deadline = None if seconds is None else time.monotonic() + seconds
         with self._state_lock:
-            if self._state is _State.CLOSED:
+            if self._state is State.CLOSED:
                 return  # finalized already, or inherited through fork: no threads here
-            self._state = _State.CLOSING
-            self._draining = not cancel_pending
+            if cancel_pending or self._state is State.CANCELLING:  # a cancelling finalize is never undone
+                self._state = State.CANCELLING
+            else:
+                self._state = State.DRAINING
+            draining = self._state is State.DRAINING
         for pool in self._pools.values():
-            pool.close(draining=not cancel_pending)
-        if cancel_pending:
+            pool.close(draining=draining)
+        if not draining:
             self._scheduler.cancel_all()
             for pool in self._pools.values():
-                pool.cancel_queued()
+                pool.cancel_queued(self._open_generations(pool))
         # Jobs may dispatch follow-up jobs while we drain: wait until a pass
         # finds nothing left.
         while self._pending_anywhere():
@@ -474,11 +649,12 @@ class Dispatcher:
                 join_thread(thread, deadline)
                 if thread.is_alive():
                     raise TimeoutError(f"thread {thread.name} was still running after {seconds} s")
+        for pool in self._pools.values():
+            pool.close(draining=False)
         with self._state_lock:
-            self._state = _State.CLOSED
+            self._state = State.CLOSED
         self._finalizer.detach()
-        with _live_lock:
-            _live_dispatchers.discard(self)
+        _forget_live(self)
 
     def __enter__(self) -> Dispatcher:
         return self
@@ -548,7 +724,7 @@ class Dispatcher:
     # -- process events ----------------------------------------------------
 
     def _cancel_delayed_at_exit(self) -> None:
-        if self._state is _State.OPEN:
+        if self._state is _OPEN:
             pending = sum(pool.stats().delayed for pool in self._pools.values())
             if pending:
                 logger.warning(
@@ -568,7 +744,8 @@ class Dispatcher:
 
     def _forget_after_fork(self) -> None:
         self._state_lock = threading.Lock()
-        self._state = _State.CLOSED
+        self._round_lock = threading.Lock()
+        self._state = State.CLOSED
         self._forked = True
         self._closed_reason = "cannot use a dispatcher inherited through fork(): create a new one in the child"
         self._finalizer.detach()
@@ -599,14 +776,35 @@ def _abandon(pools: tuple[Pool, ...], scheduler: Scheduler) -> None:
     scheduler.stop(0)
 
 
-# Open dispatchers, for the exit hook. A WeakSet is not thread-safe by itself.
-_live_dispatchers: weakref.WeakSet[Dispatcher] = weakref.WeakSet()
+# Open dispatchers, for the exit hook: weak references without callbacks,
+# read and pruned under the lock only (a WeakSet's removal callback would
+# change the set outside the lock, from whatever thread the collector runs in).
+_live_dispatchers: dict[int, weakref.ref[Dispatcher]] = {}
 _live_lock = threading.Lock()
+
+
+def _add_live(dispatcher: Dispatcher) -> None:
+    with _live_lock:
+        for key, reference in list(_live_dispatchers.items()):
+            if reference() is None:
+                del _live_dispatchers[key]
+        _live_dispatchers[id(dispatcher)] = weakref.ref(dispatcher)
+
+
+def _forget_live(dispatcher: Dispatcher) -> None:
+    with _live_lock:
+        reference = _live_dispatchers.get(id(dispatcher))
+        if reference is not None and reference() is dispatcher:
+            del _live_dispatchers[id(dispatcher)]
 
 
 def _live() -> list[Dispatcher]:
     with _live_lock:
-        return list(_live_dispatchers)
+        alive = [(key, reference()) for key, reference in _live_dispatchers.items()]
+        for key, dispatcher in alive:
+            if dispatcher is None:
+                del _live_dispatchers[key]
+        return [dispatcher for _, dispatcher in alive if dispatcher is not None]
 
 
 @atexit.register
@@ -635,11 +833,14 @@ def _finalize_live_dispatchers() -> None:
 def _after_fork_in_child() -> None:
     # The child has none of the parent's threads: its dispatchers cannot run
     # anything, so they are closed; new ones work as usual.
-    global _live_dispatchers, _live_lock
+    global _live_lock
     _live_lock = threading.Lock()  # it may have been held by another thread at the fork
-    for dispatcher in list(_live_dispatchers):
+    for dispatcher in _live():
         dispatcher._forget_after_fork()
-    _live_dispatchers = weakref.WeakSet()
+    _live_dispatchers.clear()
+    # The forking thread may have been a worker: in the child it is not one.
+    _thread_role.pool = None
+    _thread_role.running = None
 
 
 if hasattr(os, "register_at_fork"):

@@ -16,6 +16,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import contextvars
+import enum
 import logging
 import threading
 import time
@@ -27,6 +28,8 @@ from typing import TYPE_CHECKING, Any, TypeAlias
 
 from ._config import PoolConfig
 from ._errors import DispatcherClosed, PoolFull
+from ._job import job_name, unwrap
+from ._state import State
 from ._stats import PoolStats
 
 if TYPE_CHECKING:
@@ -41,6 +44,8 @@ __all__ = [
     "Place",
     "Pool",
     "ReportedElsewhere",
+    "Round",
+    "WakeUp",
     "current_pool",
     "safe_repr",
     "wake_future",
@@ -56,13 +61,43 @@ _Item: TypeAlias = "tuple[object, Callable[[], object], Generation, Batch | None
 # A queued job: the same, and the place it holds in the pool.
 _Queued: TypeAlias = "tuple[object, Callable[[], object], Generation, Batch | None, contextvars.Context | None, Place]"
 
-_worker_state = threading.local()
+
+class _ThreadRole(threading.local):
+    """What the calling thread is to jobdispatch: a worker of some pool, running some job, or neither."""
+
+    pool: Pool | None = None  # the pool whose worker thread this is
+    running: Running | None = None  # set on a thread that runs jobs: whose round they belong to
+
+
+class Running:
+    """The generation of the job a thread runs now, so that the jobs it dispatches join its round."""
+
+    __slots__ = ("generation",)
+
+    def __init__(self) -> None:
+        self.generation: Generation | None = None
+
+
+_role = _ThreadRole()
+
+_OPEN = State.OPEN
+_DRAINING = State.DRAINING
 
 
 def current_pool() -> Pool | None:
     """Return the pool whose worker thread is calling, or ``None``."""
-    pool: Pool | None = getattr(_worker_state, "pool", None)
-    return pool
+    return _role.pool
+
+
+def parent_generation(owner: object) -> Generation | None:
+    """Return the generation of the job of ``owner``'s dispatcher that runs on the calling thread, if any."""
+    running = _role.running
+    if running is None:
+        return None
+    generation = running.generation
+    if generation is None or generation.round.owner is not owner:
+        return None
+    return generation
 
 
 def safe_repr(obj: object) -> str:
@@ -73,18 +108,37 @@ def safe_repr(obj: object) -> str:
         return f"<{type(obj).__qualname__} object at {id(obj):#x} (repr failed)>"
 
 
-class Generation:
-    """The jobs dispatched to a pool between two calls to `Dispatcher.wait`.
+class Round:
+    """The jobs dispatched to a dispatcher between two barriers, with every follow-up they dispatch.
 
-    ``wait`` closes the current generation and waits until the closed ones
-    have no pending job, which gives it exact barrier semantics even while
-    other threads keep dispatching.
+    A round has one `Generation` in each pool. `Dispatcher.wait` closes the
+    current round (new jobs from other threads go to the next one) and waits
+    until the closed rounds have no pending job. A job dispatched from inside
+    a job joins the round of the job that dispatched it, in whatever pool it
+    goes to, so a barrier also waits for the work its own round spawns.
     """
 
-    __slots__ = ("cancelled", "done", "pending", "waiters")
+    __slots__ = ("generations", "owner")
 
-    def __init__(self) -> None:
+    def __init__(self, owner: object, pools: int) -> None:
+        self.owner = owner
+        self.generations = tuple(Generation(self) for _ in range(pools))
+
+
+class Generation:
+    """The jobs of one `Round` in one pool.
+
+    Its counters change under the pool's lock only. ``done`` is made by a
+    barrier that waits for a closed generation; it is set whenever
+    ``pending`` falls to zero, and cleared again if a follow-up job joins.
+    """
+
+    __slots__ = ("cancelled", "done", "follow_ups", "pending", "round", "waiters")
+
+    def __init__(self, round_: Round) -> None:
+        self.round = round_
         self.pending = 0
+        self.follow_ups = 0  # jobs that joined from a running job of the round: they can reopen it
         self.cancelled = False  # finalize(cancel_pending=True): workers drop its jobs
         self.done: threading.Event | None = None
         self.waiters: list[asyncio.Future[None]] = []
@@ -109,16 +163,42 @@ class Place(weakref.ref[SimpleQueue[Any]]):
             home.put(type(self)(home))  # no global lookup: this may run at interpreter exit
 
 
+class WakeUp(Place):
+    """What `Pool.close` puts where places go, to wake the producers blocked on a full pool.
+
+    It is not a place: whoever takes one either is refused (and puts it
+    back for the next blocked producer) or drops it and waits on, so waking
+    producers never adds room to a closed pool. Dropped, it returns nothing.
+    """
+
+    __slots__ = ()
+
+    def __del__(self) -> None:
+        pass
+
+
+_NOWHERE: SimpleQueue[Any] = SimpleQueue()  # the home of every WakeUp: nobody reads it
+
+
 class Pool:
     """The queue, the threads and the counters of one priority."""
 
-    def __init__(self, config: PoolConfig, *, owner: object, name: str, on_error: ErrorHandler | None) -> None:
+    def __init__(
+        self,
+        config: PoolConfig,
+        *,
+        index: int,
+        round_: Round,
+        name: str,
+        on_error: Callable[[], ErrorHandler | None],
+    ) -> None:
+        self.index = index  # the pool's generation in every Round
         self.priority = config.priority
         self.workers = config.workers
         self.queue_size = config.queue_size
-        self.owner = owner
+        self.owner = round_.owner
         self._thread_name = f"{name}-p{config.priority}"
-        self._on_error = on_error
+        self._on_error = on_error  # returns the dispatcher's hook: the pool holds no reference to it
         self._lock = threading.Lock()
         self._jobs: SimpleQueue[_Queued | None] = SimpleQueue()
         self._slots: SimpleQueue[Place] = SimpleQueue()
@@ -132,12 +212,10 @@ class Pool:
         self._planned = 0  # threads started, less those whose start() was interrupted
         self._live = 0  # workers running _work, under the limit
         self._spawning = True  # fewer threads than workers so far
-        self._generation = Generation()
-        self._closed_generations: list[Generation] = []
+        self._generation = round_.generations[index]
         self._due: deque[_Item] = deque()
         self._room_waiters: deque[asyncio.Future[None]] = deque()
-        self._closed = False
-        self._draining = False  # closed, but the dispatcher's own jobs may still dispatch
+        self._state = _OPEN  # OPEN, DRAINING (own jobs may still dispatch) or CLOSED
         self._stopping = False
         self._sentinels = 0
         self._blocked_producers = 0
@@ -155,7 +233,30 @@ class Pool:
         self._slow_release = False  # _due or _room_waiters is not empty
         self._queue_cancelled = False  # every job still queued or due will be dropped
 
+    @property
+    def label(self) -> str:
+        """The pool's priority as people read it: an enum member by its name."""
+        priority = self.priority
+        return priority.name if isinstance(priority, enum.Enum) else str(priority)
+
+    @property
+    def capacity(self) -> str:
+        """The pool's room, as said in error messages."""
+        return f"{self.workers} workers + queue_size {self.queue_size}"
+
     # -- producers ---------------------------------------------------------
+
+    def follow_up_locked(self, parent: Generation) -> Generation:
+        """Return the generation, in this pool, of the round of ``parent``, for a job it dispatches.
+
+        The caller holds the lock and counts the job in. A barrier may be
+        waiting for that round already: a follow-up reopens it.
+        """
+        generation = parent.round.generations[self.index]
+        if not generation.pending and generation.done is not None:
+            generation.done.clear()
+        generation.follow_ups += 1
+        return generation
 
     def submit(
         self,
@@ -172,21 +273,35 @@ class Pool:
             DispatcherClosed: The pool was closed.
         """
         try:
-            place = self._take_slot(False)
+            place: Place | None = self._take_slot(False)
         except Empty:
-            waited = self._wait_for_slot(timeout)
-            if waited is None:
+            place = None
+        if place is None:  # outside the except block: no chained Empty in the caller's traceback
+            place = self._wait_for_slot(timeout)
+            if place is None:
                 self._run_inline(job, fn, batch, context)
                 return
-            place = waited
+        self._submit_with(place, job, fn, batch, context, timeout)
+
+    def _submit_with(
+        self,
+        place: Place,
+        job: object,
+        fn: Callable[[], object],
+        batch: Batch | None,
+        context: contextvars.Context | None,
+        timeout: float | None,
+    ) -> None:
+        """Queue a job with the place it took (the body of `submit`, and what `Dispatcher.dispatch` inlines)."""
+        running = _role.running
         queued = False
         spawn = None
         try:
             with self._lock:
-                if self._closed and self.refuses():
-                    raise DispatcherClosed("cannot dispatch after finalize() was called")
+                if self._state is not _OPEN:
+                    place = self.check_open_locked(place)
                 spawn = self._spawning and self._reserve_worker_locked()
-                generation = self._generation
+                generation = self._generation if running is None else self.join_round_locked(running)
                 queued = True
                 generation.pending += 1
                 self._entered += 1
@@ -194,32 +309,66 @@ class Pool:
             if spawn:
                 self.start_reserved(spawn)
         except BaseException as error:
-            self.enqueue_failed(error, place, queued, spawn, job, fn, batch, context)
+            if not queued:
+                self._slots.put(place)  # first, one C call: even a RecursionError cannot lose the place
+            self.enqueue_failed(error, spawn, job, fn, batch, context, timeout)
+
+    def join_round_locked(self, running: Running) -> Generation:
+        """Return the generation for a job dispatched from a thread that runs jobs.
+
+        A job of this dispatcher dispatching a follow-up: the follow-up joins
+        its round. Anyone else: the current generation.
+        """
+        parent = running.generation
+        if parent is None or parent.round.owner is not self.owner:
+            return self._generation
+        return self.follow_up_locked(parent)
+
+    def check_open_locked(self, place: Place) -> Place:
+        """Refuse a dispatch to a pool that is not open, unless the caller may still dispatch.
+
+        Raises:
+            DispatcherClosed: The caller is refused.
+        """
+        if self.refuses():
+            raise DispatcherClosed("cannot dispatch after finalize() was called")
+        if type(place) is WakeUp:
+            # One of the dispatcher's own jobs, while finalize drains, took a
+            # wake-up meant for a blocked producer: it gives it back and
+            # waits for room (`enqueue_failed`).
+            raise _WokenInstead
+        return place
 
     def enqueue_failed(
         self,
         error: BaseException,
-        place: Place,
-        queued: bool,
         spawn: threading.Thread | bool | None,
         job: object,
         fn: Callable[[], object],
         batch: Batch | None,
         context: contextvars.Context | None,
+        timeout: float | None,
     ) -> None:
         """Clean up after an enqueue (`submit`, `Dispatcher.dispatch`) that raised; re-raise but for `NoThread`.
 
-        `NoThread`: the pool has no thread and cannot start one, so the caller
-        runs the job. Anything else (DispatcherClosed, Ctrl-C): the place goes
-        back unless the job was queued with it, and a reserved worker that did
-        not start is counted out.
+        The caller has put back the place already, unless the job was queued
+        with it. `NoThread`: the pool has no thread and cannot start one, so
+        the caller runs the job. A wake-up taken instead of a place: wait for
+        room. Anything else (DispatcherClosed, Ctrl-C): a reserved worker
+        that did not start is counted out.
         """
+        if self._slow_release:
+            self.pass_room_on()
         if isinstance(error, NoThread):
-            self.give_back(place)
             self._run_inline(job, fn, batch, context)
             return
-        if not queued:
-            self.give_back(place)
+        if isinstance(error, _WokenInstead):
+            place = self._wait_for_slot(timeout)
+            if place is None:
+                self._run_inline(job, fn, batch, context)
+            else:
+                self._submit_with(place, job, fn, batch, context, timeout)
+            return
         if isinstance(spawn, threading.Thread):
             self.forget_reservation(spawn)
         raise error
@@ -230,26 +379,37 @@ class Pool:
             with self._lock:
                 if self._unissued:
                     return self._issue_place_locked()
-        if getattr(_worker_state, "pool", None) is self:
+        if _role.pool is self:
             # A job is dispatching into its own full pool. Blocking here could
             # deadlock once every worker does it, so the caller runs the job.
             if timeout == 0:
-                raise PoolFull(f"pool {self.priority} is full")
+                raise PoolFull(f"pool {self.priority} is full ({self.capacity})")
             return None
         if timeout == 0:
-            raise PoolFull(f"pool {self.priority} is full")
+            raise PoolFull(f"pool {self.priority} is full ({self.capacity})")
+        deadline = None if timeout is None else time.monotonic() + timeout
         with self._lock:
-            if self._closed and self.refuses():
+            if self._state is not _OPEN and self.refuses():
                 raise DispatcherClosed("cannot dispatch after finalize() was called")
             self._blocked_producers += 1
         try:
-            place = self._slots.get(True, timeout)
-        except Empty:
-            raise PoolFull(f"pool {self.priority} stayed full for {timeout} s") from None
+            while True:
+                remaining = None if deadline is None else max(0.0, deadline - time.monotonic())
+                try:
+                    place = self._slots.get(True, remaining)
+                except Empty:
+                    raise PoolFull(f"pool {self.priority} stayed full ({self.capacity}) for {timeout} s") from None
+                if type(place) is not WakeUp:
+                    return place
+                with self._lock:
+                    if self.refuses():
+                        raise DispatcherClosed("cannot dispatch after finalize() was called")
+                # One of the dispatcher's own jobs may still dispatch while
+                # finalize drains: the wake-up is no room; wait on.
+                del place
         finally:
             with self._lock:
                 self._blocked_producers -= 1
-        return place
 
     def give_back(self, place: Place) -> None:
         """Return a place no job used, and wake an async producer waiting for room.
@@ -262,6 +422,13 @@ class Pool:
         self._slots.put(place)
         if self._slow_release:
             self.pass_room_on()
+
+    def _free_place_locked(self) -> Place:
+        """Take a free place without blocking, passing over wake-ups; raise `Empty` if there is none."""
+        while True:
+            place = self._slots.get(False)
+            if type(place) is not WakeUp:
+                return place
 
     def _issue_place_locked(self) -> Place:
         """Make one of the places not made yet."""
@@ -276,7 +443,7 @@ class Pool:
         context: contextvars.Context | None,
     ) -> None:
         with self._lock:
-            if self._closed and self.refuses():
+            if self._state is not _OPEN and self.refuses():
                 raise DispatcherClosed("cannot dispatch after finalize() was called")
         self._run_here(job, fn, batch, context, None)
 
@@ -289,8 +456,16 @@ class Pool:
         generation: Generation | None,
     ) -> None:
         """Run a job in the calling thread and count it; ``generation``: it was a delayed job."""
+        previous: Generation | None = None
+        running = _role.running
+        if generation is not None:  # its follow-ups join its round
+            if running is None:
+                running = _role.running = Running()
+            previous, running.generation = running.generation, generation
         started = time.perf_counter()
         error = _call(fn, context)
+        if generation is not None and running is not None:
+            running.generation = previous
         cancelled = isinstance(error, CancelledBeforeStart)
         # On the main thread a KeyboardInterrupt or SystemExit may be Ctrl-C
         # or a signal handler, not the job: it is counted, then propagates.
@@ -327,10 +502,12 @@ class Pool:
         scheduler: Scheduler,
     ) -> None:
         """Count a delayed job as pending and hand it to the timer."""
+        running = _role.running
         with self._lock:
-            if self._closed and self.refuses():
+            if self._state is not _OPEN and self.refuses():
                 raise DispatcherClosed("cannot dispatch after finalize() was called")
-            scheduler.push_locked(due, self, job, fn, batch, context)
+            generation = self._generation if running is None else self.join_round_locked(running)
+            scheduler.push_locked(due, self, generation, job, fn, batch, context)
 
     def submit_due(self, item: _Item) -> bool:
         """Enqueue a delayed job whose time has come, without ever blocking.
@@ -344,7 +521,7 @@ class Pool:
         try:
             with self._lock:
                 try:
-                    place = self._slots.get(False)
+                    place = self._free_place_locked()
                 except Empty:
                     if not self._unissued:
                         if self._planned:
@@ -376,7 +553,7 @@ class Pool:
         with self._lock:
             while self._due:
                 try:
-                    place = self._slots.get(False)
+                    place = self._free_place_locked()
                 except Empty:
                     if not self._unissued:
                         break
@@ -468,7 +645,7 @@ class Pool:
     def add_room_waiter(self, waiter: asyncio.Future[None]) -> bool:
         """Resolve ``waiter`` when a place frees up; ``False`` if one is free now."""
         with self._lock:
-            if self._closed:
+            if self._state is not _OPEN and self.refuses():
                 raise DispatcherClosed("cannot dispatch after finalize() was called")
             if self._slots.qsize() or self._unissued:
                 return False
@@ -491,96 +668,126 @@ class Pool:
             self._slow_release = bool(self._due or self._room_waiters)
 
     def add_generation_waiter(self, generation: Generation, waiter: asyncio.Future[None]) -> bool:
-        """Resolve ``waiter`` when ``generation`` is done; ``False`` if it is."""
+        """Resolve ``waiter`` when ``generation`` has no pending job; ``False`` if it has none now."""
         with self._lock:
             if not generation.pending:
                 return False
+            if generation.done is None:
+                generation.done = threading.Event()
             generation.waiters.append(waiter)
             return True
+
+    def remove_generation_waiter(self, generation: Generation, waiter: asyncio.Future[None]) -> None:
+        """Forget ``waiter`` (it timed out, was cancelled, or was woken)."""
+        with self._lock, contextlib.suppress(ValueError):
+            generation.waiters.remove(waiter)
+
+    def idle_event(self, generation: Generation) -> threading.Event:
+        """Return an event that is set while ``generation`` has no pending job.
+
+        Made on first use; set here too when it should be, so an earlier
+        call that Ctrl-C cut short between making and setting it is mended.
+        """
+        with self._lock:
+            done = generation.done
+            if done is None:
+                generation.done = done = threading.Event()
+            if not generation.pending and not done.is_set():
+                done.set()
+            return done
 
     # -- workers -----------------------------------------------------------
 
     def _report(self, job: object, error: BaseException, batch: Batch | None, duration: float) -> None:
-        """Send a job's exception to its batch, to ``on_error``, or to the log.
+        """Name the job in a note on its exception; send the exception to its batch, to ``on_error``, or to the log.
 
-        Log records carry the pool's priority and the job's run time in
-        seconds as the attributes ``pool`` and ``duration``.
+        Log records carry the pool's priority, the job's name and its run
+        time in seconds as the attributes ``pool``, ``job`` and ``duration``.
         """
+        name = job_name(job)
+        with contextlib.suppress(Exception):  # an exception may refuse notes (a read-only __notes__)
+            error.add_note(f"jobdispatch: raised by job {name} in pool {self.label}")
         if batch is not None:
             batch._record_error(error)
             return
-        if self._on_error is not None:
+        on_error = self._on_error()
+        if on_error is not None:
             try:
-                self._on_error(job, error)
+                on_error(unwrap(job), error)
             except BaseException as hook_error:
                 _log(
-                    "on_error raised while handling the failure of job %s in pool %d",
-                    job,
-                    self.priority,
+                    "on_error raised while handling the failure of job %s in pool %s",
+                    name,
+                    self,
                     hook_error,
                     duration,
                 )
             else:
                 return
-        _log("job %s failed in pool %d", job, self.priority, error, duration)
+        _log("job %s failed in pool %s", name, self, error, duration)
 
     # -- barriers and shutdown ---------------------------------------------
 
-    def has_pending(self) -> bool:
-        """Whether any job dispatched to the pool is not over yet."""
-        with self._lock:
-            return bool(self._generation.pending or any(g.pending for g in self._closed_generations))
+    def begin_generation(self, generation: Generation) -> Generation:
+        """Make ``generation`` (of a new round) the current one; return the one it replaces.
 
-    def close_generation(self) -> list[Generation]:
-        """Start a new generation; return the older ones still pending."""
+        From now on only follow-ups of its round can join the replaced one.
+        """
         with self._lock:
-            generation = self._generation
-            if generation.pending:
-                generation.done = threading.Event()
-                self._closed_generations.append(generation)
-                self._generation = Generation()
-            self._closed_generations = [g for g in self._closed_generations if g.pending]
-            return list(self._closed_generations)
+            closed = self._generation
+            self._generation = generation
+            return closed
+
+    def generation_state(self, generation: Generation) -> tuple[int, int]:
+        """Return ``(pending, follow_ups)`` of one of the pool's generations, read under the lock."""
+        with self._lock:
+            return generation.pending, generation.follow_ups
 
     def refuses(self) -> bool:
-        """Whether a closed pool refuses the calling thread's dispatch.
+        """Whether the pool, in its state, refuses the calling thread's dispatch.
 
         While `Dispatcher.finalize` drains (without cancelling), jobs of the
         dispatcher may still dispatch follow-up jobs: they are part of the
         work being drained. Everyone else is refused.
         """
-        if not self._draining:
+        state = self._state
+        if state is _OPEN:
+            return False
+        if state is not _DRAINING:
             return True
-        pool = current_pool()
+        pool = _role.pool
         return pool is None or pool.owner is not self.owner
 
     def close(self, *, draining: bool) -> None:
         """Refuse new jobs and wake the producers blocked on a full pool.
+
+        Blocked producers get a `WakeUp` each, not a place: the pool never
+        holds more than its capacity, even while the dispatcher's own jobs
+        may still dispatch.
 
         Args:
             draining: Keep accepting follow-up jobs from the dispatcher's own
                 jobs (`finalize` without ``cancel_pending``).
         """
         with self._lock:
-            self._closed = True
-            self._draining = draining
+            self._state = _DRAINING if draining else State.CLOSED
             for _ in range(self._blocked_producers):
-                self._slots.put(Place(self._slots))
+                self._slots.put(WakeUp(_NOWHERE))
             while self._room_waiters:
                 wake_future(self._room_waiters.popleft())
             self._slow_release = bool(self._due)
 
-    def cancel_queued(self) -> None:
-        """Cancel the jobs that wait in the queue or for room (not yet started).
+    def cancel_queued(self, generations: list[Generation]) -> None:
+        """Cancel the jobs of ``generations`` that wait in the queue or for room (not yet started).
 
-        Their generations are marked, and the workers count each such job
+        The generations are marked, and the workers count each such job
         cancelled instead of running it: the calling thread only sets flags,
         so Ctrl-C cannot leave a job half-cancelled.
         """
         with self._lock:
             self._queue_cancelled = True  # stats() counts what waits as cancelled already
             self._generation.cancelled = True
-            for generation in self._closed_generations:
+            for generation in generations:
                 generation.cancelled = True
 
     def cancel_due(self) -> None:
@@ -635,7 +842,7 @@ class Pool:
         held by one of them at the fork, so it is replaced.
         """
         self._lock = threading.Lock()
-        self._closed = True
+        self._state = State.CLOSED
         self._stopping = True
         self._threads = []
         self._live = 0
@@ -665,7 +872,8 @@ class Pool:
     def describe(self) -> str:
         """Return a short state line for ``Dispatcher.__repr__``."""
         s = self.stats()
-        text = f"p{s.priority} {s.busy}/{s.workers} busy"
+        name = self.label if isinstance(self.priority, enum.Enum) else f"p{self.priority}"
+        text = f"{name} {s.busy}/{s.workers} busy"
         if s.queued:
             text += f", {s.queued} queued"
         if s.delayed:
@@ -715,6 +923,10 @@ class ReportedElsewhere(BaseException):
     """
 
 
+class _WokenInstead(Exception):
+    """Raised by `Pool.check_open_locked` when a dispatch that may go on took a wake-up instead of a place."""
+
+
 class CancelledBeforeStart(BaseException):
     """Raised by a job wrapper whose job was cancelled before it started.
 
@@ -742,16 +954,16 @@ def _tell_cancelled(fn: Callable[[], object]) -> None:
             cancel()
 
 
-def _log(message: str, job: object, priority: int, error: BaseException, duration: float) -> None:
+def _log(message: str, name: str, pool: Pool, error: BaseException, duration: float) -> None:
     # A logging handler that raises, whatever it raises, must not kill the
     # worker; the failure is still counted in the pool's stats.
     with contextlib.suppress(BaseException):
         logger.error(
             message,
-            safe_repr(job),
-            priority,
+            name,
+            pool.label,
             exc_info=error,
-            extra={"pool": priority, "duration": duration},
+            extra={"pool": pool.priority, "job": name, "duration": duration},
         )
 
 
@@ -771,7 +983,8 @@ def _work(pool: Pool) -> None:
         if pool._stopping:  # stop() has handed out the sentinels already
             pool._jobs.put(None)
             pool._sentinels += 1
-    _worker_state.pool = pool
+    _role.pool = pool
+    running = _role.running = Running()  # the jobs a job dispatches join its round
     get = pool._jobs.get
     put_slot = pool._slots.put
     clock = time.perf_counter
@@ -786,6 +999,7 @@ def _work(pool: Pool) -> None:
             return
         job, fn, generation, batch, context, place = item
         del item
+        running.generation = generation
         error: BaseException | type[CancelledBeforeStart | ReportedElsewhere] | None = None
         if generation.cancelled:  # finalize(cancel_pending=True) dropped it
             error = CancelledBeforeStart
@@ -828,6 +1042,7 @@ def _work(pool: Pool) -> None:
         finally:
             release()
         if batch is not None:
+            running.generation = None  # the job is over: a progress report joins no round
             batch._job_over(fn, cancelled=error is CancelledBeforeStart)
         # Drop every reference before blocking, so no job outlives its run.
         del job, fn, generation, batch, context, error, place

@@ -19,7 +19,7 @@ if TYPE_CHECKING:
     import contextvars
 
     from ._batch import Batch
-    from ._pool import Pool, _Item
+    from ._pool import Generation, Pool, _Item
 
 __all__ = ["Scheduler", "join_thread"]
 
@@ -55,6 +55,7 @@ class Scheduler:
         self,
         due: float,
         pool: Pool,
+        generation: Generation,
         job: object,
         fn: Callable[[], object],
         batch: Batch | None,
@@ -84,7 +85,6 @@ class Scheduler:
             if not heap or due < heap[0][0]:
                 self._condition.notify_all()  # the timer sleeps past ``due``: it must look again
             order = next(self._order)
-            generation = pool._generation
             generation.pending += 1
             pool._delayed += 1
             heapq.heappush(heap, (due, order, pool, (job, fn, generation, batch, context), False))
