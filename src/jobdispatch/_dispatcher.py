@@ -323,8 +323,8 @@ class Dispatcher:
                     raise TypeError(f"job must be a Job or a callable, got {safe_repr(job)}{_USE_ASYNCIO}")
                 raise TypeError(f"job must be a Job or a callable, got {safe_repr(job)}")
             fn = job
-            if args:
-                fn = functools.partial(job, *args)
+            if args:  # reports name the call with its arguments
+                job = fn = functools.partial(job, *args)
         else:
             if isinstance(job, type):
                 raise TypeError(

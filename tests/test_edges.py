@@ -1,0 +1,304 @@
+"""Edges of the core: capacity while finalize drains, the lifecycle read once, lost places, lifetimes.
+
+Each test forces its case deterministically: gates and events, a trace
+function that pauses a thread at a chosen line (a test driver, never a hook
+in the library), or a child process for fork.
+"""
+
+from __future__ import annotations
+
+import enum
+import gc
+import os
+import subprocess
+import sys
+import textwrap
+import threading
+import types
+import weakref
+from typing import Any
+
+import pytest
+
+from jobdispatch import Dispatcher, DispatcherClosed, DispatcherError, PoolConfig
+from support import WAIT, Counter, Kit, gated, wait_for
+
+NOT_BEFORE = 0.3  # seconds something that must not happen is given to happen
+
+
+class TestCapacityWhileDraining:
+    def test_waking_blocked_producers_adds_no_room(self, kit: Kit) -> None:
+        """finalize() wakes producers blocked on a full pool without making room: busy + queued stays in bounds."""
+        d = kit.dispatcher([PoolConfig(0, 1, queue_size=0), PoolConfig(1, 1, queue_size=0)])
+        gate = kit.gate()
+        started = threading.Event()
+        d.dispatch(gated(gate, started), priority=0)
+        assert started.wait(WAIT)
+        entered = threading.Event()
+        follow_up_ran = Counter()
+
+        def job_blocked_on_pool_0() -> None:
+            d.dispatch(follow_up_ran, priority=0)  # pool 0 is full: blocks (another pool's job)
+            entered.set()
+
+        d.dispatch(job_blocked_on_pool_0, priority=1)
+        pool = d._pools[0]
+        wait_for(lambda: pool._blocked_producers == 1, "the job to block on pool 0")
+        finalizer = threading.Thread(target=d.finalize, kwargs={"timeout": WAIT}, name="test-finalizer")
+        finalizer.start()
+        wait_for(lambda: d.closed, "finalize to begin")
+        assert not entered.wait(NOT_BEFORE), "the blocked job got into a full pool when finalize began"
+        stats = d.stats(0)
+        assert stats.busy + stats.queued <= 1
+        gate.set()
+        finalizer.join(WAIT)
+        assert not finalizer.is_alive()
+        assert entered.is_set()
+        assert follow_up_ran.value == 1
+
+    def test_outsider_blocked_on_a_full_pool_is_refused_when_finalize_begins(self, kit: Kit) -> None:
+        """A producer thread blocked on a full pool gets DispatcherClosed once finalize begins."""
+        d = kit.dispatcher([PoolConfig(0, 1, queue_size=0)])
+        gate = kit.gate()
+        started = threading.Event()
+        d.dispatch(gated(gate, started))
+        assert started.wait(WAIT)
+        errors: list[BaseException] = []
+
+        def produce() -> None:
+            try:
+                d.dispatch(lambda: None)
+            except DispatcherClosed as error:
+                errors.append(error)
+
+        producer = threading.Thread(target=produce, name="test-producer")
+        producer.start()
+        wait_for(lambda: d._pools[0]._blocked_producers == 1, "the producer to block")
+        finalizer = threading.Thread(target=d.finalize, kwargs={"timeout": WAIT}, name="test-finalizer")
+        finalizer.start()
+        producer.join(WAIT)
+        assert not producer.is_alive()
+        assert len(errors) == 1
+        assert "Empty" not in repr(errors[0].__context__)
+        gate.set()
+        finalizer.join(WAIT)
+
+
+class TestLifecycleReadOnce:
+    def test_follow_up_as_finalize_begins_is_accepted(self, kit: Kit) -> None:
+        """A job that dispatches just as finalize() changes state is accepted (it may, while finalize drains)."""
+        d = kit.dispatcher({0: 2})
+        paused, resume = threading.Event(), threading.Event()
+        outcome: list[object] = []
+
+        def job() -> None:
+            assert paused.wait(WAIT)
+            try:
+                d.dispatch(lambda: None)
+                outcome.append("accepted")
+            except DispatcherClosed as error:
+                outcome.append(error)
+            finally:
+                resume.set()
+
+        d.dispatch(job)
+
+        def pause_after_first_state_write(frame: types.FrameType, event: str, arg: Any) -> Any:
+            if frame.f_code.co_name != "finalize":
+                return None
+
+            def local(frame: types.FrameType, event: str, arg: Any) -> Any:
+                if event == "line" and not paused.is_set() and frame.f_locals["self"]._state.value != "open":
+                    paused.set()  # the first line after the state left OPEN
+                    resume.wait(WAIT)
+                return local
+
+            return local
+
+        sys.settrace(pause_after_first_state_write)
+        try:
+            d.finalize(timeout=WAIT)
+        finally:
+            sys.settrace(None)
+        assert outcome == ["accepted"]
+        assert d.stats(0).completed == 2
+
+
+class TestLostPlaces:
+    def test_recursion_error_inside_dispatch_loses_no_place(self, kit: Kit) -> None:
+        """dispatch() that hits the recursion limit at any depth leaves the pool its capacity, errors kept or not."""
+        d = kit.dispatcher([PoolConfig(0, 2, queue_size=0)])  # a second thread may start: more calls inside
+        kept: list[RecursionError] = []
+
+        def nothing() -> None:  # a plain function: the shortest path through dispatch()
+            pass
+
+        def at_depth(n: int) -> None:
+            if n:
+                at_depth(n - 1)
+            else:
+                d.dispatch(nothing)
+
+        depth = 0
+        frame: types.FrameType | None = sys._getframe()
+        while frame is not None:
+            depth += 1
+            frame = frame.f_back
+        limit = sys.getrecursionlimit()
+        sys.setrecursionlimit(depth + 80)
+        try:
+            for n in range(10, 80):
+                try:
+                    at_depth(n)
+                except RecursionError as error:
+                    kept.append(error)  # its traceback keeps the frames of dispatch() alive
+                assert d.wait(WAIT)
+        finally:
+            sys.setrecursionlimit(limit)
+        # Capacity 2: if a place was lost, the second dispatch raises PoolFull.
+        gate = kit.gate()
+        for _ in range(2):
+            d.dispatch(gated(gate), timeout=NOT_BEFORE)
+        assert d.stats(0).busy == 2
+        gate.set()
+        assert d.wait(WAIT)
+        assert kept, "no dispatch hit the recursion limit: the test did not test anything"
+
+
+class TestFork:
+    @pytest.mark.skipif(not hasattr(os, "fork"), reason="needs os.fork")
+    def test_job_forking_while_finalize_drains_gets_a_closed_dispatcher_in_the_child(self) -> None:
+        """A job that forks during the drain: in the child, dispatch and wait raise DispatcherClosed."""
+        script = textwrap.dedent(
+            """
+            import os, sys, threading, warnings
+            from jobdispatch import Dispatcher, DispatcherClosed
+
+            d = Dispatcher({0: 2}, name="parent")
+            ready = threading.Event()
+            result = {}
+
+            def job():
+                while not d.closed:
+                    ready.wait(0.001)
+                with warnings.catch_warnings():
+                    warnings.simplefilter("ignore")
+                    pid = os.fork()
+                if pid == 0:
+                    out = []
+                    for action in (lambda: d.dispatch(lambda: None), lambda: d.wait(1)):
+                        try:
+                            action()
+                            out.append("accepted")
+                        except DispatcherClosed:
+                            out.append("closed")
+                        except Exception as error:
+                            out.append(type(error).__name__)
+                    print("child:", *out, flush=True)
+                    os._exit(0)
+                os.waitpid(pid, 0)
+
+            d.dispatch(job)
+            d.finalize(timeout=10)
+            """
+        )
+        result = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=60)
+        assert result.returncode == 0, result.stderr
+        assert result.stdout.strip() == "child: closed closed"
+
+
+class Size(enum.IntEnum):
+    SMALL = 0
+    LARGE = 1
+
+
+class TestErrorTextsOnlyWhenRaised:
+    def test_intenum_priority_builds_no_repr(self, kit: Kit) -> None:
+        """A Job whose priority() returns an IntEnum is dispatched without computing its repr."""
+        reprs = Counter()
+
+        class BigJob:
+            def do(self) -> None:
+                pass
+
+            def priority(self) -> Size:
+                return Size.LARGE
+
+            def __repr__(self) -> str:
+                reprs()
+                return "<BigJob>"
+
+        d = kit.dispatcher({Size.SMALL: 1, Size.LARGE: 1})
+        for _ in range(5):
+            d.dispatch(BigJob())
+        assert d.wait(WAIT)
+        assert reprs.value == 0
+        assert d.stats(Size.LARGE).completed == 5
+
+    def test_repr_names_intenum_pools(self, kit: Kit) -> None:
+        """The repr of a dispatcher names IntEnum priorities by name."""
+        d = kit.dispatcher([PoolConfig(Size.SMALL, 1), PoolConfig(Size.LARGE, 2)], name="test-enum")
+        assert repr(d) == "<Dispatcher 'test-enum' open, 2 pools: SMALL 0/1 busy; LARGE 0/2 busy>"
+
+
+class TestDroppedDispatchers:
+    def test_on_error_bound_method_does_not_keep_a_dropped_dispatcher_alive(self) -> None:
+        """A dispatcher whose on_error is a method of its owner is collected with its owner; its threads end."""
+
+        class Service:
+            def __init__(self) -> None:
+                self.dispatcher = Dispatcher(2, name="test-service", on_error=self.failed)
+
+            def failed(self, job: object, error: BaseException) -> None:
+                pass
+
+        service = Service()
+        service.dispatcher.dispatch(lambda: None)
+        assert service.dispatcher.wait(WAIT)
+        reference = weakref.ref(service.dispatcher)
+        del service
+        gc.collect()
+        assert reference() is None
+        for thread in threading.enumerate():
+            if thread.name.startswith("test-service"):
+                thread.join(WAIT)
+                assert not thread.is_alive()
+
+    def test_live_registry_holds_no_dispatcher(self) -> None:
+        """The exit hook's registry of open dispatchers keeps none of them alive, and forgets the collected ones."""
+        from jobdispatch import _dispatcher
+
+        d = Dispatcher(1, name="test-registry")
+        reference = weakref.ref(d)
+        assert d in _dispatcher._live()
+        del d
+        gc.collect()
+        assert reference() is None
+        assert reference not in [weakref.ref(x) for x in _dispatcher._live()]
+        assert all(ref() is not None for ref in _dispatcher._live_dispatchers.values())  # pruned
+
+
+class TestBatchInOwnJob:
+    def test_batch_entered_in_own_job_after_creation_outside_still_reports_failures(self, kit: Kit) -> None:
+        """A batch opened outside and its failing job: the failure reaches the ExceptionGroup, never lost."""
+        d = kit.dispatcher(2)
+        with pytest.raises(ExceptionGroup) as caught, d.batch() as batch:
+            batch.dispatch(lambda: 1 / 0, name="divide")
+        (error,) = caught.value.exceptions
+        assert isinstance(error, ZeroDivisionError)
+        assert error.__notes__ == ["jobdispatch: raised by job divide in pool 0"]
+
+    def test_batch_opened_inside_own_job_is_refused(self, kit: Kit) -> None:
+        """batch() inside one of the dispatcher's own jobs raises DispatcherError before anything is dispatched."""
+        d = kit.dispatcher(2)
+        errors: list[BaseException] = []
+
+        def job() -> None:
+            try:
+                d.batch()
+            except DispatcherError as error:
+                errors.append(error)
+
+        d.dispatch(job)
+        assert d.wait(WAIT)
+        assert len(errors) == 1
