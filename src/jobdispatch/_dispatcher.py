@@ -54,6 +54,38 @@ def _is_async(fn: object) -> bool:
     return inspect.iscoroutinefunction(fn) or inspect.isasyncgenfunction(fn)
 
 
+# Classes whose instances are Jobs dispatch() routes inline: ``do`` and
+# ``priority`` are plain (not coroutine) functions of the class. Filled by
+# _route the first time it sees a Job of the class; only ever grows.
+_PLAIN_JOB_CLASSES: set[type] = set()
+_PLAIN_GETATTRIBUTE: object = object.__getattribute__
+_PRIORITY_TYPES = frozenset({int, type(None)})  # NoneType only for a plain function on the only pool
+
+
+def _is_plain_job_class(cls: type) -> bool:
+    do = getattr(cls, "do", None)
+    priority = getattr(cls, "priority", None)
+    return (
+        type(do) is FunctionType
+        and type(priority) is FunctionType
+        and not do.__code__.co_flags & _ASYNC_FLAGS
+        and getattr(cls, "__getattribute__", None) is _PLAIN_GETATTRIBUTE
+        and "do" not in getattr(cls, "__slots__", ())
+    )
+
+
+def _checked_priority(job: object, priority: object, what: str) -> int:
+    """Return what ``job.priority()`` (``what``) gave as an int; the error text is built only when raised."""
+    if type(priority) is not int and (isinstance(priority, bool) or not isinstance(priority, int)):
+        raise TypeError(f"{safe_repr(job)}.{what} must be an int, got {priority!r}")
+    return int(priority)
+
+
+def _note_priority_error(job: object, error: Exception) -> None:
+    with contextlib.suppress(Exception):
+        error.add_note(f"jobdispatch: raised by {job_name(job)}.priority(), called to choose its pool")
+
+
 def _weak_hook(dispatcher: Dispatcher) -> Callable[[], ErrorHandler | None]:
     """Return a function that finds ``on_error`` through a weak reference to ``dispatcher``."""
     reference = weakref.ref(dispatcher)
@@ -187,23 +219,34 @@ class Dispatcher:
         state = self._state
         if state is not _OPEN and self._refuses(state):
             raise DispatcherClosed(self._closed_reason)
-        # The hot path, inlined: a plain function for a known pool.
-        if priority is None:
-            pool = self._only_pool
-        elif type(priority) is int:
-            pool = self._pools.get(priority)
-        else:
-            pool = None
-        if (
-            pool is None
-            or args
-            or name is not None
-            or type(job) is not FunctionType
-            or job.__code__.co_flags & _ASYNC_FLAGS
-        ):
+        # The hot paths, inlined: a plain function, or a Job of a class seen
+        # before, for a known pool. Anything else is routed by _route.
+        kind = type(job)
+        pool = None
+        if args or name is not None:
+            pass
+        elif kind is FunctionType:
+            if not job.__code__.co_flags & _ASYNC_FLAGS:  # type: ignore[union-attr]
+                if priority is None:
+                    pool = self._only_pool
+                elif type(priority) is int:
+                    pool = self._pools.get(priority)
+        elif kind in _PLAIN_JOB_CLASSES:
+            if priority is None:
+                try:
+                    priority = job.priority()  # type: ignore[union-attr]
+                except Exception as error:
+                    _note_priority_error(job, error)
+                    raise
+                if type(priority) is not int:
+                    priority = _checked_priority(job, priority, "priority()")
+            if type(priority) is int:
+                pool = self._pools.get(priority)
+        if pool is None or type(priority) not in _PRIORITY_TYPES:
             pool, fn, reported = self._route(job, priority, args, name)
         else:
-            fn = reported = job
+            fn = job.do if kind is not FunctionType else job  # type: ignore[union-attr,assignment]
+            reported = job
         context = copy_context() if self._propagate_context else None
         running = _thread_role.running
         # Pool.submit inlined for the common case, a free place: the call
@@ -337,6 +380,8 @@ class Dispatcher:
                 priority = self._job_priority(job)
         if _is_async(fn):
             raise TypeError(f"job {job_name(job)} is a coroutine function{_USE_ASYNCIO}")
+        if fn is not job and _is_plain_job_class(type(job)):
+            _PLAIN_JOB_CLASSES.add(type(job))
         reported: object = job if name is None else Named(job, check_name(name))
         if priority is None:
             if self._only_pool is None:
@@ -358,17 +403,14 @@ class Dispatcher:
             try:
                 priority = get_priority()
             except Exception as error:
-                with contextlib.suppress(Exception):
-                    error.add_note(f"jobdispatch: raised by {job_name(job)}.priority(), called to choose its pool")
+                _note_priority_error(job, error)
                 raise
             what = "priority()"
         elif get_priority is None:
             return None
         else:  # a plain attribute is accepted too
             priority, what = get_priority, "priority"
-        if type(priority) is not int and (isinstance(priority, bool) or not isinstance(priority, int)):
-            raise TypeError(f"{safe_repr(job)}.{what} must be an int, got {priority!r}")
-        return int(priority)
+        return _checked_priority(job, priority, what)
 
     def _pool(self, priority: object) -> Pool:
         number = check_priority(priority)
