@@ -125,44 +125,39 @@ class TestLifecycleReadOnce:
 
 
 class TestLostPlaces:
-    def test_recursion_error_inside_dispatch_loses_no_place(self, kit: Kit) -> None:
-        """dispatch() that hits the recursion limit at any depth leaves the pool its capacity, errors kept or not."""
-        d = kit.dispatcher([PoolConfig(0, 2, queue_size=0)])  # a second thread may start: more calls inside
+    def test_recursion_error_inside_dispatch_loses_no_place(self, kit: Kit, monkeypatch: pytest.MonkeyPatch) -> None:
+        """A RecursionError inside dispatch(), even in its own clean-up, and kept by the caller, costs no place."""
+        from jobdispatch._pool import Pool
+
+        d = kit.dispatcher([PoolConfig(0, 1, queue_size=0)])  # one place
+        real_reserve, real_failed = Pool._reserve_worker_locked, Pool.enqueue_failed
+        strikes = {"reserve": 1, "clean-up": 1}
+
+        def reserve(pool: Pool) -> Any:
+            if strikes["reserve"]:
+                strikes["reserve"] -= 1
+                raise RecursionError("maximum recursion depth exceeded")  # as at the limit
+            return real_reserve(pool)
+
+        def failed(pool: Pool, *args: Any) -> Any:
+            if strikes["clean-up"]:
+                strikes["clean-up"] -= 1
+                raise RecursionError("maximum recursion depth exceeded")  # the clean-up call hits it too
+            return real_failed(pool, *args)
+
+        monkeypatch.setattr(Pool, "_reserve_worker_locked", reserve)
+        monkeypatch.setattr(Pool, "enqueue_failed", failed)
         kept: list[RecursionError] = []
-
-        def nothing() -> None:  # a plain function: the shortest path through dispatch()
-            pass
-
-        def at_depth(n: int) -> None:
-            if n:
-                at_depth(n - 1)
-            else:
-                d.dispatch(nothing)
-
-        depth = 0
-        frame: types.FrameType | None = sys._getframe()
-        while frame is not None:
-            depth += 1
-            frame = frame.f_back
-        limit = sys.getrecursionlimit()
-        sys.setrecursionlimit(depth + 80)
         try:
-            for n in range(10, 80):
-                try:
-                    at_depth(n)
-                except RecursionError as error:
-                    kept.append(error)  # its traceback keeps the frames of dispatch() alive
-                assert d.wait(WAIT)
-        finally:
-            sys.setrecursionlimit(limit)
-        # Capacity 2: if a place was lost, the second dispatch raises PoolFull.
+            d.dispatch(lambda: None)
+        except RecursionError as error:
+            kept.append(error)  # its traceback keeps the frames of dispatch() alive
+        assert len(kept) == 1
         gate = kit.gate()
-        for _ in range(2):
-            d.dispatch(gated(gate), timeout=NOT_BEFORE)
-        assert d.stats(0).busy == 2
+        d.dispatch(gated(gate), timeout=WAIT)  # PoolFull if the place went with the kept frames
+        assert d.stats(0).busy == 1
         gate.set()
         assert d.wait(WAIT)
-        assert kept, "no dispatch hit the recursion limit: the test did not test anything"
 
 
 class TestFork:
