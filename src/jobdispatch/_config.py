@@ -16,7 +16,7 @@ workers to hand jobs over in bursts, small enough to stay well under a
 megabyte per pool."""
 
 
-def _check_int(name: str, value: object, minimum: int) -> int:
+def check_int(name: str, value: object, minimum: int) -> int:
     if isinstance(value, bool) or not isinstance(value, int):
         raise TypeError(f"{name} must be an int, got {value!r}")
     if value < minimum:
@@ -80,8 +80,8 @@ class PoolConfig:
 
     def __post_init__(self) -> None:
         check_priority(self.priority)
-        _check_int("workers", self.workers, 1)
-        _check_int("queue_size", self.queue_size, 0)
+        check_int("workers", self.workers, 1)
+        check_int("queue_size", self.queue_size, 0)
 
 
 ConfigLike: TypeAlias = "int | Mapping[int, int] | PoolConfig | Iterable[PoolConfig]"

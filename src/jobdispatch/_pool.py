@@ -38,6 +38,7 @@ if TYPE_CHECKING:
 
 __all__ = [
     "CancelledBeforeStart",
+    "Chunk",
     "ErrorHandler",
     "Generation",
     "NoThread",
@@ -933,6 +934,59 @@ class CancelledBeforeStart(BaseException):
     The worker counts the job as cancelled instead of failed, and reports
     nothing.
     """
+
+
+class Chunk:
+    """Jobs that `Dispatcher.dispatch_many` hands to one worker as one item, to run one after another.
+
+    For the pool's bulkhead a chunk is one job: one place, one queue item,
+    one busy worker. Its jobs are counted one by one all the same: each
+    failure is reported and counted, and the counts are settled so that the
+    pool's counters only grow (the worker counts the chunk itself as one
+    job that completed, or that failed if all of its jobs did).
+    """
+
+    __slots__ = ("calls", "context", "pool")
+
+    def __init__(
+        self, pool: Pool, calls: list[tuple[object, Callable[[], object]]], context: contextvars.Context | None
+    ) -> None:
+        self.pool = pool
+        self.calls = calls  # (job as reported, callable), in order
+        self.context = context  # of the code that dispatched them; each job runs in a copy
+
+    def __call__(self) -> None:
+        pool, context = self.pool, self.context
+        failed = 0
+        calls, self.calls = self.calls, []  # nothing holds a job after the chunk
+        job: object = None
+        fn: Callable[[], object] | None = None
+        error: BaseException | None = None
+        for job, fn in calls:
+            started = time.perf_counter()
+            error = _call(fn, None if context is None else context.copy())
+            if error is not None:
+                failed += 1
+                pool._report(job, error, None, time.perf_counter() - started)
+        count = len(calls)
+        del calls, job, fn, error
+        with pool._lock:
+            if failed < count:  # the worker counts the chunk as one completed job
+                pool._inline_completed += count - failed - 1
+                pool._failed += failed
+            else:  # the worker counts it as one failed job
+                pool._failed += failed - 1
+        if failed == count:
+            raise ReportedElsewhere
+
+    def cancel_unstarted(self) -> None:
+        """Count every job of the chunk cancelled but the one the worker counts."""
+        with self.pool._lock:
+            self.pool._cancelled += len(self.calls) - 1
+        self.calls = []
+
+    def __repr__(self) -> str:
+        return f"<chunk of {len(self.calls)} jobs>"
 
 
 def _call(fn: Callable[[], object], context: contextvars.Context | None) -> BaseException | None:

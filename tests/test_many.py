@@ -1,0 +1,168 @@
+"""dispatch_many: many jobs for less per job, with the accounting, barrier and errors of dispatch."""
+
+from __future__ import annotations
+
+import contextvars
+import itertools
+import threading
+
+import pytest
+
+from jobdispatch import Dispatcher, DispatcherClosed, PoolConfig, PoolFull
+from support import WAIT, Counter, Kit, gated
+
+request_id: contextvars.ContextVar[str] = contextvars.ContextVar("request_id", default="-")
+
+
+class Tagged:
+    def __init__(self, priority: int, seen: list[int]) -> None:
+        self._priority = priority
+        self._seen = seen
+
+    def do(self) -> None:
+        self._seen.append(self._priority)
+
+    def priority(self) -> int:
+        return self._priority
+
+
+class TestDispatchMany:
+    @pytest.mark.parametrize("chunksize", [1, 7, 32])
+    def test_runs_every_job_and_counts_each(self, kit: Kit, chunksize: int) -> None:
+        """Every job runs once and counts once in completed, chunked or not."""
+        d = kit.dispatcher({0: 3})
+        ran = Counter()
+        assert d.dispatch_many((ran for _ in range(1000)), chunksize=chunksize) == 1000
+        assert d.wait(WAIT)
+        assert ran.value == 1000
+        stats = d.stats(0)
+        assert (stats.completed, stats.failed, stats.busy, stats.queued) == (1000, 0, 0, 0)
+
+    @pytest.mark.parametrize("chunksize", [1, 4])
+    def test_jobs_go_to_the_pool_of_their_priority(self, kit: Kit, chunksize: int) -> None:
+        """Job objects are routed one by one by their priority()."""
+        d = kit.dispatcher({0: 2, 1: 2})
+        seen: list[int] = []
+        lock = threading.Lock()
+
+        class Locked(Tagged):
+            def do(self) -> None:
+                with lock:
+                    super().do()
+
+        jobs = [Locked(n % 2, seen) for n in range(50)]
+        assert d.dispatch_many(jobs, chunksize=chunksize) == 50
+        assert d.wait(WAIT)
+        assert sorted(seen) == sorted(n % 2 for n in range(50))
+        assert (d.stats(0).completed, d.stats(1).completed) == (25, 25)
+
+    def test_failures_in_a_chunk_are_each_counted_and_named(self, kit: Kit) -> None:
+        """A chunk with failing jobs counts each failure and reports each, named, to the log or on_error."""
+        errors: list[tuple[object, list[str]]] = []
+        lock = threading.Lock()
+
+        def on_error(job: object, error: BaseException) -> None:
+            with lock:
+                errors.append((job, error.__notes__))
+
+        d = kit.dispatcher({0: 1}, on_error=on_error)
+
+        def boom() -> None:
+            raise ValueError("boom")
+
+        jobs = [boom if n % 3 == 0 else (lambda: None) for n in range(9)]
+        d.dispatch_many(jobs, chunksize=4)
+        assert d.wait(WAIT)
+        stats = d.stats(0)
+        assert (stats.completed, stats.failed) == (6, 3)
+        assert [job for job, _ in errors] == [boom, boom, boom]
+        assert all(
+            notes
+            == [
+                "jobdispatch: raised by job TestDispatchMany.test_failures_in_a_chunk_are_each_counted_and_named.<locals>.boom in pool 0"
+            ]
+            for _, notes in errors
+        )
+
+    def test_a_chunk_whose_jobs_all_fail(self, kit: Kit) -> None:
+        """A chunk in which every job fails counts every failure, and counters never go down."""
+        d = kit.dispatcher({0: 1}, on_error=lambda job, error: None)
+
+        def boom() -> None:
+            raise ValueError
+
+        d.dispatch_many([boom] * 5, chunksize=5)
+        assert d.wait(WAIT)
+        stats = d.stats(0)
+        assert (stats.completed, stats.failed) == (0, 5)
+
+    def test_each_job_of_a_chunk_runs_in_its_own_copy_of_the_context(self, kit: Kit) -> None:
+        """Jobs of a chunk see the dispatching code's context, and not one another's changes."""
+        d = kit.dispatcher({0: 1})
+        seen: list[str] = []
+
+        def job() -> None:
+            seen.append(request_id.get())
+            request_id.set("changed by a job")
+
+        token = request_id.set("r-42")
+        try:
+            d.dispatch_many([job] * 3, chunksize=3)
+        finally:
+            request_id.reset(token)
+        assert d.wait(WAIT)
+        assert seen == ["r-42"] * 3
+
+    def test_cancelled_chunks_count_every_job(self, kit: Kit) -> None:
+        """finalize(cancel_pending=True) counts every job of a queued chunk as cancelled."""
+        d = kit.dispatcher([PoolConfig(0, 1, queue_size=4)])
+        gate = kit.gate()
+        started = threading.Event()
+        d.dispatch(gated(gate, started))
+        assert started.wait(WAIT)
+        ran = Counter()
+        d.dispatch_many((ran for _ in range(12)), chunksize=4)  # three chunks wait in the queue
+        finalizer = threading.Thread(target=d.finalize, kwargs={"cancel_pending": True, "timeout": WAIT})
+        finalizer.start()
+        gate.set()
+        finalizer.join(WAIT)
+        stats = d.stats(0)
+        assert ran.value == 0
+        assert (stats.completed, stats.cancelled) == (1, 12)
+
+    def test_endless_iterable_is_read_lazily_with_backpressure(self, kit: Kit) -> None:
+        """An endless iterable is dispatched as room comes; a timeout ends it with a note of how many went out."""
+        d = kit.dispatcher([PoolConfig(0, 1, queue_size=2)])
+        gate = kit.gate()
+        with pytest.raises(PoolFull) as caught:
+            d.dispatch_many((gated(gate) for _ in itertools.count()), timeout=0)
+        assert caught.value.__notes__ == [
+            "jobdispatch: dispatch_many dispatched 3 jobs before this error, and no other"
+        ]
+        gate.set()
+        assert d.wait(WAIT)
+        assert d.stats(0).completed == 3
+
+    def test_barrier_waits_for_chunks(self, kit: Kit) -> None:
+        """wait() covers jobs sent in chunks."""
+        d = kit.dispatcher({0: 2})
+        ran = Counter()
+        d.dispatch_many((ran for _ in range(100)), chunksize=16)
+        assert d.wait(WAIT)
+        assert ran.value == 100
+
+    def test_bad_chunksize(self, kit: Kit) -> None:
+        """chunksize must be an int >= 1."""
+        d = kit.dispatcher(1)
+        with pytest.raises(ValueError, match=r"^chunksize must be >= 1, got 0$"):
+            d.dispatch_many([], chunksize=0)
+        with pytest.raises(TypeError, match=r"^chunksize must be an int, got 1.5$"):
+            d.dispatch_many([], chunksize=1.5)  # type: ignore[arg-type]
+
+    def test_after_finalize(self) -> None:
+        """dispatch_many after finalize raises DispatcherClosed, chunked or not."""
+        d = Dispatcher(1)
+        d.finalize()
+        for chunksize in (1, 4):
+            with pytest.raises(DispatcherClosed):
+                d.dispatch_many([lambda: None], chunksize=chunksize)
