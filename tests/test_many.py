@@ -76,13 +76,7 @@ class TestDispatchMany:
         stats = d.stats(0)
         assert (stats.completed, stats.failed) == (6, 3)
         assert [job for job, _ in errors] == [boom, boom, boom]
-        assert all(
-            notes
-            == [
-                "jobdispatch: raised by job TestDispatchMany.test_failures_in_a_chunk_are_each_counted_and_named.<locals>.boom in pool 0"
-            ]
-            for _, notes in errors
-        )
+        assert all(notes == [f"jobdispatch: raised by job {boom.__qualname__} in pool 0"] for _, notes in errors)
 
     def test_a_chunk_whose_jobs_all_fail(self, kit: Kit) -> None:
         """A chunk in which every job fails counts every failure, and counters never go down."""
