@@ -160,3 +160,19 @@ class TestDispatchMany:
         for chunksize in (1, 4):
             with pytest.raises(DispatcherClosed):
                 d.dispatch_many([lambda: None], chunksize=chunksize)
+
+
+class TestBatchDispatchMany:
+    def test_batch_waits_for_and_reports_every_job(self, kit: Kit) -> None:
+        """Batch.dispatch_many puts every job in the batch: waited for, failures in the group."""
+        d = kit.dispatcher({0: 2})
+        ran = Counter()
+
+        def boom() -> None:
+            raise KeyError("x")
+
+        with pytest.raises(ExceptionGroup) as caught, d.batch() as batch:
+            assert batch.dispatch_many([ran, boom, ran]) == 3
+        assert ran.value == 2
+        assert len(caught.value.exceptions) == 1
+        assert (batch.total, batch.done) == (3, 3)

@@ -5,7 +5,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import threading
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from types import TracebackType
 from typing import TYPE_CHECKING, Any, TypeAlias
 
@@ -161,6 +161,26 @@ class Batch:
             call.withdrawn = True  # a plain store: marked even if Ctrl-C strikes as _withdraw starts
             self._withdraw(call)
             raise
+
+    def dispatch_many(
+        self, jobs: Iterable[JobLike], *, priority: int | None = None, timeout: float | None = None
+    ) -> int:
+        """Dispatch every job of ``jobs`` as part of this batch, in order; return how many.
+
+        Takes the same arguments as `Dispatcher.dispatch_many` but
+        ``chunksize``: each job of a batch is counted, cancelled and reported
+        on its own.
+        """
+        count = 0
+        try:
+            for job in jobs:
+                self.dispatch(job, priority=priority, timeout=timeout)
+                count += 1
+        except BaseException as error:
+            with contextlib.suppress(Exception):
+                error.add_note(f"jobdispatch: dispatch_many dispatched {count} jobs before this error, and no other")
+            raise
+        return count
 
     def dispatch_later(
         self, delay: float, job: JobLike, /, *args: object, priority: int | None = None, name: str | None = None
