@@ -31,6 +31,7 @@ SCENARIOS = {
     "delayed": "delayed",
     "barrier": "barrier",
     "scaling": "scaling",
+    "progress": "progress",
     "hotpath": "hotpath",
 }
 

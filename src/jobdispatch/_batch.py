@@ -7,10 +7,11 @@ import contextlib
 import threading
 from collections.abc import Callable
 from types import TracebackType
-from typing import TYPE_CHECKING, Any, TypeAlias
+from typing import TYPE_CHECKING, TypeAlias
 
 from ._errors import DispatcherClosed, DispatcherError
 from ._pool import CancelledBeforeStart, logger, wake_future
+from ._progress import TqdmProgress
 
 if TYPE_CHECKING:
     from ._dispatcher import Dispatcher, JobLike
@@ -53,29 +54,6 @@ class BatchCall:
         return f"<batch call of {self.fn!r}>"
 
 
-def _tqdm_progress() -> ProgressCallback:
-    try:
-        from tqdm import tqdm  # type: ignore[import-untyped, unused-ignore]
-    except ModuleNotFoundError:
-        raise ModuleNotFoundError(
-            "progress=True needs tqdm: pip install 'jobdispatch[progress]'", name="tqdm"
-        ) from None
-    bar: Any = None
-
-    def show(done: int, total: int) -> None:
-        nonlocal bar
-        if bar is None:
-            bar = tqdm(total=total, unit="job")
-        bar.total = total
-        bar.n = done
-        bar.refresh()
-        if done == total:
-            bar.close()
-            bar = None
-
-    return show
-
-
 class Batch:
     """A round of jobs on a dispatcher, ended by a barrier.
 
@@ -104,7 +82,7 @@ class Batch:
         if progress is None or progress is False:
             self._progress = None
         elif progress is True:
-            self._progress = _tqdm_progress()
+            self._progress = TqdmProgress(unit="job")
         elif callable(progress):
             self._progress = progress
         else:
@@ -236,6 +214,8 @@ class Batch:
         self._finish(exc)
 
     def _finish(self, exc: BaseException | None) -> None:
+        if isinstance(self._progress, TqdmProgress):
+            self._progress.close()  # draws the final count
         with self._lock:
             errors, total, cancelled = list(self._errors), self._total, self._cancelled
         if exc is not None:
