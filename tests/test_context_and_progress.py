@@ -149,18 +149,21 @@ class TestTqdmProgress:
         assert " 1000/1000 " in text.rsplit("\r", 1)[-1]
         assert "file/s" in text
 
-    def test_report_after_close_starts_a_new_bar(self, tmp_path: Path) -> None:
-        """A report after close starts a second bar, with its own counts."""
+    def test_close_draws_the_final_counts_and_ends_the_bar(self, tmp_path: Path) -> None:
+        """close(done, total) draws those counts even after a stale report; reports after it are ignored."""
         pytest.importorskip("tqdm")
         with (tmp_path / "bar.txt").open("w") as file:
             bar = TqdmProgress(file=file)
-            bar(1, 1)
+            bar(5, 5)
+            bar(4, 5)  # a report overtaken by a later one, as from another thread
+            bar.close(5, 5)
+            size = file.tell()
+            bar(6, 6)
             bar.close()
-            bar(2, 5)
-            bar.close()
-        first, second, _ = (tmp_path / "bar.txt").read_bytes().decode().split("\n")
-        assert " 1/1 " in first.rsplit("\r", 1)[-1]
-        assert " 2/5 " in second.rsplit("\r", 1)[-1]
+            assert file.tell() == size
+        text = (tmp_path / "bar.txt").read_bytes().decode()
+        assert text.count("\n") == 1
+        assert " 5/5 " in text.rsplit("\r", 1)[-1]
 
     def test_close_without_a_report_writes_nothing(self, tmp_path: Path) -> None:
         """close before any report draws no bar."""

@@ -78,11 +78,12 @@ class Batch:
 
     def __init__(self, dispatcher: Dispatcher, *, progress: bool | ProgressCallback | None = None) -> None:
         self._dispatcher = dispatcher
-        self._progress: ProgressCallback | None
+        self._progress: ProgressCallback | None = None  # called once per job, in order
+        self._bar: TqdmProgress | None = None  # progress=True: no order needed, close() draws the final count
         if progress is None or progress is False:
-            self._progress = None
+            pass
         elif progress is True:
-            self._progress = TqdmProgress(unit="job")
+            self._bar = TqdmProgress(unit="job")
         elif callable(progress):
             self._progress = progress
         else:
@@ -214,10 +215,11 @@ class Batch:
         self._finish(exc)
 
     def _finish(self, exc: BaseException | None) -> None:
-        if isinstance(self._progress, TqdmProgress):
-            self._progress.close()  # draws the final count
         with self._lock:
             errors, total, cancelled = list(self._errors), self._total, self._cancelled
+            done = self._finished
+        if self._bar is not None:
+            self._report(self._bar.close, done, total)
         if exc is not None:
             for error in errors:
                 logger.error("a job of a batch left by an exception failed", exc_info=error)
@@ -330,19 +332,27 @@ class Batch:
                     if not self._count_over(call, cancelled):
                         return
                     done, total = self._finished, self._total
-                try:
-                    self._progress(done, total)
-                except BaseException:  # even SystemExit: it must not kill a worker
-                    with contextlib.suppress(BaseException):
-                        logger.exception("the progress callback of a batch raised")
+                self._report(self._progress, done, total)
             with self._lock:
                 self._pending -= 1
                 self._notify_if_idle()
             return
         with self._lock:
-            if self._count_over(call, cancelled):
-                self._pending -= 1
-                self._notify_if_idle()
+            if not self._count_over(call, cancelled):
+                return
+            self._pending -= 1
+            self._notify_if_idle()
+            done, total = self._finished, self._total
+        if self._bar is not None:
+            self._report(self._bar, done, total)
+
+    @staticmethod
+    def _report(progress: Callable[[int, int], object], done: int, total: int) -> None:
+        try:
+            progress(done, total)
+        except BaseException:  # even SystemExit: it must not kill a worker
+            with contextlib.suppress(BaseException):
+                logger.exception("the progress callback of a batch raised")
 
     def _count_over(self, call: BatchCall, cancelled: bool) -> bool:
         if call.state == _CANCELLED or call.state == _OVER:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 import threading
 import time
 from typing import IO, Any
@@ -12,17 +13,14 @@ INSTALL_HINT = "pip install tqdm (or pip install 'jobdispatch[progress]')"
 
 
 class TqdmProgress:
-    """A tqdm bar driven by ``progress(done, total)`` reports, cheap enough to call once per job.
+    """One tqdm bar driven by ``progress(done, total)`` reports, cheap enough to call once per job.
 
-    A report only stores the counts, and hands them to the bar (``tqdm.update``)
-    once the bar's ``mininterval`` (0.1 s by default) has passed since the last
-    hand-over; tqdm then decides whether to redraw. So the bar costs a few
-    lines of output a second however fast jobs end, on a terminal or in a log
-    file. `close` draws the last counts reported and ends the bar; a report
-    after that starts a new bar.
-
-    Reports are expected one at a time (`Batch` makes them so); `close` may
-    come from any thread.
+    A report only stores the counts, and hands them to the bar
+    (``tqdm.update``) once the bar's ``mininterval`` (0.1 s by default) has
+    passed since the last hand-over; tqdm then decides whether to redraw. So
+    the bar costs a few lines of output a second however fast jobs end, on a
+    terminal or in a log file. Reports may come from several threads at once:
+    the bar shows the latest one to arrive, and `close` draws the final counts.
 
     Args:
         unit: What is counted, shown in the rate (``job/s``).
@@ -41,31 +39,43 @@ class TqdmProgress:
         self._tqdm: Any = tqdm
         self._options: dict[str, Any] = {"unit": unit, "desc": desc, "file": file}
         self._bar: Any = None
-        self._done = 0
-        self._total = 0
+        self._counts: tuple[int, int] | None = None  # the last report, stored in one assignment
         self._due = 0.0  # time.monotonic() after which a report reaches the bar; 0: the next one does
+        self._closed = False
         self._lock = threading.Lock()
 
     def __call__(self, done: int, total: int) -> None:
-        """Report that ``done`` of ``total`` are over."""
-        self._done = done
-        self._total = total
+        """Report that ``done`` of ``total`` are over (ignored once the bar is closed)."""
+        self._counts = (done, total)
         if time.monotonic() >= self._due:
             with self._lock:
-                self._hand_over_locked()
+                if not self._closed:
+                    self._hand_over_locked()
 
-    def close(self) -> None:
-        """Draw the last counts reported and end the bar; nothing if no report came since the last close."""
+    def close(self, done: int | None = None, total: int | None = None) -> None:
+        """Draw the final counts and end the bar; later reports are ignored.
+
+        Args:
+            done: The final count of what is over; the last report's by default.
+            total: The final total; the last report's by default.
+        """
         with self._lock:
-            if self._bar is None:
+            if self._closed:
                 return
+            self._closed = True
+            self._due = math.inf
+            if done is not None and total is not None:
+                self._counts = (done, total)
+            if self._counts is None:
+                return  # no report, no bar
             self._hand_over_locked()
-            bar, self._bar = self._bar, None
-            self._due = 0.0
-            bar.close()
+            self._bar.close()
 
     def _hand_over_locked(self) -> None:
-        done, total = self._done, self._total
+        counts = self._counts
+        if counts is None:
+            return
+        done, total = counts
         bar = self._bar
         if bar is None:
             bar = self._bar = self._tqdm(total=total, **self._options)
