@@ -343,8 +343,13 @@ class Batch:
             self._pending -= 1
             self._notify_if_idle()
             done, total = self._finished, self._total
-        if self._bar is not None:
-            self._report(self._bar, done, total)
+        bar = self._bar
+        if bar is not None:
+            try:
+                bar(done, total)  # cheap: the bar hands counts to tqdm a few times a second
+            except BaseException:  # even SystemExit: it must not kill a worker
+                with contextlib.suppress(BaseException):
+                    logger.exception("the progress bar of a batch raised")
 
     @staticmethod
     def _report(progress: Callable[[int, int], object], done: int, total: int) -> None:

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import math
 import threading
-import time
+from time import monotonic
 from typing import IO, Any
 
 __all__ = ["INSTALL_HINT", "TqdmProgress"]
@@ -40,14 +40,14 @@ class TqdmProgress:
         self._options: dict[str, Any] = {"unit": unit, "desc": desc, "file": file}
         self._bar: Any = None
         self._counts: tuple[int, int] | None = None  # the last report, stored in one assignment
-        self._due = 0.0  # time.monotonic() after which a report reaches the bar; 0: the next one does
+        self._due = 0.0  # monotonic() after which a report reaches the bar; 0: the next one does
         self._closed = False
         self._lock = threading.Lock()
 
     def __call__(self, done: int, total: int) -> None:
         """Report that ``done`` of ``total`` are over (ignored once the bar is closed)."""
         self._counts = (done, total)
-        if time.monotonic() >= self._due:
+        if monotonic() >= self._due:
             with self._lock:
                 if not self._closed:
                     self._hand_over_locked()
@@ -83,4 +83,4 @@ class TqdmProgress:
             bar.total = total
         if done > bar.n:
             bar.update(done - bar.n)  # tqdm redraws if its own mininterval has passed
-        self._due = time.monotonic() + bar.mininterval
+        self._due = monotonic() + bar.mininterval
