@@ -6,6 +6,7 @@ import asyncio
 import contextlib
 import threading
 from collections.abc import Callable
+from time import monotonic
 from types import TracebackType
 from typing import TYPE_CHECKING, TypeAlias
 
@@ -344,9 +345,9 @@ class Batch:
             self._notify_if_idle()
             done, total = self._finished, self._total
         bar = self._bar
-        if bar is not None:
+        if bar is not None and monotonic() >= bar.due:  # the bar takes counts a few times a second
             try:
-                bar(done, total)  # cheap: the bar hands counts to tqdm a few times a second
+                bar(done, total)
             except BaseException:  # even SystemExit: it must not kill a worker
                 with contextlib.suppress(BaseException):
                     logger.exception("the progress bar of a batch raised")

@@ -21,6 +21,7 @@ class TqdmProgress:
     the bar costs a few lines of output a second however fast jobs end, on a
     terminal or in a log file. Reports may come from several threads at once:
     the bar shows the latest one to arrive, and `close` draws the final counts.
+    A caller on a hot path may skip reports while ``time.monotonic() < due``.
 
     Args:
         unit: What is counted, shown in the rate (``job/s``).
@@ -40,14 +41,14 @@ class TqdmProgress:
         self._options: dict[str, Any] = {"unit": unit, "desc": desc, "file": file}
         self._bar: Any = None
         self._counts: tuple[int, int] | None = None  # the last report, stored in one assignment
-        self._due = 0.0  # monotonic() after which a report reaches the bar; 0: the next one does
+        self.due = 0.0  # monotonic() from which a report reaches the bar; 0: the next one does
         self._closed = False
         self._lock = threading.Lock()
 
     def __call__(self, done: int, total: int) -> None:
         """Report that ``done`` of ``total`` are over (ignored once the bar is closed)."""
         self._counts = (done, total)
-        if monotonic() >= self._due:
+        if monotonic() >= self.due:
             with self._lock:
                 if not self._closed:
                     self._hand_over_locked()
@@ -63,7 +64,7 @@ class TqdmProgress:
             if self._closed:
                 return
             self._closed = True
-            self._due = math.inf
+            self.due = math.inf
             if done is not None and total is not None:
                 self._counts = (done, total)
             if self._counts is None:
@@ -83,4 +84,4 @@ class TqdmProgress:
             bar.total = total
         if done > bar.n:
             bar.update(done - bar.n)  # tqdm redraws if its own mininterval has passed
-        self._due = monotonic() + bar.mininterval
+        self.due = monotonic() + bar.mininterval
