@@ -12,7 +12,7 @@ from pathlib import Path
 import pytest
 
 from jobdispatch import Dispatcher, PoolConfig
-from jobdispatch._progress import TqdmProgress
+from jobdispatch._progress import TqdmProgress, wait_reporting
 from support import wait_for
 
 request_id: contextvars.ContextVar[str] = contextvars.ContextVar("request_id", default="none")
@@ -171,6 +171,43 @@ class TestTqdmProgress:
         with (tmp_path / "bar.txt").open("w") as file:
             TqdmProgress(file=file).close()
         assert (tmp_path / "bar.txt").read_text() == ""
+
+
+class TestWaitReporting:
+    """The loop `Dispatcher.wait` can use to show progress while it blocks."""
+
+    def test_reports_between_waits_until_done(self) -> None:
+        """Counts are reported after each wait that times out, and once more when the wait succeeds."""
+        finished = threading.Event()
+        reports: list[tuple[int, int]] = []
+
+        def progress(done: int, total: int) -> None:
+            reports.append((done, total))
+            if len(reports) == 3:
+                finished.set()
+
+        assert wait_reporting(finished.wait, lambda: (len(reports), 9), progress, None, every=0.001)
+        assert reports == [(0, 9), (1, 9), (2, 9), (3, 9)]
+
+    def test_gives_up_at_the_deadline(self) -> None:
+        """With a deadline that passes, the wait returns False after a last report."""
+        never = threading.Event()
+        reports: list[tuple[int, int]] = []
+        deadline = time.monotonic() + 0.01
+        assert not wait_reporting(never.wait, lambda: (1, 2), lambda d, t: reports.append((d, t)), deadline)
+        assert time.monotonic() >= deadline
+        assert reports[-1] == (1, 2)
+
+    def test_drives_a_bar(self, tmp_path: Path) -> None:
+        """With a TqdmProgress, the bar ends at the counts of the last report."""
+        pytest.importorskip("tqdm")
+        finished = threading.Event()
+        finished.set()
+        with (tmp_path / "bar.txt").open("w") as file:
+            bar = TqdmProgress(file=file)
+            assert wait_reporting(finished.wait, lambda: (4, 4), bar, None)
+            bar.close()
+        assert " 4/4 " in (tmp_path / "bar.txt").read_bytes().decode().rsplit("\r", 1)[-1]
 
 
 class TestFailureLog:

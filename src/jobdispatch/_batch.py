@@ -220,7 +220,10 @@ class Batch:
             errors, total, cancelled = list(self._errors), self._total, self._cancelled
             done = self._finished
         if self._bar is not None:
-            self._report(self._bar.close, done, total)
+            try:
+                self._bar.close(done, total)  # draws the final counts
+            except Exception:  # a broken bar must not hide the batch's outcome
+                logger.exception("the progress bar of a batch raised")
         if exc is not None:
             for error in errors:
                 logger.error("a job of a batch left by an exception failed", exc_info=error)

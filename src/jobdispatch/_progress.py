@@ -4,10 +4,11 @@ from __future__ import annotations
 
 import math
 import threading
+from collections.abc import Callable
 from time import monotonic
 from typing import IO, Any
 
-__all__ = ["INSTALL_HINT", "TqdmProgress"]
+__all__ = ["INSTALL_HINT", "TqdmProgress", "wait_reporting"]
 
 INSTALL_HINT = "pip install tqdm (or pip install 'jobdispatch[progress]')"
 
@@ -40,7 +41,7 @@ class TqdmProgress:
         self._tqdm: Any = tqdm
         self._options: dict[str, Any] = {"unit": unit, "desc": desc, "file": file}
         self._bar: Any = None
-        self._counts: tuple[int, int] | None = None  # the last report, stored in one assignment
+        self._counts: tuple[int, int] | None = None  # the last report, for close() without counts
         self.due = 0.0  # monotonic() from which a report reaches the bar; 0: the next one does
         self._closed = False
         self._lock = threading.Lock()
@@ -51,7 +52,7 @@ class TqdmProgress:
         if monotonic() >= self.due:
             with self._lock:
                 if not self._closed:
-                    self._hand_over_locked()
+                    self._hand_over_locked(done, total)
 
     def close(self, done: int | None = None, total: int | None = None) -> None:
         """Draw the final counts and end the bar; later reports are ignored.
@@ -65,18 +66,14 @@ class TqdmProgress:
                 return
             self._closed = True
             self.due = math.inf
-            if done is not None and total is not None:
-                self._counts = (done, total)
-            if self._counts is None:
+            # Not read back from _counts: a late report may be storing there.
+            counts = (done, total) if done is not None and total is not None else self._counts
+            if counts is None:
                 return  # no report, no bar
-            self._hand_over_locked()
+            self._hand_over_locked(*counts)
             self._bar.close()
 
-    def _hand_over_locked(self) -> None:
-        counts = self._counts
-        if counts is None:
-            return
-        done, total = counts
+    def _hand_over_locked(self, done: int, total: int) -> None:
         bar = self._bar
         if bar is None:
             bar = self._bar = self._tqdm(total=total, **self._options)
@@ -85,3 +82,40 @@ class TqdmProgress:
         if done > bar.n:
             bar.update(done - bar.n)  # tqdm redraws if its own mininterval has passed
         self.due = monotonic() + bar.mininterval
+
+
+def wait_reporting(
+    wait: Callable[[float | None], bool],
+    counts: Callable[[], tuple[int, int]],
+    progress: Callable[[int, int], object],
+    deadline: float | None,
+    *,
+    every: float = 0.1,
+) -> bool:
+    """Wait like ``wait(timeout)`` until ``deadline``, reporting ``progress(*counts())`` every ``every`` seconds.
+
+    For a blocking wait that shows progress, e.g. ``Event.wait``: the
+    counts are reported between waits of at most ``every`` seconds, and once
+    more when the wait returns.
+
+    Args:
+        wait: Blocks for at most its argument in seconds (``None``: no limit);
+            returns whether what it waits for happened.
+        counts: Returns ``(done, total)`` now.
+        progress: Called as ``progress(done, total)``.
+        deadline: A `time.monotonic` time to give up at; ``None`` waits as
+            long as it takes.
+        every: Seconds between two reports.
+
+    Returns:
+        What the last ``wait`` returned: ``False`` if the deadline passed first.
+    """
+    while True:
+        step = every if deadline is None else min(every, max(0.0, deadline - monotonic()))
+        if wait(step):
+            progress(*counts())
+            return True
+        if deadline is not None and monotonic() >= deadline:
+            progress(*counts())
+            return False
+        progress(*counts())
