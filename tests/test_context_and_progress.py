@@ -117,6 +117,29 @@ class TestProgress:
         # tqdm redraws at most every 0.1 s: a line of ~80 bytes each time, a few a second.
         assert len(err) < 4000, f"{len(err)} bytes of progress output"
 
+    def test_broken_progress_bar_is_logged_not_fatal(
+        self, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+    ) -> None:
+        """A bar that cannot draw (stderr fails) is logged; the batch still runs and counts every job."""
+        pytest.importorskip("tqdm")
+
+        class BrokenStream:
+            def write(self, text: str) -> int:
+                raise OSError("stderr is gone")
+
+            def flush(self) -> None:
+                raise OSError("stderr is gone")
+
+        with Dispatcher(2) as d, caplog.at_level(logging.ERROR, logger="jobdispatch"):
+            monkeypatch.setattr(sys, "stderr", BrokenStream())
+            with d.batch(progress=True) as batch:
+                for _ in range(1000):
+                    batch.dispatch(lambda: None)
+            monkeypatch.undo()
+            assert batch.done == 1000
+        assert "the progress bar of a batch raised" in caplog.text
+        assert len(caplog.records) < 100  # not once per job: a failing bar is retried at most every 0.1 s
+
     def test_progress_true_without_tqdm_says_how_to_install(self, monkeypatch: pytest.MonkeyPatch) -> None:
         """progress=True without tqdm raises ModuleNotFoundError naming tqdm itself and the extra."""
         monkeypatch.setitem(sys.modules, "tqdm", None)

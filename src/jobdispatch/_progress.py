@@ -11,14 +11,14 @@ from typing import IO, Any
 __all__ = ["INSTALL_HINT", "TqdmProgress", "wait_reporting"]
 
 INSTALL_HINT = "pip install tqdm (or pip install 'jobdispatch[progress]')"
+INTERVAL = 0.1  # seconds between two hand-overs of counts to the bar, and tqdm's own minimum between redraws
 
 
 class TqdmProgress:
     """One tqdm bar driven by ``progress(done, total)`` reports, cheap enough to call once per job.
 
     A report only stores the counts, and hands them to the bar
-    (``tqdm.update``) once the bar's ``mininterval`` (0.1 s by default) has
-    passed since the last hand-over; tqdm then decides whether to redraw. So
+    (``tqdm.update``) once 0.1 s has passed since the last hand-over; tqdm then decides whether to redraw. So
     the bar costs a few lines of output a second however fast jobs end, on a
     terminal or in a log file. Reports may come from several threads at once:
     the bar shows the latest one to arrive, and `close` draws the final counts.
@@ -39,7 +39,7 @@ class TqdmProgress:
         except ModuleNotFoundError:
             raise ModuleNotFoundError(f"progress=True needs tqdm: {INSTALL_HINT}", name="tqdm") from None
         self._tqdm: Any = tqdm
-        self._options: dict[str, Any] = {"unit": unit, "desc": desc, "file": file}
+        self._options: dict[str, Any] = {"unit": unit, "desc": desc, "file": file, "mininterval": INTERVAL}
         self._bar: Any = None
         self._counts: tuple[int, int] | None = None  # the last report, for close() without counts
         self.due = 0.0  # monotonic() from which a report reaches the bar; 0: the next one does
@@ -74,6 +74,7 @@ class TqdmProgress:
             self._bar.close()
 
     def _hand_over_locked(self, done: int, total: int) -> None:
+        self.due = monotonic() + INTERVAL  # first: a bar that fails is not retried at once either
         bar = self._bar
         if bar is None:
             bar = self._bar = self._tqdm(total=total, **self._options)
@@ -81,7 +82,6 @@ class TqdmProgress:
             bar.total = total
         if done > bar.n:
             bar.update(done - bar.n)  # tqdm redraws if its own mininterval has passed
-        self.due = monotonic() + bar.mininterval
 
 
 def wait_reporting(
