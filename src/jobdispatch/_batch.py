@@ -341,19 +341,27 @@ class Batch:
                 self._pending -= 1
                 self._notify_if_idle()
             return
-        with self._lock:
-            if not self._count_over(call, cancelled):
-                return
-            self._pending -= 1
-            self._notify_if_idle()
-            done, total = self._finished, self._total
         bar = self._bar
-        if bar is not None and monotonic() >= bar.due:  # the bar takes counts a few times a second
-            try:
-                bar(done, total)
-            except BaseException:  # even SystemExit: it must not kill a worker
-                with contextlib.suppress(BaseException):
-                    logger.exception("the progress bar of a batch raised")
+        if bar is not None:
+            # No order needed: the bar shows the latest counts, and leaving the
+            # batch draws the final ones (_finish).
+            with self._lock:
+                if not self._count_over(call, cancelled):
+                    return
+                self._pending -= 1
+                self._notify_if_idle()
+                done, total = self._finished, self._total
+            if monotonic() >= bar.due:  # the bar takes counts a few times a second
+                try:
+                    bar(done, total)
+                except BaseException:  # even SystemExit: it must not kill a worker
+                    with contextlib.suppress(BaseException):
+                        logger.exception("the progress bar of a batch raised")
+            return
+        with self._lock:
+            if self._count_over(call, cancelled):
+                self._pending -= 1
+                self._notify_if_idle()
 
     @staticmethod
     def _report(progress: Callable[[int, int], object], done: int, total: int) -> None:
