@@ -81,13 +81,11 @@ class Batch:
         self._dispatcher = dispatcher
         self._progress: ProgressCallback | None = None  # called once per job, in order
         self._bar: TqdmProgress | None = None  # progress=True: no order needed, close() draws the final count
-        if progress is None or progress is False:
-            pass
-        elif progress is True:
+        if progress is True:
             self._bar = TqdmProgress(unit="job")
         elif callable(progress):
             self._progress = progress
-        else:
+        elif progress is not None and progress is not False:
             raise TypeError(f"progress must be a bool, a callable or None, got {progress!r}")
         self._progress_lock = threading.Lock()
         self._async_waiters: list[asyncio.Future[None]] = []
@@ -336,7 +334,11 @@ class Batch:
                     if not self._count_over(call, cancelled):
                         return
                     done, total = self._finished, self._total
-                self._report(self._progress, done, total)
+                try:
+                    self._progress(done, total)
+                except BaseException:  # even SystemExit: it must not kill a worker
+                    with contextlib.suppress(BaseException):
+                        logger.exception("the progress callback of a batch raised")
             with self._lock:
                 self._pending -= 1
                 self._notify_if_idle()
@@ -362,14 +364,6 @@ class Batch:
             if self._count_over(call, cancelled):
                 self._pending -= 1
                 self._notify_if_idle()
-
-    @staticmethod
-    def _report(progress: Callable[[int, int], object], done: int, total: int) -> None:
-        try:
-            progress(done, total)
-        except BaseException:  # even SystemExit: it must not kill a worker
-            with contextlib.suppress(BaseException):
-                logger.exception("the progress callback of a batch raised")
 
     def _count_over(self, call: BatchCall, cancelled: bool) -> bool:
         if call.state == _CANCELLED or call.state == _OVER:
