@@ -1,8 +1,11 @@
-"""Run the benchmark suite: ``python -m benchmarks [--quick | --smoke] [--json PATH] [--plots DIR]``.
+"""Run the benchmark suite: ``python -m benchmarks [--quick | --smoke] [--json PATH] [--plots DIR] [--page PATH]``.
 
-A full run writes docs/assets/benchmarks/latest.json and the PNG plots next to it
-unless --json / --plots say otherwise; --quick and --smoke write files only
-when asked to.
+A full run of every scenario publishes one coherent run: it writes
+docs/assets/benchmarks/latest.json, the PNG plots next to it and the
+generated section of docs/benchmarks.md, unless --json / --plots / --page
+say otherwise. A run of some scenarios (--only), --quick and --smoke write
+files only when asked to. ``--from-json PATH`` runs nothing: it redraws the
+plots and the page from a saved run.
 """
 
 from __future__ import annotations
@@ -23,7 +26,8 @@ from typing import Any
 from ._harness import Mode, Results, markdown_table, text_table
 
 ROOT = Path(__file__).resolve().parent.parent
-RESULTS = Path(__file__).resolve().parent.parent / "docs" / "assets" / "benchmarks"
+RESULTS = ROOT / "docs" / "assets" / "benchmarks"
+PAGE = ROOT / "docs" / "benchmarks.md"
 SCENARIOS = {
     "throughput": "throughput",
     "flood": "flood",
@@ -31,6 +35,7 @@ SCENARIOS = {
     "delayed": "delayed",
     "barrier": "barrier",
     "scaling": "scaling",
+    "progress": "progress",
     "hotpath": "hotpath",
 }
 
@@ -103,6 +108,39 @@ def _json_text(data: dict[str, Any]) -> str:
     return text[: text.rindex("}")].rstrip() + ',\n "scenarios": {\n' + ",\n".join(lines) + "\n }\n}\n"
 
 
+def publish(
+    data: dict[str, Any], *, plots: Path | None, json_path: Path | None, markdown: Path | None, page: Path | None
+) -> None:
+    """Write what one run produced: plots, JSON, Markdown table, docs page, each if asked for."""
+    data = json.loads(json.dumps(data, default=str))  # as a reader of the JSON file will see it
+    scenarios = data.get("scenarios", {})
+    if plots:
+        from . import _plots
+
+        plots.mkdir(parents=True, exist_ok=True)
+        subtitle = describe(data["meta"])
+        made = []
+        if "isolation" in scenarios:
+            made.append(_plots.isolation(scenarios["isolation"], plots / "isolation.png", subtitle))
+        if "scaling" in scenarios:
+            made.append(_plots.scaling(scenarios["scaling"], plots / "scaling.png", subtitle))
+            made.append(_plots.lifecycle(scenarios["scaling"], plots / "scaling-lifecycle.png", subtitle))
+        for path in made:
+            print(f"wrote {path}")
+    if page:
+        from . import _page
+
+        page.write_text(_page.replace_generated(page.read_text(), _page.render(data)))
+        print(f"wrote {page}")
+    if json_path:
+        json_path.parent.mkdir(parents=True, exist_ok=True)
+        json_path.write_text(_json_text(dict(data)))
+        print(f"wrote {json_path}")
+    if markdown:
+        markdown.write_text(data["table_markdown"] + "\n")
+        print(f"wrote {markdown}")
+
+
 def parse(argv: list[str] | None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(prog="python -m benchmarks", description="jobdispatch against its peers.")
     size = parser.add_mutually_exclusive_group()
@@ -111,6 +149,13 @@ def parse(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument("--json", type=Path, help="write the results as JSON here")
     parser.add_argument("--plots", type=Path, help="write the PNG plots into this directory")
     parser.add_argument("--markdown", type=Path, help="write the results table as Markdown here")
+    parser.add_argument("--page", type=Path, help="rewrite the generated section of this docs page")
+    parser.add_argument(
+        "--from-json",
+        type=Path,
+        metavar="PATH",
+        help="run nothing: draw the plots and the page (docs/ by default) from this saved run",
+    )
     parser.add_argument(
         "--only",
         help=f"comma-separated scenarios, out of {','.join(SCENARIOS)} (default: all; hotpath in full runs only)",
@@ -120,10 +165,15 @@ def parse(argv: list[str] | None) -> argparse.Namespace:
 
 def main(argv: list[str] | None = None) -> int:
     args = parse(argv)
+    if args.from_json:
+        data = json.loads(args.from_json.read_text())
+        publish(data, plots=args.plots or RESULTS, json_path=args.json, markdown=args.markdown, page=args.page or PAGE)
+        return 0
     mode = Mode("quick" if args.quick else "smoke" if args.smoke else "full")
-    if mode.name == "full":
+    if mode.name == "full" and not args.only:
         args.json = args.json or RESULTS / "latest.json"
         args.plots = args.plots or RESULTS
+        args.page = args.page or PAGE
     if args.only:
         chosen = [name.strip() for name in args.only.split(",") if name.strip()]
         unknown = sorted(set(chosen) - set(SCENARIOS))
@@ -172,27 +222,9 @@ def main(argv: list[str] | None = None) -> int:
         f"total {results.meta['duration_s']} s; load average before {load}, after {results.meta['load_average_after']}"
     )
 
-    if args.plots:
-        from . import _plots
-
-        args.plots.mkdir(parents=True, exist_ok=True)
-        subtitle = describe(results.meta)
-        made = []
-        if "isolation" in results.scenarios:
-            made.append(_plots.isolation(results.scenarios["isolation"], args.plots / "isolation.png", subtitle))
-        if "scaling" in results.scenarios:
-            made.append(_plots.scaling(results.scenarios["scaling"], args.plots / "scaling.png", subtitle))
-        for path in made:
-            print(f"wrote {path}")
-    if args.json:
-        args.json.parent.mkdir(parents=True, exist_ok=True)
-        data = results.as_json()
-        data["table_markdown"] = markdown_table(results.rows)
-        args.json.write_text(_json_text(data))
-        print(f"wrote {args.json}")
-    if args.markdown:
-        args.markdown.write_text(markdown_table(results.rows) + "\n")
-        print(f"wrote {args.markdown}")
+    data = results.as_json()
+    data["table_markdown"] = markdown_table(results.rows)
+    publish(data, plots=args.plots, json_path=args.json, markdown=args.markdown, page=args.page)
     return 0
 
 

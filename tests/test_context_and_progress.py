@@ -7,11 +7,13 @@ import logging
 import sys
 import threading
 import time
-import types
+from pathlib import Path
 
 import pytest
 
 from jobdispatch import Dispatcher, PoolConfig
+from jobdispatch._progress import TqdmProgress, wait_reporting
+from support import wait_for
 
 request_id: contextvars.ContextVar[str] = contextvars.ContextVar("request_id", default="none")
 
@@ -78,42 +80,157 @@ class TestProgress:
             assert batch.done == 1
         assert "progress callback" in caplog.text
 
-    def test_progress_true_uses_tqdm(self, monkeypatch: pytest.MonkeyPatch) -> None:
-        """progress=True drives a tqdm bar with the batch's counts."""
-        bars: list[FakeBar] = []
-
-        class FakeBar:
-            def __init__(self, total: int, unit: str) -> None:
-                self.total, self.n, self.closed = total, 0, False
-                bars.append(self)
-
-            def refresh(self) -> None:
-                pass
-
-            def close(self) -> None:
-                self.closed = True
-
-        monkeypatch.setitem(sys.modules, "tqdm", types.SimpleNamespace(tqdm=FakeBar))
+    def test_progress_true_draws_a_tqdm_bar_to_the_final_count(self, capsys: pytest.CaptureFixture[str]) -> None:
+        """progress=True draws one tqdm bar on stderr, which ends showing every job of the batch."""
+        pytest.importorskip("tqdm")
         with Dispatcher([PoolConfig(0, 1)]) as d:
             gate = threading.Event()
             with d.batch(progress=True) as batch:
                 batch.dispatch(lambda: gate.wait(10))
                 batch.dispatch(lambda: None)
                 gate.set()
-        assert bars
-        assert bars[-1].n == bars[-1].total == 2
-        assert bars[-1].closed
+        err = capsys.readouterr().err
+        assert err.count("\n") == 1  # one bar, closed once
+        assert err.rstrip("\n").rsplit("\r", 1)[-1].startswith("100%")
+        assert " 2/2 " in err.rsplit("\r", 1)[-1]
+
+    def test_progress_bar_stays_one_bar_when_jobs_catch_up(self, capsys: pytest.CaptureFixture[str]) -> None:
+        """A bar is not ended each time the jobs catch up with the dispatches, only when the batch ends."""
+        pytest.importorskip("tqdm")
+        with Dispatcher(1) as d, d.batch(progress=True) as batch:
+            for n in range(1, 4):
+                batch.dispatch(lambda: None)
+                wait_for(lambda n=n: batch.done == n, f"job {n} of the batch to end")
+        err = capsys.readouterr().err
+        assert err.count("\n") == 1
+        assert " 3/3 " in err.rsplit("\r", 1)[-1]
+
+    def test_progress_bar_output_stays_small_for_many_jobs(self, capsys: pytest.CaptureFixture[str]) -> None:
+        """A bar over 20,000 quick jobs writes a few lines to a non-terminal stderr, not one per job."""
+        pytest.importorskip("tqdm")
+        jobs = 20_000
+        with Dispatcher(4) as d, d.batch(progress=True) as batch:
+            for _ in range(jobs):
+                batch.dispatch(lambda: None)
+        err = capsys.readouterr().err
+        assert f" {jobs}/{jobs} " in err.rsplit("\r", 1)[-1]
+        # tqdm redraws at most every 0.1 s: a line of ~80 bytes each time, a few a second.
+        assert len(err) < 4000, f"{len(err)} bytes of progress output"
+
+    def test_broken_progress_bar_is_logged_not_fatal(
+        self, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+    ) -> None:
+        """A bar that cannot draw (stderr fails) is logged; the batch still runs and counts every job."""
+        pytest.importorskip("tqdm")
+
+        class BrokenStream:
+            def write(self, text: str) -> int:
+                raise OSError("stderr is gone")
+
+            def flush(self) -> None:
+                raise OSError("stderr is gone")
+
+        with Dispatcher(2) as d, caplog.at_level(logging.ERROR, logger="jobdispatch"):
+            monkeypatch.setattr(sys, "stderr", BrokenStream())
+            with d.batch(progress=True) as batch:
+                for _ in range(1000):
+                    batch.dispatch(lambda: None)
+            monkeypatch.undo()
+            assert batch.done == 1000
+        assert "the progress bar of a batch raised" in caplog.text
+        assert len(caplog.records) < 100  # not once per job: a failing bar is retried at most every 0.1 s
 
     def test_progress_true_without_tqdm_says_how_to_install(self, monkeypatch: pytest.MonkeyPatch) -> None:
-        """progress=True without tqdm raises ModuleNotFoundError naming the extra."""
+        """progress=True without tqdm raises ModuleNotFoundError naming tqdm itself and the extra."""
         monkeypatch.setitem(sys.modules, "tqdm", None)
-        with Dispatcher(1) as d, pytest.raises(ModuleNotFoundError, match=r"jobdispatch\[progress\]"):
+        with Dispatcher(1) as d, pytest.raises(ModuleNotFoundError) as raised:
             d.batch(progress=True)
+        hint = "pip install tqdm (or pip install 'jobdispatch[progress]')"
+        assert str(raised.value) == f"progress=True needs tqdm: {hint}"
+        assert raised.value.name == "tqdm"
 
     def test_progress_rejects_other_types(self) -> None:
         """progress must be a bool, a callable or None."""
         with Dispatcher(1) as d, pytest.raises(TypeError, match=r"^progress must be .*got 3"):
             d.batch(progress=3)  # type: ignore[arg-type]
+
+
+class TestTqdmProgress:
+    """The bar behind progress=True, which `Dispatcher.wait` can drive too."""
+
+    def test_close_draws_the_last_count_reported(self, tmp_path: Path) -> None:
+        """Reports within tqdm's interval are not drawn; close draws the last one and ends the bar."""
+        pytest.importorskip("tqdm")
+        with (tmp_path / "bar.txt").open("w") as file:
+            bar = TqdmProgress(unit="file", file=file)
+            for done in range(1, 1001):
+                bar(done, 1000)
+            bar.close()
+        text = (tmp_path / "bar.txt").read_bytes().decode()
+        assert text.count("\n") == 1
+        assert text.count("\r") < 20
+        assert " 1000/1000 " in text.rsplit("\r", 1)[-1]
+        assert "file/s" in text
+
+    def test_close_draws_the_final_counts_and_ends_the_bar(self, tmp_path: Path) -> None:
+        """close(done, total) draws those counts even after a stale report; reports after it are ignored."""
+        pytest.importorskip("tqdm")
+        with (tmp_path / "bar.txt").open("w") as file:
+            bar = TqdmProgress(file=file)
+            bar(5, 5)
+            bar(4, 5)  # a report overtaken by a later one, as from another thread
+            bar.close(5, 5)
+            size = file.tell()
+            bar(6, 6)
+            bar.close()
+            assert file.tell() == size
+        text = (tmp_path / "bar.txt").read_bytes().decode()
+        assert text.count("\n") == 1
+        assert " 5/5 " in text.rsplit("\r", 1)[-1]
+
+    def test_close_without_a_report_writes_nothing(self, tmp_path: Path) -> None:
+        """close before any report draws no bar."""
+        pytest.importorskip("tqdm")
+        with (tmp_path / "bar.txt").open("w") as file:
+            TqdmProgress(file=file).close()
+        assert (tmp_path / "bar.txt").read_text() == ""
+
+
+class TestWaitReporting:
+    """The loop `Dispatcher.wait` can use to show progress while it blocks."""
+
+    def test_reports_between_waits_until_done(self) -> None:
+        """Counts are reported after each wait that times out, and once more when the wait succeeds."""
+        finished = threading.Event()
+        reports: list[tuple[int, int]] = []
+
+        def progress(done: int, total: int) -> None:
+            reports.append((done, total))
+            if len(reports) == 3:
+                finished.set()
+
+        assert wait_reporting(finished.wait, lambda: (len(reports), 9), progress, None, every=0.001)
+        assert reports == [(0, 9), (1, 9), (2, 9), (3, 9)]
+
+    def test_gives_up_at_the_deadline(self) -> None:
+        """With a deadline that passes, the wait returns False after a last report."""
+        never = threading.Event()
+        reports: list[tuple[int, int]] = []
+        deadline = time.monotonic() + 0.01
+        assert not wait_reporting(never.wait, lambda: (1, 2), lambda d, t: reports.append((d, t)), deadline)
+        assert time.monotonic() >= deadline
+        assert reports[-1] == (1, 2)
+
+    def test_drives_a_bar(self, tmp_path: Path) -> None:
+        """With a TqdmProgress, the bar ends at the counts of the last report."""
+        pytest.importorskip("tqdm")
+        finished = threading.Event()
+        finished.set()
+        with (tmp_path / "bar.txt").open("w") as file:
+            bar = TqdmProgress(file=file)
+            assert wait_reporting(finished.wait, lambda: (4, 4), bar, None)
+            bar.close()
+        assert " 4/4 " in (tmp_path / "bar.txt").read_bytes().decode().rsplit("\r", 1)[-1]
 
 
 class TestFailureLog:

@@ -2,11 +2,15 @@
 
 from __future__ import annotations
 
+import html
+import importlib
 import importlib.util
+import json
 import os
 import re
 import subprocess
 import sys
+import tomllib
 from pathlib import Path
 
 import pytest
@@ -15,6 +19,23 @@ import jobdispatch
 
 ROOT = Path(__file__).resolve().parent.parent
 DOCS = ROOT / "docs"
+REPO_URL = "https://github.com/jobdispatch/jobdispatch"
+
+# What users read speaks of the library, not of how it was made: no issue
+# numbers, work sessions, reviews or numbered bugs.
+HISTORY_WORDS = re.compile(
+    r"\b(?:issues?|PR|pull request)\s*#\s*\d+"
+    r"|\bsessions?\b"
+    r"|\b(?:first|second|third|fourth|fifth|same|the|a|earlier|previous|later) reviews?\b"
+    r"|\breview fix(?:es)?\b"
+    r"|\bbugs? \d+"
+    r"|\bround (?:one|two|three)\b",
+    re.IGNORECASE,
+)
+USER_TEXT = ["README.md", "docs/**/*.md", "src/**/*.py", "examples/**/*.py", "docs/assets/**/*.json"]
+
+# A short commit hash: 7 to 40 hex digits with at least one digit and one letter.
+COMMIT = re.compile(r"\b(?=[0-9a-f]*[0-9])(?=[0-9a-f]*[a-f])[0-9a-f]{7,40}\b")
 
 # Pages whose ```python blocks are complete scripts. (benchmarks.md and
 # reliability.md follow their own conventions; reference.md has no block.)
@@ -61,6 +82,78 @@ class TestDocSnippets:
             assert result.stderr == ""
 
 
+def _history_mentions(root: Path) -> list[str]:
+    found = []
+    for pattern in USER_TEXT:
+        for path in sorted(root.glob(pattern)):
+            for number, line in enumerate(path.read_text().splitlines(), 1):
+                found += [f"{path.relative_to(root)}:{number}: {m.group(0)!r}" for m in HISTORY_WORDS.finditer(line)]
+    return found
+
+
+class TestProductVoice:
+    def test_user_text_does_not_tell_project_history(self) -> None:
+        """README, docs, docstrings, comments and examples name no issue numbers, sessions, reviews or bug numbers."""
+        found = _history_mentions(ROOT)
+        assert not found, "project history in user-facing text:\n" + "\n".join(found)
+
+    def test_history_check_catches_each_form(self, tmp_path: Path) -> None:
+        """The history scan finds every form it is meant to catch, and passes ordinary prose."""
+        (tmp_path / "docs").mkdir()
+        caught = [
+            "target (from issue #3)",
+            "in the second session",
+            "after the fixes of bugs 7 to 10",
+            "found by the second review",
+            "(bug 14)",
+            "Same review: a Ctrl-C",
+        ]
+        (tmp_path / "README.md").write_text("\n".join(caught) + "\n")
+        (tmp_path / "docs" / "ok.md").write_text("A job reviews its input; the debug log shows each issue.\n")
+        assert len(_history_mentions(tmp_path)) == len(caught)
+
+    def test_reliability_page_names_no_commit(self) -> None:
+        """The reliability page states guarantees and how they are tested, not the commits they were measured at."""
+        text = (DOCS / "reliability.md").read_text()
+        assert COMMIT.findall(text) == []
+
+
+class TestBenchmarksPage:
+    def test_page_names_exactly_one_run(self) -> None:
+        """The benchmarks page names one commit, the one of the published latest.json."""
+        text = (DOCS / "benchmarks.md").read_text()
+        meta = json.loads((DOCS / "assets" / "benchmarks" / "latest.json").read_text())["meta"]
+        assert set(COMMIT.findall(text)) == {meta["commit"]}
+
+    def test_generated_section_matches_latest_json(self, monkeypatch: pytest.MonkeyPatch) -> None:
+        """The page's generated section is what the benchmark suite renders from latest.json."""
+        monkeypatch.syspath_prepend(str(ROOT))
+        _page = importlib.import_module("benchmarks._page")
+
+        text = (DOCS / "benchmarks.md").read_text()
+        data = json.loads((DOCS / "assets" / "benchmarks" / "latest.json").read_text())
+        assert _page.replace_generated(text, _page.render(data)) == text
+
+
+class TestPackaging:
+    def test_license_is_an_spdx_expression(self) -> None:
+        """pyproject.toml uses the SPDX license form setuptools asks for, so builds print no deprecation warning."""
+        project = tomllib.loads((ROOT / "pyproject.toml").read_text())
+        assert project["project"]["license"] == "MIT"
+        assert project["project"]["license-files"] == ["LICENSE"]
+        assert not [c for c in project["project"]["classifiers"] if c.startswith("License ::")]
+        (setuptools,) = [r for r in project["build-system"]["requires"] if r.startswith("setuptools")]
+        assert int(re.fullmatch(r"setuptools>=(\d+).*", setuptools).group(1)) >= 77  # type: ignore[union-attr]
+
+    def test_docs_extra_can_format_signatures(self) -> None:
+        """The docs extra installs a formatter, without which mkdocstrings prints signatures on one long line."""
+        project = tomllib.loads((ROOT / "pyproject.toml").read_text())
+        names = {
+            re.split(r"[<>=\[ ]", requirement)[0] for requirement in project["project"]["optional-dependencies"]["docs"]
+        }
+        assert names & {"ruff", "black"}
+
+
 @pytest.mark.skipif(not _have_docs_tools(), reason="needs the docs extra: pip install -e '.[docs]'")
 class TestDocsBuild:
     def test_mkdocs_build_strict(self, tmp_path: Path) -> None:
@@ -72,9 +165,19 @@ class TestDocsBuild:
             text=True,
             timeout=120,
             cwd=ROOT,
+            # mkdocs-material >= 9.7 prints an end-of-life notice on every build
+            # (see mkdocs.yml); this variable, named in the notice, turns it off.
             env={**os.environ, "NO_MKDOCS_2_WARNING": "1"},
         )
         assert result.returncode == 0, result.stderr
         reference = (site / "reference" / "index.html").read_text()
         missing = [name for name in jobdispatch.__all__ if f'id="jobdispatch.{name}"' not in reference]
         assert not missing, f"public names missing from docs/reference.md: {missing}"
+        # Signatures are wrapped to the width of the page, not cut off at its edge.
+        signatures = re.findall(r'<div class="doc-signature highlight">(.*?)</div>', reference, re.DOTALL)
+        assert signatures
+        lines = [html.unescape(re.sub(r"<[^>]*>", "", block)) for block in signatures]
+        too_long = [line for block in lines for line in block.splitlines() if len(line) > 80]
+        assert not too_long, too_long
+        # Every page links to the repository (where examples/ and benchmarks/ live).
+        assert f'href="{REPO_URL}"' in (site / "index.html").read_text()

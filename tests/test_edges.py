@@ -154,8 +154,9 @@ class TestLostPlaces:
             kept.append(error)  # its traceback keeps the frames of dispatch() alive
         assert len(kept) == 1
         gate = kit.gate()
-        d.dispatch(gated(gate), timeout=WAIT)  # PoolFull if the place went with the kept frames
-        assert d.stats(0).busy == 1
+        started = threading.Event()
+        d.dispatch(gated(gate, started), timeout=WAIT)  # PoolFull if the place went with the kept frames
+        assert started.wait(WAIT)
         gate.set()
         assert d.wait(WAIT)
 

@@ -6,11 +6,13 @@ import asyncio
 import contextlib
 import threading
 from collections.abc import Callable, Iterable
+from time import monotonic
 from types import TracebackType
-from typing import TYPE_CHECKING, Any, TypeAlias
+from typing import TYPE_CHECKING, TypeAlias
 
 from ._errors import DispatcherClosed, DispatcherError
 from ._pool import CancelledBeforeStart, logger, wake_future
+from ._progress import TqdmProgress
 
 if TYPE_CHECKING:
     from ._dispatcher import Dispatcher, JobLike
@@ -53,29 +55,6 @@ class BatchCall:
         return f"<batch call of {self.fn!r}>"
 
 
-def _tqdm_progress() -> ProgressCallback:
-    try:
-        from tqdm import tqdm  # type: ignore[import-untyped, unused-ignore]
-    except ModuleNotFoundError:
-        raise ModuleNotFoundError(
-            "progress=True needs tqdm: pip install 'jobdispatch[progress]'", name="tqdm"
-        ) from None
-    bar: Any = None
-
-    def show(done: int, total: int) -> None:
-        nonlocal bar
-        if bar is None:
-            bar = tqdm(total=total, unit="job")
-        bar.total = total
-        bar.n = done
-        bar.refresh()
-        if done == total:
-            bar.close()
-            bar = None
-
-    return show
-
-
 class Batch:
     """A round of jobs on a dispatcher, ended by a barrier.
 
@@ -100,14 +79,13 @@ class Batch:
 
     def __init__(self, dispatcher: Dispatcher, *, progress: bool | ProgressCallback | None = None) -> None:
         self._dispatcher = dispatcher
-        self._progress: ProgressCallback | None
-        if progress is None or progress is False:
-            self._progress = None
-        elif progress is True:
-            self._progress = _tqdm_progress()
+        self._progress: ProgressCallback | None = None  # called once per job, in order
+        self._bar: TqdmProgress | None = None  # progress=True: no order needed, close() draws the final count
+        if progress is True:
+            self._bar = TqdmProgress(unit="job")
         elif callable(progress):
             self._progress = progress
-        else:
+        elif progress is not None and progress is not False:
             raise TypeError(f"progress must be a bool, a callable or None, got {progress!r}")
         self._progress_lock = threading.Lock()
         self._async_waiters: list[asyncio.Future[None]] = []
@@ -270,6 +248,12 @@ class Batch:
     def _finish(self, exc: BaseException | None) -> None:
         with self._lock:
             errors, total, cancelled = list(self._errors), self._total, self._cancelled
+            done = self._finished
+        if self._bar is not None:
+            try:
+                self._bar.close(done, total)  # draws the final counts
+            except Exception:  # a broken bar must not hide the batch's outcome
+                logger.exception("the progress bar of a batch raised")
         if exc is not None:
             for error in errors:
                 logger.error("a job of a batch left by an exception failed", exc_info=error)
@@ -391,6 +375,23 @@ class Batch:
             with self._lock:
                 self._pending -= 1
                 self._notify_if_idle()
+            return
+        bar = self._bar
+        if bar is not None:
+            # No order needed: the bar shows the latest counts, and leaving the
+            # batch draws the final ones (_finish).
+            with self._lock:
+                if not self._count_over(call, cancelled):
+                    return
+                self._pending -= 1
+                self._notify_if_idle()
+                done, total = self._finished, self._total
+            if monotonic() >= bar.due:  # the bar takes counts a few times a second
+                try:
+                    bar(done, total)
+                except BaseException:  # even SystemExit: it must not kill a worker
+                    with contextlib.suppress(BaseException):
+                        logger.exception("the progress bar of a batch raised")
             return
         with self._lock:
             if self._count_over(call, cancelled):

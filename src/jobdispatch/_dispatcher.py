@@ -449,8 +449,11 @@ class Dispatcher:
             How many jobs were dispatched.
 
         Raises:
-            As `dispatch`. A note on the exception says how many jobs were
-            dispatched before it; the rest were not.
+            DispatcherError: As `dispatch` (`PoolFull`, `UnknownPriority`,
+                `DispatcherClosed`); a note on the exception says how many
+                jobs were dispatched before it, and no other was.
+            TypeError: As `dispatch`, or ``chunksize`` is not an int.
+            ValueError: ``chunksize`` is less than 1, or as `dispatch`.
         """
         size = check_int("chunksize", chunksize, 1)
         if timeout is not None:
