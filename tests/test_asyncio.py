@@ -521,18 +521,20 @@ class TestAsyncWith:
         gate = threading.Event()
         started = threading.Event()
         ran = Counter()
-        outcome: list[Dispatcher] = []
+        d = Dispatcher([PoolConfig(0, 1, queue_size=5)], name="awexc")
+        openers: list[asyncio.Task[None]] = []
+
+        async def opener() -> None:
+            await until(lambda: d.stats(0).cancelled == 3, "the queued jobs to be cancelled")
+            gate.set()
 
         async def main() -> None:
-            async with Dispatcher([PoolConfig(0, 1, queue_size=5)], name="awexc") as d:
-                outcome.append(d)
+            async with d:
                 d.dispatch(lambda: (started.set(), gate.wait(WAIT)))
                 for _ in range(3):
                     await d.dispatch_async(ran)
                 await until(started.is_set, "the first job to start")
-                asyncio.create_task(
-                    until(lambda: d.stats(0).cancelled == 3, "the queued jobs to be cancelled")
-                ).add_done_callback(lambda _: gate.set())
+                openers.append(asyncio.create_task(opener()))
                 raise KeyError("inside")
 
         try:
@@ -540,11 +542,12 @@ class TestAsyncWith:
                 asyncio.run(main())
         finally:
             gate.set()
-        d = outcome[0]
+            d.finalize(timeout=WAIT)
         assert ran.value == 0
+        assert openers[0].exception() is None  # it ran while the dispatcher was leaving
         stats = d.stats(0)
         assert (stats.completed, stats.cancelled) == (1, 3)
-        assert not [t.name for t in threads_named("awexc-") if t.is_alive()]
+        assert not [t.name for t in threads_named("awexc") if t.is_alive()]
 
     def test_task_cancelled_while_leaving_cancels_pending_and_joins(self) -> None:
         """A task cancelled while leaving drops the jobs not started, still joins every thread, then is cancelled."""

@@ -72,9 +72,9 @@ async def _enter(
         else:
             return
         waiter: asyncio.Future[None] = loop.create_future()
-        if not pool.add_room_waiter(waiter):
-            continue  # a place came free meanwhile
         try:
+            if not pool.add_room_waiter(waiter):
+                continue  # a place came free meanwhile
             await waiter
         except BaseException:
             # Cancelled, perhaps just as the pool woke this waiter: it takes
@@ -93,14 +93,15 @@ async def wait(dispatcher: Dispatcher, timeout: float | None) -> bool:
         raise DispatcherClosed(dispatcher._closed_reason)
     loop = asyncio.get_running_loop()
     waiters: dict[asyncio.Future[None], tuple[Pool, Generation]] = {}
-    for pool in dispatcher._pools.values():
-        for generation in pool.close_generation():
-            waiter: asyncio.Future[None] = loop.create_future()
-            if pool.add_generation_waiter(generation, waiter):
-                waiters[waiter] = (pool, generation)
-    if not waiters:
-        return True
     try:
+        for pool in dispatcher._pools.values():
+            for generation in pool.close_generation():
+                waiter: asyncio.Future[None] = loop.create_future()
+                waiters[waiter] = (pool, generation)
+                if not pool.add_generation_waiter(generation, waiter):
+                    del waiters[waiter]  # that generation is done already
+        if not waiters:
+            return True
         _, pending = await asyncio.wait(waiters, timeout=seconds)
     finally:
         # Timed out or cancelled: the generations must not keep the futures
