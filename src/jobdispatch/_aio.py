@@ -46,17 +46,20 @@ async def submit(dispatcher: Dispatcher, job: JobLike, priority: int | None, cal
     if call is not None:
         call.fn = fn
         fn, batch = call, call.batch
-    await _enter(pool, job, fn, batch, context)
+    try:
+        pool.submit(job, fn, batch, context, 0)
+    except PoolFull:
+        await _enter_full(pool, job, fn, batch, context)
 
 
-async def _enter(
+async def _enter_full(
     pool: Pool,
     job: object,
     fn: Callable[[], object],
     batch: Batch | None,
     context: contextvars.Context | None,
 ) -> None:
-    """Put a job into ``pool``; while it is full, await a place without blocking the loop."""
+    """Put a job into ``pool``, which was full: await a place without blocking the loop."""
     if current_pool() is pool:
         # A job of this pool runs the loop. As with Dispatcher.dispatch, it
         # never waits for room in its own pool (once every worker did, the
@@ -65,24 +68,22 @@ async def _enter(
         return
     loop = asyncio.get_running_loop()
     while True:
-        try:
-            pool.submit(job, fn, batch, context, 0)
-        except PoolFull:
-            pass
-        else:
-            return
         waiter: asyncio.Future[None] = loop.create_future()
         try:
-            if not pool.add_room_waiter(waiter):
-                continue  # a place came free meanwhile
-            await waiter
+            if pool.add_room_waiter(waiter):  # False: a place came free meanwhile
+                await waiter
         except BaseException:
             # Cancelled, perhaps just as the pool woke this waiter: it takes
             # no place, so whatever wake-up it got goes to the next waiter.
             pool.remove_room_waiter(waiter)
             raise
-        # Woken: the pool removed the waiter. Try again; another producer
-        # may have taken the place first.
+        # The pool removed the waiter as it woke it. Another producer may
+        # have taken the place first: then wait again.
+        try:
+            pool.submit(job, fn, batch, context, 0)
+        except PoolFull:
+            continue
+        return
 
 
 async def wait(dispatcher: Dispatcher, timeout: float | None) -> bool:
@@ -131,7 +132,11 @@ async def run(
     call = _Call(fn, args, kwargs, name)
     pool, _ = dispatcher._route(call, priority)
     # Cancelled while waiting for room: the call never entered the pool.
-    await _enter(pool, call, call, None, contextvars.copy_context())
+    context = contextvars.copy_context()
+    try:
+        pool.submit(call, call, None, context, 0)
+    except PoolFull:
+        await _enter_full(pool, call, call, None, context)
     result: asyncio.Future[_T] = asyncio.wrap_future(call.future)
     try:
         return await result
