@@ -755,12 +755,14 @@ class TestRun:
         assert d.stats(0).cancelled == 1
 
     def test_bad_arguments_raise_clear_errors(self) -> None:
-        """run() rejects a non-callable, a name that is not a str, and a missing priority, naming them."""
+        """run() rejects a non-callable, a coroutine function, a bad name and a missing priority, naming them."""
 
         async def main() -> None:
             async with Dispatcher({0: 1, 1: 1}) as d:
                 with pytest.raises(TypeError, match=r"^fn must be callable, got 42$"):
                     await d.run(42, priority=0)  # type: ignore[arg-type]
+                with pytest.raises(TypeError, match=r"^fn must be a plain function, not the coroutine function <"):
+                    await d.run(asyncio.sleep, 0, priority=0)
                 with pytest.raises(TypeError, match=r"^name must be a str or None, got 7$"):
                     await d.run(print, priority=0, name=7)  # type: ignore[arg-type]
                 with pytest.raises(TypeError, match=r"^priority is required for <jobdispatch run of 'print'>"):

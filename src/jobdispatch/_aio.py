@@ -17,6 +17,7 @@ import asyncio
 import contextlib
 import contextvars
 import functools
+import inspect
 import threading
 import time
 from collections.abc import Callable
@@ -125,6 +126,8 @@ async def run(
     """Run ``fn(*args, **kwargs)`` on a pool and return its result; see `Dispatcher.run`."""
     if not callable(fn):
         raise TypeError(f"fn must be callable, got {safe_repr(fn)}")
+    if inspect.iscoroutinefunction(fn):
+        raise TypeError(f"fn must be a plain function, not the coroutine function {safe_repr(fn)}: await it directly")
     if name is not None and not isinstance(name, str):
         raise TypeError(f"name must be a str or None, got {name!r}")
     if dispatcher.closed and dispatcher._refuses_dispatch():
@@ -171,7 +174,7 @@ class _Call:
         self.fn = fn
         self.args = args
         self.kwargs = kwargs
-        self.what = name if name is not None else getattr(fn, "__qualname__", None)
+        self.what = name if name is not None else getattr(fn, "__qualname__", type(fn).__qualname__)
         self.dropped = False
         self.duration = 0.0
 
@@ -196,7 +199,7 @@ class _Call:
         self.future.cancel()
 
     def __repr__(self) -> str:
-        return f"<jobdispatch run of {self.what!r}>" if self.what is not None else "<jobdispatch run call>"
+        return f"<jobdispatch run of {self.what!r}>"
 
 
 def _report_abandoned(pool: Pool, call: _Call, future: Future[Any]) -> None:

@@ -338,8 +338,9 @@ class Dispatcher:
             DispatcherClosed: `finalize` was called, or
                 ``finalize(cancel_pending=True)`` dropped the call before it
                 started.
-            TypeError: ``fn`` is not callable, ``name`` is not a str, or the
-                priority is missing or has the wrong type.
+            TypeError: ``fn`` is not callable or is a coroutine function,
+                ``name`` is not a str, or the priority is missing or has the
+                wrong type.
         """
         return await _aio.run(self, fn, args, kwargs, priority, name)
 
