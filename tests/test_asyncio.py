@@ -6,6 +6,7 @@ import asyncio
 import contextvars
 import inspect
 import logging
+import random
 import sys
 import threading
 import time
@@ -771,3 +772,65 @@ class TestRun:
                 await d.run(print, priority=0)
 
         asyncio.run(main())
+
+
+class TestCancellationStorm:
+    """Many producers cancelled at random points: no wake-up is lost, and every call is accounted for."""
+
+    def test_producers_cancelled_at_random_lose_no_wake_up(self) -> None:
+        """After a storm of timed-out dispatch_async calls on a tiny pool, fresh producers all get through."""
+        ran = Counter()
+        rng = random.Random(1234)
+
+        def job() -> None:
+            ran()
+            time.sleep(rng.random() / 2000)  # the job's own run time, not a wait for anything
+
+        async def producer(d: Dispatcher, limit: float) -> bool:
+            try:
+                async with asyncio.timeout(limit):
+                    await d.dispatch_async(job)
+            except TimeoutError:
+                return False
+            return True
+
+        async def main(d: Dispatcher) -> int:
+            outcomes = await asyncio.gather(*(producer(d, rng.random() / 20) for _ in range(300)))
+            await asyncio.wait_for(asyncio.gather(*(d.dispatch_async(job) for _ in range(20))), WAIT)
+            assert await d.wait_async(WAIT)
+            return sum(outcomes) + 20
+
+        with Dispatcher([PoolConfig(0, 2, queue_size=0)]) as d:
+            dispatched = asyncio.run(main(d))
+            assert room_waiters(d) == 0
+        assert ran.value == dispatched == d.stats(0).completed
+
+    def test_runs_cancelled_at_random_are_all_accounted_for(self) -> None:
+        """Each run() cancelled at a random point was never counted, counted cancelled, or ran to the end."""
+        ran = Counter()
+        rng = random.Random(4321)
+
+        def call(n: int) -> int:
+            ran()
+            time.sleep(rng.random() / 2000)  # the call's own run time
+            return n
+
+        async def caller(d: Dispatcher, n: int, limit: float) -> bool:
+            try:
+                async with asyncio.timeout(limit):
+                    assert await d.run(call, n) == n
+            except TimeoutError:
+                return False
+            return True
+
+        async def main(d: Dispatcher) -> int:
+            outcomes = await asyncio.gather(*(caller(d, n, rng.random() / 20) for n in range(300)))
+            assert await d.wait_async(WAIT)
+            return sum(outcomes)
+
+        with Dispatcher([PoolConfig(0, 2, queue_size=3)]) as d:
+            returned = asyncio.run(main(d))
+            stats = d.stats(0)
+        assert ran.value == stats.completed >= returned
+        assert (stats.busy, stats.queued, stats.failed) == (0, 0, 0)
+        assert stats.completed + stats.cancelled <= 300
