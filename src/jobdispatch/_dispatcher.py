@@ -328,7 +328,9 @@ class Dispatcher:
                 single pool.
             name: A name for the call, shown in its ``repr`` (in the log
                 record of a failure nobody awaits, say).
-            **kwargs: Its keyword arguments.
+            **kwargs: Its keyword arguments. To pass ``fn`` an argument
+                named ``priority`` or ``name``, bind it with
+                `functools.partial`.
 
         Returns:
             What ``fn`` returned.
