@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import asyncio
 import atexit
 import contextlib
 import functools
@@ -15,11 +14,12 @@ from collections.abc import Callable, Iterable
 from contextvars import copy_context
 from queue import Empty
 from types import FunctionType, TracebackType
-from typing import TypeAlias, overload
+from typing import Any, TypeAlias, TypeVar, overload
 
+from . import _aio
 from ._batch import Batch, BatchCall, ProgressCallback
 from ._config import ConfigLike, check_delay, check_int, check_priority, check_timeout, normalize_config
-from ._errors import DispatcherClosed, DispatcherError, PoolFull, UnknownPriority
+from ._errors import DispatcherClosed, DispatcherError, UnknownPriority
 from ._executor import PoolExecutor
 from ._job import Job, Named, check_name, job_name
 from ._pool import Chunk, ErrorHandler, Generation, Pool, Round, current_pool, logger, safe_repr
@@ -29,6 +29,8 @@ from ._state import State
 from ._stats import PoolStats
 
 __all__ = ["Dispatcher", "JobLike"]
+
+_T = TypeVar("_T")
 
 JobLike: TypeAlias = "Job | Callable[[], object]"
 """What can be dispatched: a `Job`, or any callable taking no argument."""
@@ -504,8 +506,10 @@ class Dispatcher:
     async def dispatch_async(self, job: JobLike, *, priority: int | None = None) -> None:
         """Dispatch ``job``, waiting for room in its pool without blocking the event loop.
 
-        Cancelling the awaiting task cancels the dispatch: the job is then
-        never run nor counted.
+        Cancelling the awaiting task while it waits for room cancels the
+        dispatch: the job is then never run nor counted. As with `dispatch`,
+        a job of the dispatcher that runs an event loop and dispatches into
+        its own full pool runs the new job at once, in its own thread.
 
         Args:
             job: A `Job`, or any callable taking no argument.
@@ -516,68 +520,77 @@ class Dispatcher:
             DispatcherClosed: `finalize` was called.
             TypeError: As for `dispatch`.
         """
-        await self._submit_async(job, priority, None)
+        await _aio.submit(self, job, priority, None)
 
     async def _submit_async(self, job: JobLike, priority: int | None, call: BatchCall | None) -> None:
-        state = self._state
-        if state is not _OPEN and self._refuses(state):
-            raise DispatcherClosed(self._closed_reason)
-        pool, fn, reported = self._route(job, priority)
-        context = copy_context() if self._propagate_context else None
-        batch = None
-        if call is not None:
-            call.fn = fn
-            fn, batch = call, call.batch
-        loop = asyncio.get_running_loop()
-        while True:
-            try:
-                pool.submit(reported, fn, batch, context, 0)
-            except PoolFull:
-                pass
-            else:
-                return
-            waiter: asyncio.Future[None] = loop.create_future()
-            if not pool.add_room_waiter(waiter):
-                continue
-            try:
-                await waiter
-            except BaseException:
-                if waiter.done() and not waiter.cancelled():
-                    pool.pass_room_on()  # woken, then cancelled: hand the wake-up on
-                raise
-            finally:
-                pool.remove_room_waiter(waiter)
+        await _aio.submit(self, job, priority, call)
+
+    async def run(
+        self,
+        fn: Callable[..., _T],
+        /,
+        *args: Any,
+        priority: int | None = None,
+        name: str | None = None,
+        **kwargs: Any,
+    ) -> _T:
+        """Run ``fn(*args, **kwargs)`` on a pool and return its result, as `asyncio.to_thread` does.
+
+        The call runs in a copy of the caller's `contextvars` context
+        (whatever ``propagate_context`` says), under the limits of its pool:
+        while the pool is full, this waits for room without blocking the
+        event loop. Its exception is raised here; it counts as ``failed`` in
+        `stats` and goes neither to ``on_error`` nor to the log.
+
+        Cancelling the awaiting task:
+
+        - while it waits for room: the call never enters the pool, and is
+          neither run nor counted (as with `dispatch_async`);
+        - once the call is in the pool but has not started: it never runs,
+          and counts as ``cancelled``;
+        - once the call has started: it runs to the end and counts as usual,
+          but its result is dropped; if it raises, the exception goes to
+          ``on_error`` or the log, since nobody awaits it any more.
+
+        Args:
+            fn: The function to call on a worker thread.
+            *args: Its positional arguments.
+            priority: The pool to use; required unless the dispatcher has a
+                single pool.
+            name: A name for the call, shown in its ``repr`` (in the log
+                record of a failure nobody awaits, say).
+            **kwargs: Its keyword arguments. To pass ``fn`` an argument
+                named ``priority`` or ``name``, bind it with
+                `functools.partial`.
+
+        Returns:
+            What ``fn`` returned.
+
+        Raises:
+            UnknownPriority: No pool has this priority.
+            DispatcherClosed: `finalize` was called, or
+                ``finalize(cancel_pending=True)`` dropped the call before it
+                started.
+            TypeError: ``fn`` is not callable or is a coroutine function,
+                ``name`` is not a str, or the priority is missing or has the
+                wrong type.
+        """
+        return await _aio.run(self, fn, args, kwargs, priority, name)
 
     async def wait_async(self, timeout: float | None = None) -> bool:
         """Like `wait`, but awaits without blocking the event loop.
 
         Returns:
             ``True`` when the jobs are done, ``False`` if ``timeout`` ran out.
+
+        Raises:
+            DispatcherError: Called from one of the dispatcher's own jobs
+                (one that runs an event loop).
+            DispatcherClosed: The dispatcher was inherited through ``fork()``.
+            TypeError: ``timeout`` is not a number.
+            ValueError: ``timeout`` is negative or NaN.
         """
-        seconds = check_timeout(timeout)
-        if self._forked:
-            raise DispatcherClosed(self._closed_reason)
-        loop = asyncio.get_running_loop()
-        deadline = None if seconds is None else loop.time() + seconds
-        for round_ in self._close_round():
-            while True:
-                before = self._follow_ups(round_)
-                for pool in self._pools.values():
-                    generation = round_.generations[pool.index]
-                    waiter: asyncio.Future[None] = loop.create_future()
-                    if not pool.add_generation_waiter(generation, waiter):
-                        continue
-                    try:
-                        remaining = None if deadline is None else max(0.0, deadline - loop.time())
-                        await asyncio.wait_for(waiter, remaining)
-                    except TimeoutError:
-                        return False
-                    finally:
-                        pool.remove_generation_waiter(generation, waiter)
-                if self._follow_ups(round_) == before:
-                    break
-            self._forget_round(round_)
-        return True
+        return await _aio.wait(self, timeout)
 
     # -- barriers ----------------------------------------------------------
 
@@ -689,6 +702,12 @@ class Dispatcher:
         self._refuse_in_own_worker("open a batch")
         return Batch(self, progress=progress)
 
+    def _check_open(self) -> None:
+        """Raise `DispatcherClosed` unless the calling thread may dispatch now."""
+        state = self._state
+        if state is not _OPEN and self._refuses(state):
+            raise DispatcherClosed(self._closed_reason)
+
     def _refuses(self, state: State) -> bool:
         """Whether a dispatch must be refused in ``state`` (which is not OPEN).
 
@@ -787,6 +806,18 @@ class Dispatcher:
                 raise
         else:
             self.finalize(cancel_pending=True)
+
+    async def __aenter__(self) -> Dispatcher:
+        return self
+
+    async def __aexit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        # As __exit__, with the blocking finalize on a thread of its own.
+        await _aio.leave(self, exc)
 
     # -- introspection -----------------------------------------------------
 

@@ -416,13 +416,16 @@ class Pool:
         """Return a place no job used, and wake an async producer waiting for room.
 
         One C call puts the place back, so Ctrl-C (this runs on producer
-        threads) cannot lose it. A due delayed job waiting for room gets it
-        from the timer, which offers free places to such jobs every few
-        milliseconds (`serve_due`).
+        threads) cannot lose it. The waiters are then looked at under the
+        lock, never through a flag read without it: `add_room_waiter` checks
+        for room and registers its waiter in one hold of that lock, so
+        either it sees this place or this call sees its waiter, whatever
+        the interleaving, with or without a GIL. A due delayed job waiting
+        for room gets it from the timer, which offers free places to such
+        jobs every few milliseconds (`serve_due`).
         """
         self._slots.put(place)
-        if self._slow_release:
-            self.pass_room_on()
+        self.pass_room_on()
 
     def _free_place_locked(self) -> Place:
         """Take a free place without blocking, passing over wake-ups; raise `Empty` if there is none."""
@@ -657,16 +660,28 @@ class Pool:
     def pass_room_on(self) -> None:
         """Wake the next async producer if the pool has room."""
         with self._lock:
-            if self._room_waiters and (self._slots.qsize() or self._unissued):
-                wake_future(self._room_waiters.popleft())
-            self._slow_release = bool(self._due or self._room_waiters)
+            self._pass_room_on_locked()
 
     def remove_room_waiter(self, waiter: asyncio.Future[None]) -> None:
-        """Forget ``waiter`` (its task was cancelled or it was woken)."""
+        """Forget ``waiter``, whose task stopped waiting, and hand on any wake-up it was given.
+
+        The pool may have woken ``waiter`` just before its task was
+        cancelled, or may wake a cancelled one still in the queue: whenever
+        the pool has room, that wake-up goes to the next waiter, so a
+        cancelled waiter never keeps a place from the others.
+        """
         with self._lock:
             with contextlib.suppress(ValueError):
                 self._room_waiters.remove(waiter)
-            self._slow_release = bool(self._due or self._room_waiters)
+            self._pass_room_on_locked()
+
+    def _pass_room_on_locked(self) -> None:
+        # A waiter whose loop is closed cannot take the place: the next one
+        # is woken instead. A cancelled one hands it on (remove_room_waiter).
+        while self._room_waiters and (self._slots.qsize() or self._unissued):
+            if wake_future(self._room_waiters.popleft()):
+                break
+        self._slow_release = bool(self._due or self._room_waiters)
 
     def add_generation_waiter(self, generation: Generation, waiter: asyncio.Future[None]) -> bool:
         """Resolve ``waiter`` when ``generation`` has no pending job; ``False`` if it has none now."""
@@ -896,16 +911,26 @@ def _generation_done(generation: Generation) -> None:
     generation.waiters.clear()
 
 
-def wake_future(future: asyncio.Future[None]) -> None:
-    """Resolve an asyncio future from any thread, unless it is already done."""
+def wake_future(future: asyncio.Future[None]) -> bool:
+    """Resolve an asyncio future from any thread, unless it is done by then.
+
+    The future is only looked at on its loop's thread (asyncio futures are
+    not thread-safe), so a ``True`` does not promise that its task takes
+    the wake-up: it may be cancelled before the loop resolves the future.
+
+    Returns:
+        ``False`` if the future's loop is closed: nobody will be woken.
+    """
 
     def resolve() -> None:
         if not future.done():
             future.set_result(None)
 
-    # The loop may be closed already: its coroutine is gone and nobody waits.
-    with contextlib.suppress(RuntimeError):
+    try:
         future.get_loop().call_soon_threadsafe(resolve)
+    except RuntimeError:  # the loop is closed: its coroutine is gone and nobody waits
+        return False
+    return True
 
 
 class NoThread(Exception):

@@ -61,6 +61,10 @@ def use_the_api() -> None:
         dispatcher.dispatch(job)
 
 
+def scale(n: int, *, by: float) -> float:
+    return n * by
+
+
 async def use_asyncio() -> None:
     with Dispatcher({0: 4}) as dispatcher:
         await dispatcher.dispatch_async(print)
@@ -68,6 +72,9 @@ async def use_asyncio() -> None:
         async with dispatcher.batch() as batch:
             await batch.dispatch_async(print)
         print(finished)
+    async with Dispatcher({0: 4, 1: 1}) as pools:
+        assert_type(pools, Dispatcher)
+        assert_type(await pools.run(scale, 3, by=0.5, priority=1, name="scale"), float)
 
 
 if __name__ == "__main__":
