@@ -8,6 +8,7 @@ import sys
 import threading
 import time
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -273,3 +274,56 @@ class TestFailureLog:
             elapsed = time.perf_counter() - before
         (record,) = caplog.records
         assert 0.05 <= record.duration <= elapsed  # type: ignore[attr-defined]
+
+
+def open_when_the_round_closes(monkeypatch: pytest.MonkeyPatch, gate: threading.Event) -> None:
+    """Open ``gate`` as soon as a barrier has closed its round (a test driver patch)."""
+    real = Dispatcher._close_round
+
+    def close_and_open(self: Dispatcher) -> Any:
+        rounds = real(self)
+        gate.set()
+        return rounds
+
+    monkeypatch.setattr(Dispatcher, "_close_round", close_and_open)
+
+
+class TestWaitProgress:
+    def test_wait_reports_jobs_and_follow_ups_to_a_callable(self, monkeypatch: pytest.MonkeyPatch) -> None:
+        """wait(progress=callback) reports (done, total) of the round, follow-ups included, ending at the total."""
+        reports: list[tuple[int, int]] = []
+        gate = threading.Event()
+        open_when_the_round_closes(monkeypatch, gate)
+        with Dispatcher({0: 2}, name="test-wait-progress") as d:
+
+            def parent() -> None:
+                gate.wait(10)
+                d.dispatch(lambda: None)  # a follow-up: the total grows
+
+            d.dispatch(parent)
+            d.dispatch(lambda: gate.wait(10))
+            assert d.wait(10, progress=lambda done, total: reports.append((done, total)))
+        assert reports[-1] == (3, 3)
+        assert all(done <= total for done, total in reports)
+        assert [total for _, total in reports] == sorted(total for _, total in reports)
+
+    def test_wait_progress_true_draws_a_bar(
+        self, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+    ) -> None:
+        """wait(progress=True) draws a tqdm bar that ends at the number of jobs waited for."""
+        pytest.importorskip("tqdm")
+        gate = threading.Event()
+        open_when_the_round_closes(monkeypatch, gate)
+        with Dispatcher({0: 2}, name="test-wait-bar") as d:
+            for _ in range(5):
+                d.dispatch(lambda: gate.wait(10))
+            assert d.wait(10, progress=True)
+        assert "5/5" in capsys.readouterr().err
+
+    def test_wait_progress_bad_type(self) -> None:
+        """A progress that is neither a bool, a callable nor None is refused, with the value."""
+        with (
+            Dispatcher(1, name="test-wait-bad") as d,
+            pytest.raises(TypeError, match=r"^progress must be a bool, a callable or None, got 3$"),
+        ):
+            d.wait(progress=3)  # type: ignore[arg-type]

@@ -24,6 +24,7 @@ from ._executor import PoolExecutor
 from ._job import Job, Named, check_name, job_name
 from ._pool import Chunk, ErrorHandler, Generation, Pool, Round, current_pool, logger, safe_repr
 from ._pool import _role as _thread_role
+from ._progress import TqdmProgress, wait_reporting
 from ._scheduler import Scheduler, join_thread
 from ._state import State
 from ._stats import PoolStats
@@ -594,7 +595,7 @@ class Dispatcher:
 
     # -- barriers ----------------------------------------------------------
 
-    def wait(self, timeout: float | None = None) -> bool:
+    def wait(self, timeout: float | None = None, *, progress: bool | ProgressCallback | None = None) -> bool:
         """Block until every job dispatched before the call has finished, with its follow-ups.
 
         Delayed jobs count from the moment `dispatch_later` was called. A job
@@ -607,6 +608,10 @@ class Dispatcher:
 
         Args:
             timeout: Seconds to wait at most; ``None`` waits as long as it takes.
+            progress: ``True`` shows a tqdm bar of the jobs waited for (needs
+                tqdm: ``pip install tqdm``); a callable is called as
+                ``progress(done, total)`` about ten times a second, on the
+                waiting thread. ``total`` grows as follow-ups join.
 
         Returns:
             ``True`` when those jobs are done, ``False`` if ``timeout`` ran out.
@@ -614,7 +619,9 @@ class Dispatcher:
         Raises:
             DispatcherError: Called from one of the dispatcher's own jobs.
             DispatcherClosed: The dispatcher was inherited through ``fork()``.
-            TypeError: ``timeout`` is not a number.
+            ModuleNotFoundError: ``progress=True`` without tqdm installed.
+            TypeError: ``timeout`` is not a number, or ``progress`` neither a
+                bool, a callable nor None.
             ValueError: ``timeout`` is negative or NaN.
         """
         if self._forked:
@@ -622,12 +629,44 @@ class Dispatcher:
         self._refuse_in_own_worker("wait")
         seconds = check_timeout(timeout)
         deadline = None if seconds is None else time.monotonic() + seconds
-        return self._wait_until(deadline)
+        if progress is None or progress is False:
+            return self._wait_until(deadline)
+        if progress is True:
+            bar = TqdmProgress(unit="job")
+            try:
+                return self._wait_until(deadline, bar)
+            finally:
+                bar.close()
+        if not callable(progress):
+            raise TypeError(f"progress must be a bool, a callable or None, got {progress!r}")
+        return self._wait_until(deadline, progress)
 
-    def _wait_until(self, deadline: float | None) -> bool:
+    def _wait_until(self, deadline: float | None, progress: ProgressCallback | None = None) -> bool:
         if self._forked:
             raise DispatcherClosed(self._closed_reason)
-        return all(self._wait_round(round_, deadline) for round_ in self._close_round())
+        rounds = self._close_round()
+        counts = None if progress is None else self._progress_counts(rounds)
+        return all(self._wait_round(round_, deadline, progress, counts) for round_ in rounds)
+
+    def _progress_counts(self, rounds: list[Round]) -> Callable[[], tuple[int, int]]:
+        """Return a function that says how many jobs of ``rounds`` are over, of how many, since now."""
+
+        def totals() -> tuple[int, int]:
+            pending = follow_ups = 0
+            for round_ in rounds:
+                for pool in self._pools.values():
+                    p, f = pool.generation_state(round_.generations[pool.index])
+                    pending, follow_ups = pending + p, follow_ups + f
+            return pending, follow_ups
+
+        pending_at_start, follow_ups_at_start = totals()
+
+        def counts() -> tuple[int, int]:
+            pending, follow_ups = totals()
+            total = pending_at_start + follow_ups - follow_ups_at_start
+            return total - pending, total
+
+        return counts
 
     def _close_round(self) -> list[Round]:
         """Start a new round in every pool; return every closed round not yet seen finished."""
@@ -639,7 +678,13 @@ class Dispatcher:
                     self._closed_rounds.append(closed.round)
             return list(self._closed_rounds)
 
-    def _wait_round(self, round_: Round, deadline: float | None) -> bool:
+    def _wait_round(
+        self,
+        round_: Round,
+        deadline: float | None,
+        progress: ProgressCallback | None = None,
+        counts: Callable[[], tuple[int, int]] | None = None,
+    ) -> bool:
         """Wait until ``round_`` has no pending job in any pool.
 
         Follow-ups can move from pool to pool, so a pass that saw every
@@ -650,7 +695,11 @@ class Dispatcher:
         while True:
             before = self._follow_ups(round_)
             for pool in self._pools.values():
-                if not pool.idle_event(round_.generations[pool.index]).wait(_remaining(deadline)):
+                idle = pool.idle_event(round_.generations[pool.index])
+                if progress is None or counts is None:
+                    if not idle.wait(_remaining(deadline)):
+                        return False
+                elif not wait_reporting(idle.wait, counts, progress, deadline):
                     return False
             if self._follow_ups(round_) == before:
                 self._forget_round(round_)
