@@ -227,6 +227,7 @@ class Batch:
         exc: BaseException | None,
         tb: TracebackType | None,
     ) -> None:
+        self._dispatcher._refuse_in_own_worker("leave a batch")
         if exc is not None:
             self._cancel_waiting()
         loop = asyncio.get_running_loop()

@@ -358,8 +358,7 @@ class Pool:
         room. Anything else (DispatcherClosed, Ctrl-C): a reserved worker
         that did not start is counted out.
         """
-        if self._slow_release:
-            self.pass_room_on()
+        self.pass_room_on()  # under the lock: the place the caller put back may be what an async producer awaits
         if isinstance(error, NoThread):
             self._run_inline(job, fn, batch, context)
             return
@@ -563,9 +562,7 @@ class Pool:
                         break
                     place = self._issue_place_locked()
                 self._hand_over_due_locked(self._due.popleft(), place)
-            if self._room_waiters and (self._slots.qsize() or self._unissued):
-                wake_future(self._room_waiters.popleft())
-            self._slow_release = bool(self._due or self._room_waiters)
+            self._pass_room_on_locked()
             return not self._due
 
     def _reserve_worker_locked(self) -> threading.Thread | None:
@@ -642,9 +639,7 @@ class Pool:
             self._hand_over_due_locked(self._due.popleft(), place)
         else:
             self._slots.put(place)
-            if self._room_waiters:
-                wake_future(self._room_waiters.popleft())
-        self._slow_release = bool(self._due or self._room_waiters)
+        self._pass_room_on_locked()
 
     def add_room_waiter(self, waiter: asyncio.Future[None]) -> bool:
         """Resolve ``waiter`` when a place frees up; ``False`` if one is free now."""
