@@ -14,6 +14,7 @@ from ._pool import CancelledBeforeStart, logger, wake_future
 
 if TYPE_CHECKING:
     from ._dispatcher import Dispatcher, JobLike
+    from ._scheduler import DelayedJob
 
 __all__ = ["Batch", "BatchCall", "ProgressCallback"]
 
@@ -152,15 +153,17 @@ class Batch:
             self._withdraw(call)
             raise
 
-    def dispatch_later(self, delay: float, job: JobLike, *, priority: int | None = None) -> None:
+    def dispatch_later(self, delay: float, job: JobLike, *, priority: int | None = None) -> DelayedJob:
         """Dispatch ``job`` as part of this batch, ``delay`` seconds from now.
 
-        Takes the same arguments as `Dispatcher.dispatch_later`.
+        Takes the same arguments as `Dispatcher.dispatch_later`, and returns
+        its `DelayedJob`: a job cancelled through it counts as cancelled in
+        the batch.
         """
         call = BatchCall(self)
         try:
             self._add(call)
-            self._dispatcher._submit_later(delay, job, priority, call)
+            return self._dispatcher._submit_later(delay, job, priority, call)
         except BaseException:
             call.withdrawn = True  # a plain store: marked even if Ctrl-C strikes as _withdraw starts
             self._withdraw(call)

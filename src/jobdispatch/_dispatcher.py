@@ -21,7 +21,7 @@ from ._errors import DispatcherClosed, DispatcherError, PoolFull, UnknownPriorit
 from ._executor import PoolExecutor
 from ._job import Job
 from ._pool import ErrorHandler, Pool, current_pool, logger, safe_repr
-from ._scheduler import Scheduler, join_thread
+from ._scheduler import DelayedJob, Scheduler, describe_job, join_thread
 from ._stats import PoolStats
 
 __all__ = ["Dispatcher", "JobLike"]
@@ -176,7 +176,7 @@ class Dispatcher:
         except BaseException as error:
             pool.enqueue_failed(error, place, queued, spawn, job, fn, None, context)
 
-    def dispatch_later(self, delay: float, job: JobLike, *, priority: int | None = None) -> None:
+    def dispatch_later(self, delay: float, job: JobLike, *, priority: int | None = None) -> DelayedJob:
         """Dispatch ``job`` ``delay`` seconds from now, without blocking.
 
         The job counts as dispatched at once: `wait` and `finalize` wait for
@@ -190,13 +190,18 @@ class Dispatcher:
             job: A `Job`, or any callable taking no argument.
             priority: As for `dispatch`.
 
+        Returns:
+            A `DelayedJob`, to see when the job is due or to cancel it.
+
         Raises:
             ValueError: ``delay`` is negative, NaN or infinite.
             TypeError: ``delay`` is not a number; or as for `dispatch`.
             UnknownPriority: No pool has this priority.
-            DispatcherClosed: `finalize` was called.
+            DispatcherClosed: `finalize` was called, or the interpreter is
+                exiting (delayed jobs are cancelled then).
+            RuntimeError: The timer thread could not start (a thread limit).
         """
-        self._submit_later(delay, job, priority, None)
+        return self._submit_later(delay, job, priority, None)
 
     def _submit(self, job: JobLike, priority: int | None, timeout: float | None, call: BatchCall | None) -> None:
         """Dispatch for a batch (``call``) or a caller off the hot path."""
@@ -212,18 +217,20 @@ class Dispatcher:
             call.fn = fn
             pool.submit(job, call, call.batch, context, timeout)
 
-    def _submit_later(self, delay: float, job: JobLike, priority: int | None, call: BatchCall | None) -> None:
+    def _submit_later(self, delay: float, job: JobLike, priority: int | None, call: BatchCall | None) -> DelayedJob:
         due = time.monotonic() + check_delay(delay)
         if self._state is not _OPEN and self._refuses_dispatch():
             raise DispatcherClosed(self._closed_reason)
         pool, fn = self._route(job, priority)
         context = copy_context() if self._propagate_context else None
+        handle = DelayedJob(self._scheduler, due, fn, describe_job(job))
         if call is None:
-            pool.add_delayed(job, fn, None, context, due, self._scheduler)
+            pool.add_delayed(job, handle._start, None, context, handle, self._scheduler)
         else:
-            call.fn = fn
-            pool.add_delayed(job, call, call.batch, context, due, self._scheduler)
+            call.fn = handle._start
+            pool.add_delayed(job, call, call.batch, context, handle, self._scheduler)
         self._scheduler.yield_if_overdue()
+        return handle
 
     def _route(self, job: JobLike, priority: int | None) -> tuple[Pool, Callable[[], object]]:
         """Return the pool for ``job`` and the callable that runs it."""
@@ -548,15 +555,14 @@ class Dispatcher:
     # -- process events ----------------------------------------------------
 
     def _cancel_delayed_at_exit(self) -> None:
-        if self._state is _State.OPEN:
-            pending = sum(pool.stats().delayed for pool in self._pools.values())
-            if pending:
-                logger.warning(
-                    "interpreter exit: cancelling %d delayed jobs of dispatcher %r that was not finalized",
-                    pending,
-                    self._name,
-                )
-                self._scheduler.cancel_all()
+        """Cancel the delayed jobs, and refuse new ones: the interpreter exits."""
+        cancelled = self._scheduler.refuse_at_exit()
+        if cancelled:
+            logger.warning(
+                "interpreter exit: cancelling %d delayed jobs of dispatcher %r that was not finalized",
+                cancelled,
+                self._name,
+            )
 
     def _activity(self) -> tuple[int, int]:
         """Return (jobs not over, jobs ever over), summed over the pools."""
@@ -615,13 +621,17 @@ def _finalize_live_dispatchers() -> None:
 
     Jobs of one dispatcher may feed another, so all of them are drained
     together, until a whole pass over them finds nothing running and nothing
-    new finished, before any is finalized.
+    new finished, before any is finalized. Delayed jobs are cancelled, and
+    new ones refused, so that no job that delays itself again and again
+    keeps the process alive.
     """
-    dispatchers = [d for d in _live() if d._state is _OPEN]
-    for dispatcher in dispatchers:
-        dispatcher._cancel_delayed_at_exit()
     last_seen = None
     while True:
+        # Every pass: a job that ran meanwhile may have delayed another, or a
+        # new dispatcher may have come.
+        dispatchers = [d for d in _live() if d._state is _OPEN]
+        for dispatcher in dispatchers:
+            dispatcher._cancel_delayed_at_exit()
         for dispatcher in dispatchers:
             dispatcher.wait()
         activity = [dispatcher._activity() for dispatcher in dispatchers]
