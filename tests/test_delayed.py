@@ -9,6 +9,7 @@ import re
 import sys
 import threading
 import time
+import weakref
 from collections.abc import Callable
 from typing import Any
 
@@ -37,6 +38,20 @@ class Stamp:
 
     def __repr__(self) -> str:
         return "<Stamp>"
+
+
+class Payload:
+    """Something a job refers to, whose collection a test can watch."""
+
+
+class Holder:
+    """A job that keeps a reference to ``target``."""
+
+    def __init__(self, target: object) -> None:
+        self.target = target
+
+    def __call__(self) -> None:
+        pass
 
 
 class TestDispatchLater:
@@ -531,6 +546,29 @@ class TestDelayedJobHandle:
         d.finalize(cancel_pending=True, timeout=WAIT)
         assert all(handle.cancelled() for handle in handles)
         assert not any(handle.cancel() for handle in handles)
+
+    def test_finalize_cancel_pending_marks_handed_over_jobs_cancelled_and_drops_them(self, kit: Kit) -> None:
+        """Due jobs in the queue or waiting for room, dropped by finalize(cancel_pending=True), show as cancelled."""
+        d = kit.dispatcher([PoolConfig(0, 1, queue_size=1)])
+        gate, started = kit.gate(), threading.Event()
+        d.dispatch(gated(gate, started))
+        assert started.wait(WAIT)
+        payloads = [Payload(), Payload()]
+        gone = [weakref.ref(payload) for payload in payloads]
+        queued = d.dispatch_later(0, Holder(payloads[0]))
+        wait_for(lambda: d.stats(0).queued == 1, "the first due job to be queued")
+        waiting = d.dispatch_later(0, Holder(payloads.pop()))
+        del payloads
+        wait_for(lambda: d.stats(0).delayed == 1, "the second due job to wait for room")
+        with pytest.raises(TimeoutError):
+            d.finalize(cancel_pending=True, timeout=0.01)
+        gate.set()
+        d.finalize(timeout=WAIT)
+        assert (d.stats(0).cancelled, d.stats(0).completed) == (2, 1)
+        for handle in (queued, waiting):
+            assert handle.cancelled()
+            assert not handle.cancel()
+        assert [ref() for ref in gone] == [None, None]
 
     def test_handle_after_fork_cannot_cancel(self, kit: Kit) -> None:
         """A handle inherited through fork() cancels nothing in the child."""

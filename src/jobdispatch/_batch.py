@@ -11,6 +11,7 @@ from typing import TYPE_CHECKING, Any, TypeAlias
 
 from ._errors import DispatcherClosed, DispatcherError
 from ._pool import CancelledBeforeStart, logger, wake_future
+from ._scheduler import Run
 
 if TYPE_CHECKING:
     from ._dispatcher import Dispatcher, JobLike
@@ -49,6 +50,11 @@ class BatchCall:
             self.fn()
         finally:
             self.ran = True
+
+    def cancel_unstarted(self) -> None:
+        """Tell a delayed job's handle that its pool dropped the job before it started."""
+        if isinstance(self.fn, Run):
+            self.fn.cancel_unstarted()
 
     def __repr__(self) -> str:
         return f"<batch call of {self.fn!r}>"

@@ -21,7 +21,7 @@ from ._errors import DispatcherClosed, DispatcherError, PoolFull, UnknownPriorit
 from ._executor import PoolExecutor
 from ._job import Job
 from ._pool import ErrorHandler, Pool, current_pool, logger, safe_repr
-from ._scheduler import DelayedJob, Scheduler, describe_job, join_thread
+from ._scheduler import DelayedJob, Run, Scheduler, describe_job, join_thread
 from ._stats import PoolStats
 
 __all__ = ["Dispatcher", "JobLike"]
@@ -225,9 +225,9 @@ class Dispatcher:
         context = copy_context() if self._propagate_context else None
         handle = DelayedJob(self._scheduler, due, fn, describe_job(job))
         if call is None:
-            pool.add_delayed(job, handle._start, None, context, handle, self._scheduler)
+            pool.add_delayed(job, Run(handle), None, context, handle, self._scheduler)
         else:
-            call.fn = handle._start
+            call.fn = Run(handle)
             pool.add_delayed(job, call, call.batch, context, handle, self._scheduler)
         self._scheduler.yield_if_overdue()
         return handle

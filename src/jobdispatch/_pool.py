@@ -589,7 +589,10 @@ class Pool:
         """Drop the delayed jobs that are due but wait for room."""
         cancelled: list[tuple[Batch, object]] = []
         with self._lock:
+            dropped = list(self._due)
             self._cancel_due_locked(cancelled)
+        for item in dropped:
+            _tell_cancelled(item[1])
         for batch, call in cancelled:
             batch._job_over(call, cancelled=True)
 

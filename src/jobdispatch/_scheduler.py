@@ -34,7 +34,7 @@ if TYPE_CHECKING:
     from ._batch import Batch
     from ._pool import Pool, _Item
 
-__all__ = ["DelayedJob", "Scheduler", "describe_job", "join_thread"]
+__all__ = ["DelayedJob", "Run", "Scheduler", "describe_job", "join_thread"]
 
 _YIELD_EVERY = 0.001  # seconds between two GIL hand-overs by a busy producer
 
@@ -144,8 +144,15 @@ class DelayedJob:
             return f"<jobdispatch.DelayedJob {self._label} {when}>"
         return f"<jobdispatch.DelayedJob {self._label} {state.value}>"
 
+    def _drop(self) -> None:
+        """Mark the job cancelled: its pool dropped it before it started (``finalize(cancel_pending=True)``)."""
+        with self._scheduler._lock:
+            if self._state is _PENDING:
+                self._state = _CANCELLED
+            self._fn = self._item = self._pool = None
+
     def _start(self) -> None:
-        """Run the job unless it was cancelled: what its pool runs for it."""
+        """Run the job unless it was cancelled."""
         with self._scheduler._lock:
             if self._state is not _PENDING:
                 raise CancelledBeforeStart
@@ -157,6 +164,25 @@ class DelayedJob:
             fn()
         finally:
             self._state = _DONE
+
+
+class Run:
+    """What the pool runs for a delayed job: the job, unless it was cancelled first."""
+
+    __slots__ = ("handle",)
+
+    def __init__(self, handle: DelayedJob) -> None:
+        self.handle = handle
+
+    def __call__(self) -> None:
+        self.handle._start()
+
+    def cancel_unstarted(self) -> None:
+        """Tell the handle that its pool dropped the job before it started."""
+        self.handle._drop()
+
+    def __repr__(self) -> str:
+        return repr(self.handle)
 
 
 def describe_job(job: object) -> str:
@@ -397,9 +423,20 @@ class Scheduler:
                     self._condition.wait(min(delay, _SERVE_EVERY))
                     break
                 self._condition.wait(min(delay, LONGEST_WAIT))
-            requests, self._requests = self._requests, []
             popped = self._pop_due_locked(time.monotonic())
-        self._count_cancelled(requests)
+            requests, self._requests = self._requests, []
+        try:
+            self._count_cancelled(requests)
+        finally:
+            self._release(popped, parked)
+            self._acknowledge(requests)
+        # Workers hand freed places to waiting due jobs; offering them
+        # again here covers places given back by any other way.
+        parked.difference_update([pool for pool in parked if pool.serve_due()])
+        return True
+
+    def _release(self, popped: list[DelayedJob], parked: set[Pool]) -> None:
+        """Hand each due job to its pool, or count it if it was cancelled meanwhile."""
         for handle in popped:
             try:
                 if handle._state is _CANCELLED:
@@ -415,11 +452,6 @@ class Scheduler:
                     del pool, item
             except Exception as error:
                 self._lost(handle, error)
-        self._acknowledge(requests)
-        # Workers hand freed places to waiting due jobs; offering them
-        # again here covers places given back by any other way.
-        parked.difference_update([pool for pool in parked if pool.serve_due()])
-        return True
 
     def _pop_due_locked(self, now: float) -> list[DelayedJob]:
         heap = self._heap
