@@ -15,6 +15,7 @@ by the timer either way.
 
 from __future__ import annotations
 
+import contextlib
 import enum
 import heapq
 import itertools
@@ -388,14 +389,18 @@ class Scheduler:
             try:
                 if not self._step(parked):
                     return
-            except Exception:
+            except BaseException as error:
                 # A defect, not a job's failure (those never reach here): the
                 # timer must outlive it, or every delayed job after it would
                 # wait for ever.
-                try:
-                    logger.exception("the timer thread of %s hit an unexpected error; it goes on", self._thread_name)
-                finally:
-                    time.sleep(_SERVE_EVERY)  # no busy loop if the error repeats
+                with contextlib.suppress(BaseException):
+                    logger.error(
+                        "the timer thread of %s hit an unexpected error; it goes on",
+                        self._thread_name,
+                        exc_info=error,
+                    )
+                del error
+                time.sleep(_SERVE_EVERY)  # no busy loop if the error repeats
 
     def _step(self, parked: set[Pool]) -> bool:
         """Sleep until something is due or asked for, then release and count; ``False``: exit.
@@ -450,7 +455,7 @@ class Scheduler:
                     if pool.submit_due(item):
                         parked.add(pool)
                     del pool, item
-            except Exception as error:
+            except BaseException as error:
                 self._lost(handle, error)
 
     def _pop_due_locked(self, now: float) -> list[DelayedJob]:
@@ -504,7 +509,7 @@ class Scheduler:
         for handle in in_heap:
             try:
                 self._count_one(handle)
-            except Exception as error:
+            except BaseException as error:
                 self._lost(handle, error)
         for handle in handed:
             pool, item = handle._pool, handle._item
@@ -518,7 +523,7 @@ class Scheduler:
         if pool is not None and item is not None:
             pool.cancel_delayed(item)
 
-    def _lost(self, handle: DelayedJob, error: Exception) -> None:
+    def _lost(self, handle: DelayedJob, error: BaseException) -> None:
         """Count as failed a job whose hand-over raised, so that nothing waits for it for ever."""
         with self._lock:
             pool, item = handle._pool, handle._item
@@ -528,7 +533,8 @@ class Scheduler:
         if pool is not None and item is not None:
             pool.fail_delayed(item, error)
         else:
-            logger.error("the timer could not hand over delayed job %s", safe_repr(handle), exc_info=error)
+            with contextlib.suppress(BaseException):
+                logger.error("the timer could not hand over delayed job %s", safe_repr(handle), exc_info=error)
 
     def _acknowledge(self, requests: list[DelayedJob | _CancelWhere]) -> None:
         for request in requests:
