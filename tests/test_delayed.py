@@ -1,18 +1,21 @@
-"""Dispatcher.dispatch_later: delays, the timer thread, full pools, cancellation, bad input."""
+"""Dispatcher.dispatch_later: delays, the timer thread, full pools, cancellation, handles, bad input."""
 
 from __future__ import annotations
 
 import gc
 import logging
 import math
+import re
+import sys
 import threading
 import time
+import weakref
 from collections.abc import Callable
 from typing import Any
 
 import pytest
 
-from jobdispatch import Dispatcher, DispatcherClosed, PoolConfig, UnknownPriority
+from jobdispatch import DelayedJob, Dispatcher, DispatcherClosed, PoolConfig, UnknownPriority
 from support import LONG, WAIT, Kit, gated, wait_for
 
 
@@ -35,6 +38,20 @@ class Stamp:
 
     def __repr__(self) -> str:
         return "<Stamp>"
+
+
+class Payload:
+    """Something a job refers to, whose collection a test can watch."""
+
+
+class Holder:
+    """A job that keeps a reference to ``target``."""
+
+    def __init__(self, target: object) -> None:
+        self.target = target
+
+    def __call__(self) -> None:
+        pass
 
 
 class TestDispatchLater:
@@ -353,3 +370,265 @@ class TestGarbageCollectedWithDelayed:
         assert not job.done.is_set()
         messages = [r.getMessage() for r in caplog.records if r.name == "jobdispatch"]
         assert messages == ["a dispatcher was garbage-collected without finalize(): 1 delayed jobs cancelled"]
+
+
+class TestDelayedJobHandle:
+    def test_dispatch_later_returns_a_handle_with_its_due_time(self, kit: Kit) -> None:
+        """dispatch_later returns a DelayedJob whose due is the monotonic time the job falls due."""
+        d = kit.dispatcher(1)
+        before = time.monotonic()
+        handle = d.dispatch_later(LONG, lambda: None)
+        after = time.monotonic()
+        assert isinstance(handle, DelayedJob)
+        assert before + LONG <= handle.due <= after + LONG
+        assert not handle.done()
+        assert not handle.cancelled()
+
+    def test_repr_says_what_and_when(self, kit: Kit) -> None:
+        """The repr names the job and says when it is due, or what became of it."""
+        d = kit.dispatcher(1)
+        gate, started = kit.gate(), threading.Event()
+
+        def slow() -> None:
+            started.set()
+            gate.wait(WAIT)
+
+        far = d.dispatch_later(LONG, Stamp())
+        assert re.fullmatch(r"<jobdispatch\.DelayedJob Stamp object due in 60 s>", repr(far))
+        running = d.dispatch_later(0, slow)
+        assert started.wait(WAIT)
+        assert repr(running) == f"<jobdispatch.DelayedJob {slow.__qualname__} running>"
+        gate.set()
+        assert far.cancel()
+        assert repr(far) == "<jobdispatch.DelayedJob Stamp object cancelled>"
+        assert d.wait(WAIT)
+        assert repr(running) == f"<jobdispatch.DelayedJob {slow.__qualname__} done>"
+
+    def test_cancel_before_due_counts_at_once(self, kit: Kit) -> None:
+        """cancel() of a job not yet due returns True; it is counted cancelled and released by wait() at once."""
+        d = kit.dispatcher(1)
+        job = Stamp()
+        handle = d.dispatch_later(LONG, job)
+        assert handle.cancel() is True
+        stats = d.stats(0)
+        assert (stats.delayed, stats.cancelled) == (0, 1)
+        assert d.wait(0)  # nothing left to wait for
+        assert handle.cancelled()
+        assert handle.done()
+        assert not job.done.is_set()
+
+    def test_cancel_twice_returns_false(self, kit: Kit) -> None:
+        """A second cancel() returns False and counts nothing more."""
+        d = kit.dispatcher(1)
+        handle = d.dispatch_later(LONG, lambda: None)
+        assert handle.cancel()
+        assert not handle.cancel()
+        assert d.stats(0).cancelled == 1
+
+    def test_cancel_after_the_job_ran_returns_false(self, kit: Kit) -> None:
+        """cancel() of a job that ran returns False; done() is True and cancelled() False."""
+        d = kit.dispatcher(1)
+        handle = d.dispatch_later(0, lambda: None)
+        assert d.wait(WAIT)
+        assert not handle.cancel()
+        assert handle.done()
+        assert not handle.cancelled()
+        assert (d.stats(0).completed, d.stats(0).cancelled) == (1, 0)
+
+    def test_cancel_while_running_returns_false(self, kit: Kit) -> None:
+        """cancel() of a running job returns False and the job completes."""
+        d = kit.dispatcher(1)
+        gate, started = kit.gate(), threading.Event()
+        handle = d.dispatch_later(0, gated(gate, started))
+        assert started.wait(WAIT)
+        assert not handle.cancel()
+        assert not handle.done()
+        gate.set()
+        assert d.wait(WAIT)
+        assert handle.done()
+        assert d.stats(0).completed == 1
+
+    def test_cancel_a_due_job_waiting_for_room(self, kit: Kit) -> None:
+        """A due job waiting for room in a full pool is cancelled and counted at once, and never runs."""
+        d = kit.dispatcher([PoolConfig(0, 1, queue_size=0), PoolConfig(1, 1)])
+        gate, started = kit.gate(), threading.Event()
+        d.dispatch(gated(gate, started), priority=0)
+        assert started.wait(WAIT)
+        job, marker = Stamp(0), threading.Event()
+        handle = d.dispatch_later(0, job)
+        d.dispatch_later(0, marker.set, priority=1)  # released after the job above: it waits for room now
+        assert marker.wait(WAIT)
+        assert d.stats(0).delayed == 1
+        assert handle.cancel()
+        assert (d.stats(0).delayed, d.stats(0).cancelled) == (0, 1)
+        gate.set()
+        assert d.wait(WAIT)
+        assert not job.done.is_set()
+        assert d.stats(0).completed == 1
+
+    def test_cancel_a_job_queued_in_its_pool(self, kit: Kit) -> None:
+        """A due job in its pool's queue is cancelled: it never runs, and is counted when a worker reaches it."""
+        d = kit.dispatcher([PoolConfig(0, 1, queue_size=4)])
+        gate, started = kit.gate(), threading.Event()
+        d.dispatch(gated(gate, started))
+        assert started.wait(WAIT)
+        job = Stamp()
+        handle = d.dispatch_later(0, job)
+        wait_for(lambda: d.stats(0).queued == 1, "the due job to be queued")
+        assert handle.cancel()
+        assert handle.cancelled()
+        gate.set()
+        assert d.wait(WAIT)
+        assert not job.done.is_set()
+        assert (d.stats(0).cancelled, d.stats(0).completed) == (1, 1)
+
+    def test_cancel_between_the_timer_taking_the_job_and_handing_it_over(
+        self, kit: Kit, monkeypatch: pytest.MonkeyPatch
+    ) -> None:
+        """A cancel that comes as the timer hands the job over wins: the job never runs and is counted once."""
+        d = kit.dispatcher(1)
+        pool = d._pools[0]
+        real = pool.submit_due
+        handles: list[Any] = []
+        outcomes: list[bool] = []
+
+        def submit_due(item: Any) -> bool:
+            outcomes.append(handles[0].cancel())  # in the timer thread, between the pop and the hand-over
+            return real(item)
+
+        monkeypatch.setattr(pool, "submit_due", submit_due)
+        job = Stamp()
+        handles.append(d.dispatch_later(0.01, job))
+        assert d.wait(WAIT)
+        assert outcomes == [True]
+        assert not job.done.is_set()
+        stats = d.stats(0)
+        assert (stats.cancelled, stats.completed, stats.delayed) == (1, 0, 0)
+
+    def test_cancel_races_the_timer_exactly_one_wins(self, kit: Kit) -> None:
+        """Cancelling jobs as they fall due: each either runs or is cancelled, never both, never neither."""
+        d = kit.dispatcher(2)
+        lock = threading.Lock()
+        ran: set[int] = set()
+
+        def job(i: int) -> Callable[[], None]:
+            def run() -> None:
+                with lock:
+                    ran.add(i)
+
+            return run
+
+        handles = [d.dispatch_later((i % 5) / 2000, job(i)) for i in range(400)]
+        cancelled = {i for i, handle in enumerate(handles) if handle.cancel()}
+        assert d.wait(WAIT)
+        assert cancelled.isdisjoint(ran)
+        assert cancelled | ran == set(range(400))
+        stats = d.stats(0)
+        assert (stats.cancelled, stats.completed, stats.delayed) == (len(cancelled), len(ran), 0)
+        assert all(handle.done() for handle in handles)
+
+    def test_cancel_through_a_batch_settles_the_batch(self, kit: Kit) -> None:
+        """A batch job cancelled through its handle counts as cancelled in the batch, which ends at once."""
+        d = kit.dispatcher(1)
+        job = Stamp()
+        with pytest.raises(DispatcherClosed, match=r"^1 of 2 jobs in the batch were cancelled$"), d.batch() as batch:
+            handle = batch.dispatch_later(LONG, job)
+            assert handle.cancel()
+            assert (batch.done, batch.total) == (1, 1)
+            batch.dispatch(lambda: None)
+        assert not job.done.is_set()
+        assert d.stats(0).cancelled == 1
+
+    def test_finalize_cancel_pending_marks_handles_cancelled(self) -> None:
+        """Jobs cancelled by finalize(cancel_pending=True) show as cancelled on their handles."""
+        d = Dispatcher(1)
+        handles = [d.dispatch_later(LONG, lambda: None) for _ in range(3)]
+        d.finalize(cancel_pending=True, timeout=WAIT)
+        assert all(handle.cancelled() for handle in handles)
+        assert not any(handle.cancel() for handle in handles)
+
+    def test_finalize_cancel_pending_marks_handed_over_jobs_cancelled_and_drops_them(self, kit: Kit) -> None:
+        """Due jobs in the queue or waiting for room, dropped by finalize(cancel_pending=True), show as cancelled."""
+        d = kit.dispatcher([PoolConfig(0, 1, queue_size=1)])
+        gate, started = kit.gate(), threading.Event()
+        d.dispatch(gated(gate, started))
+        assert started.wait(WAIT)
+        payloads = [Payload(), Payload()]
+        gone = [weakref.ref(payload) for payload in payloads]
+        queued = d.dispatch_later(0, Holder(payloads[0]))
+        wait_for(lambda: d.stats(0).queued == 1, "the first due job to be queued")
+        waiting = d.dispatch_later(0, Holder(payloads.pop()))
+        del payloads
+        wait_for(lambda: d.stats(0).delayed == 1, "the second due job to wait for room")
+        with pytest.raises(TimeoutError):
+            d.finalize(cancel_pending=True, timeout=0.01)
+        gate.set()
+        d.finalize(timeout=WAIT)
+        assert (d.stats(0).cancelled, d.stats(0).completed) == (2, 1)
+        for handle in (queued, waiting):
+            assert handle.cancelled()
+            assert not handle.cancel()
+        assert [ref() for ref in gone] == [None, None]
+
+    def test_handle_after_fork_cannot_cancel(self, kit: Kit) -> None:
+        """A handle inherited through fork() cancels nothing in the child."""
+        d = kit.dispatcher(1)
+        handle = d.dispatch_later(LONG, lambda: None)
+        d._forget_after_fork()  # what the child's fork handler does
+        assert handle.cancel() is False
+
+
+def in_or_called_by_jobdispatch(frame: Any) -> bool:
+    """Whether a function entry is one of jobdispatch's, or of a function it calls (where Ctrl-C can strike)."""
+    caller = frame.f_back
+    return "jobdispatch" in frame.f_code.co_filename or (
+        caller is not None and "jobdispatch" in caller.f_code.co_filename
+    )
+
+
+class TestCancelInterrupted:
+    """Ctrl-C striking anywhere inside cancel() leaves the job either pending or cancelled, and counted right."""
+
+    def test_interrupt_at_every_point_of_cancel(self, kit: Kit) -> None:
+        """Interrupting cancel() at its 1st, 2nd, ... Python call never loses the job or stalls wait()."""
+        point = 0
+        while True:
+            point += 1
+            d = kit.dispatcher(1)
+            job = Stamp()
+            handle = d.dispatch_later(0.2, job)
+            calls = 0
+            struck: list[str] = []
+
+            def tracer(frame: Any, event: str, arg: Any, point: int = point, struck: list[str] = struck) -> Any:
+                nonlocal calls
+                if event == "call" and in_or_called_by_jobdispatch(frame):
+                    calls += 1
+                    if calls == point:
+                        struck.append(frame.f_code.co_name)
+                        raise KeyboardInterrupt
+                return None
+
+            def cancel(handle: Any = handle, tracer: Any = tracer) -> None:
+                sys.settrace(tracer)
+                try:
+                    handle.cancel()
+                except KeyboardInterrupt:
+                    pass
+                finally:
+                    sys.settrace(None)
+
+            canceller = threading.Thread(target=cancel, name="test-canceller")
+            canceller.start()
+            canceller.join(WAIT)
+            assert not canceller.is_alive()
+            assert d.wait(WAIT), f"wait() stalls after an interrupt in {struck}"
+            stats = d.stats(0)
+            assert stats.delayed == 0
+            assert stats.cancelled + stats.completed == 1
+            assert job.done.is_set() == (stats.completed == 1)
+            assert handle.cancelled() == (stats.cancelled == 1)
+            d.finalize(timeout=WAIT)
+            if not struck:
+                break  # cancel() finished before this point: every point was tried
+        assert point > 5  # the sweep went through cancel()'s calls

@@ -19,6 +19,7 @@ from ._errors import UnknownPriority as UnknownPriority
 from ._executor import PoolExecutor as PoolExecutor
 from ._job import Job as Job
 from ._pool import ErrorHandler as ErrorHandler
+from ._scheduler import DelayedJob as DelayedJob
 from ._stats import PoolStats as PoolStats
 
 __version__ = "1.0.0"
@@ -27,6 +28,7 @@ __all__ = [
     "DEFAULT_QUEUE_SIZE",
     "Batch",
     "ConfigLike",
+    "DelayedJob",
     "Dispatcher",
     "DispatcherClosed",
     "DispatcherError",

@@ -13,9 +13,11 @@ from typing import TYPE_CHECKING, TypeAlias
 from ._errors import DispatcherClosed, DispatcherError
 from ._pool import CancelledBeforeStart, logger, wake_future
 from ._progress import TqdmProgress
+from ._scheduler import Run
 
 if TYPE_CHECKING:
     from ._dispatcher import Dispatcher, JobLike
+    from ._scheduler import DelayedJob
 
 __all__ = ["Batch", "BatchCall", "ProgressCallback"]
 
@@ -50,6 +52,11 @@ class BatchCall:
             self.fn()
         finally:
             self.ran = True
+
+    def cancel_unstarted(self) -> None:
+        """Tell a delayed job's handle that its pool dropped the job before it started."""
+        if isinstance(self.fn, Run):
+            self.fn.cancel_unstarted()
 
     def __repr__(self) -> str:
         return f"<batch call of {self.fn!r}>"
@@ -162,15 +169,17 @@ class Batch:
 
     def dispatch_later(
         self, delay: float, job: JobLike, /, *args: object, priority: int | None = None, name: str | None = None
-    ) -> None:
+    ) -> DelayedJob:
         """Dispatch ``job`` as part of this batch, ``delay`` seconds from now.
 
-        Takes the same arguments as `Dispatcher.dispatch_later`.
+        Takes the same arguments as `Dispatcher.dispatch_later`, and returns
+        its `DelayedJob`: a job cancelled through it counts as cancelled in
+        the batch.
         """
         call = BatchCall(self)
         try:
             self._add(call)
-            self._dispatcher._submit_later(delay, job, priority, call, args, name)
+            return self._dispatcher._submit_later(delay, job, priority, call, args, name)
         except BaseException:
             call.withdrawn = True  # a plain store: marked even if Ctrl-C strikes as _withdraw starts
             self._withdraw(call)

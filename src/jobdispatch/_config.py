@@ -3,17 +3,28 @@
 from __future__ import annotations
 
 import math
+import sys
+import threading
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from typing import TypeAlias
 
-__all__ = ["DEFAULT_QUEUE_SIZE", "ConfigLike", "PoolConfig"]
+__all__ = ["DEFAULT_QUEUE_SIZE", "LONGEST_WAIT", "ConfigLike", "PoolConfig"]
 
 DEFAULT_QUEUE_SIZE = 1024
 """Jobs a pool holds waiting for a worker, beyond the running ones, unless
 `PoolConfig.queue_size` says otherwise. Large enough for producers and
 workers to hand jobs over in bursts, small enough to stay well under a
 megabyte per pool."""
+
+
+LONGEST_WAIT = threading.TIMEOUT_MAX - 1.0
+"""The longest wait, in seconds, handed to a lock, an event, a queue or a join.
+
+The platform refuses longer ones (`threading.TIMEOUT_MAX`: about 292 years on
+Linux, 49 days on Windows): a longer timeout means "forever", and the timer
+splits a longer delay into waits of this length. The second of margin covers
+the rounding of a deadline computed from such a timeout."""
 
 
 def check_int(name: str, value: object, minimum: int) -> int:
@@ -32,25 +43,33 @@ def check_priority(value: object, name: str = "priority") -> int:
 
 
 def check_timeout(value: object, name: str = "timeout") -> float | None:
-    """Return a finite, non-negative number of seconds, or ``None`` for forever."""
+    """Return a finite, non-negative number of seconds, or ``None`` for forever.
+
+    Infinity, and any timeout longer than the platform can wait
+    (`LONGEST_WAIT`), mean forever.
+    """
     if value is None:
         return None
     if isinstance(value, bool) or not isinstance(value, (int, float)):
         raise TypeError(f"{name} must be a number of seconds or None, got {value!r}")
-    if math.isnan(value) or value < 0:
+    if (isinstance(value, float) and math.isnan(value)) or value < 0:
         raise ValueError(f"{name} must be >= 0, got {value!r}")
-    if math.isinf(value):
-        return None  # forever: the lock primitives refuse an infinite timeout
+    if value > LONGEST_WAIT:  # also an int too large for a float
+        return None  # forever: the lock primitives refuse an infinite or longer timeout
     return float(value)
 
 
 def check_delay(value: object) -> float:
-    """Return a finite, non-negative number of seconds for a delayed job."""
+    """Return a finite, non-negative number of seconds for a delayed job.
+
+    Any finite delay is accepted: the timer waits for a long one in several
+    steps (`LONGEST_WAIT`).
+    """
     if isinstance(value, bool) or not isinstance(value, (int, float)):
         raise TypeError(f"delay must be a number of seconds, got {value!r}")
-    if math.isnan(value) or value < 0:
+    if (isinstance(value, float) and math.isnan(value)) or value < 0:
         raise ValueError(f"delay must be >= 0, got {value!r}")
-    if math.isinf(value):
+    if value > sys.float_info.max:  # infinite, or an int too large for a float
         raise ValueError(f"delay must be a finite number of seconds >= 0, got {value!r}")
     return float(value)
 

@@ -25,7 +25,7 @@ from ._job import Job, Named, check_name, job_name
 from ._pool import Chunk, ErrorHandler, Generation, Pool, Round, current_pool, logger, safe_repr
 from ._pool import _role as _thread_role
 from ._progress import TqdmProgress, wait_reporting
-from ._scheduler import Scheduler, join_thread
+from ._scheduler import DelayedJob, Run, Scheduler, describe_job, join_thread
 from ._state import State
 from ._stats import PoolStats
 
@@ -285,7 +285,7 @@ class Dispatcher:
 
     def dispatch_later(
         self, delay: float, job: JobLike, /, *args: object, priority: int | None = None, name: str | None = None
-    ) -> None:
+    ) -> DelayedJob:
         """Dispatch ``job`` ``delay`` seconds from now, without blocking.
 
         The job counts as dispatched at once: `wait` and `finalize` wait for
@@ -301,13 +301,18 @@ class Dispatcher:
             priority: As for `dispatch`.
             name: As for `dispatch`.
 
+        Returns:
+            A `DelayedJob`, to see when the job is due or to cancel it.
+
         Raises:
             ValueError: ``delay`` is negative, NaN or infinite.
             TypeError: ``delay`` is not a number; or as for `dispatch`.
             UnknownPriority: No pool has this priority.
-            DispatcherClosed: `finalize` was called.
+            DispatcherClosed: `finalize` was called, or the interpreter is
+                exiting (delayed jobs are cancelled then).
+            RuntimeError: The timer thread could not start (a thread limit).
         """
-        self._submit_later(delay, job, priority, None, args, name)
+        return self._submit_later(delay, job, priority, None, args, name)
 
     def _submit(
         self,
@@ -340,19 +345,21 @@ class Dispatcher:
         call: BatchCall | None,
         args: tuple[object, ...] = (),
         name: str | None = None,
-    ) -> None:
+    ) -> DelayedJob:
         due = time.monotonic() + check_delay(delay)
         state = self._state
         if state is not _OPEN and self._refuses(state):
             raise DispatcherClosed(self._closed_reason)
         pool, fn, reported = self._route(job, priority, args, name)
         context = copy_context() if self._propagate_context else None
+        handle = DelayedJob(self._scheduler, due, fn, describe_job(reported))
         if call is None:
-            pool.add_delayed(reported, fn, None, context, due, self._scheduler)
+            pool.add_delayed(reported, Run(handle), None, context, handle, self._scheduler)
         else:
-            call.fn = fn
-            pool.add_delayed(reported, call, call.batch, context, due, self._scheduler)
+            call.fn = Run(handle)
+            pool.add_delayed(reported, call, call.batch, context, handle, self._scheduler)
         self._scheduler.yield_if_overdue()
+        return handle
 
     def _route(
         self, job: JobLike, priority: int | None, args: tuple[object, ...] = (), name: str | None = None
@@ -917,15 +924,14 @@ class Dispatcher:
     # -- process events ----------------------------------------------------
 
     def _cancel_delayed_at_exit(self) -> None:
-        if self._state is _OPEN:
-            pending = sum(pool.stats().delayed for pool in self._pools.values())
-            if pending:
-                logger.warning(
-                    "interpreter exit: cancelling %d delayed jobs of dispatcher %r that was not finalized",
-                    pending,
-                    self._name,
-                )
-                self._scheduler.cancel_all()
+        """Cancel the delayed jobs, and refuse new ones: the interpreter exits."""
+        cancelled = self._scheduler.refuse_at_exit()
+        if cancelled:
+            logger.warning(
+                "interpreter exit: cancelling %d delayed jobs of dispatcher %r that was not finalized",
+                cancelled,
+                self._name,
+            )
 
     def _activity(self) -> tuple[int, int]:
         """Return (jobs not over, jobs ever over), summed over the pools."""
@@ -1006,13 +1012,17 @@ def _finalize_live_dispatchers() -> None:
 
     Jobs of one dispatcher may feed another, so all of them are drained
     together, until a whole pass over them finds nothing running and nothing
-    new finished, before any is finalized.
+    new finished, before any is finalized. Delayed jobs are cancelled, and
+    new ones refused, so that no job that delays itself again and again
+    keeps the process alive.
     """
-    dispatchers = [d for d in _live() if d._state is _OPEN]
-    for dispatcher in dispatchers:
-        dispatcher._cancel_delayed_at_exit()
     last_seen = None
     while True:
+        # Every pass: a job that ran meanwhile may have delayed another, or a
+        # new dispatcher may have come.
+        dispatchers = [d for d in _live() if d._state is _OPEN]
+        for dispatcher in dispatchers:
+            dispatcher._cancel_delayed_at_exit()
         for dispatcher in dispatchers:
             dispatcher.wait()
         activity = [dispatcher._activity() for dispatcher in dispatchers]

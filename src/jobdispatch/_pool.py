@@ -34,7 +34,7 @@ from ._stats import PoolStats
 
 if TYPE_CHECKING:
     from ._batch import Batch
-    from ._scheduler import Scheduler
+    from ._scheduler import DelayedJob, Scheduler
 
 __all__ = [
     "CancelledBeforeStart",
@@ -501,7 +501,7 @@ class Pool:
         fn: Callable[[], object],
         batch: Batch | None,
         context: contextvars.Context | None,
-        due: float,
+        handle: DelayedJob,
         scheduler: Scheduler,
     ) -> None:
         """Count a delayed job as pending and hand it to the timer."""
@@ -510,7 +510,7 @@ class Pool:
             if self._state is not _OPEN and self.refuses():
                 raise DispatcherClosed("cannot dispatch after finalize() was called")
             generation = self._generation if running is None else self.join_round_locked(running)
-            scheduler.push_locked(due, self, generation, job, fn, batch, context)
+            scheduler.push_locked(self, generation, job, fn, batch, context, handle)
 
     def submit_due(self, item: _Item) -> bool:
         """Enqueue a delayed job whose time has come, without ever blocking.
@@ -613,6 +613,8 @@ class Pool:
         try:
             thread.start()
         except Exception as error:
+            with self._lock:
+                self._threads.remove(thread)  # it never started: nothing to join
             self.forget_reservation(thread)
             _warn_no_thread(self.priority, error, "its queued jobs wait for the running workers")
 
@@ -805,7 +807,10 @@ class Pool:
         """Drop the delayed jobs that are due but wait for room."""
         cancelled: list[tuple[Batch, object]] = []
         with self._lock:
+            dropped = list(self._due)
             self._cancel_due_locked(cancelled)
+        for item in dropped:
+            _tell_cancelled(item[1])
         for batch, call in cancelled:
             batch._job_over(call, cancelled=True)
 
@@ -823,6 +828,36 @@ class Pool:
             self._cancel_item_locked(item, cancelled)
         for batch, call in cancelled:
             batch._job_over(call, cancelled=True)
+
+    def cancel_waiting_due(self, item: _Item) -> bool:
+        """Cancel a delayed job if it is due and waits for room; ``False`` if it is not there."""
+        cancelled: list[tuple[Batch, object]] = []
+        with self._lock:
+            for index, waiting in enumerate(self._due):
+                if waiting is item:
+                    del self._due[index]
+                    self._delayed -= 1
+                    self._cancel_item_locked(item, cancelled)
+                    self._slow_release = bool(self._due or self._room_waiters)
+                    break
+            else:
+                return False
+        for batch, call in cancelled:
+            batch._job_over(call, cancelled=True)
+        return True
+
+    def fail_delayed(self, item: _Item, error: BaseException) -> None:
+        """Count as failed a delayed job the timer could not hand over, and report ``error`` for it."""
+        job, fn, generation, batch, _ = item
+        try:
+            self._report(job, error, batch, 0.0)
+        finally:
+            with self._lock:
+                self._delayed -= 1
+                self._failed += 1
+                _finish_generation(generation)
+            if batch is not None:
+                batch._job_over(fn, cancelled=False)
 
     def _cancel_item_locked(self, item: _Item | _Queued, cancelled: list[tuple[Batch, object]]) -> None:
         self._cancelled += 1

@@ -10,6 +10,7 @@ from typing import assert_type
 
 from jobdispatch import (
     Batch,
+    DelayedJob,
     Dispatcher,
     DispatcherClosed,
     Job,
@@ -39,12 +40,16 @@ def use_the_api() -> None:
         dispatcher.dispatch(lambda: None, priority=1, timeout=0.5)
         with contextlib.suppress(PoolFull):
             dispatcher.dispatch(print, priority=1, timeout=0)
-        dispatcher.dispatch_later(0.01, job)
+        later = dispatcher.dispatch_later(0.01, job)
+        assert_type(later, DelayedJob)
+        due: float = later.due
+        assert_type(later.cancel(), bool)
+        print(due, later.cancelled(), later.done())
         assert_type(dispatcher.wait(timeout=1.0), bool)
         with dispatcher.batch(progress=lambda done, total: None) as batch:
             assert_type(batch, Batch)
             batch.dispatch(job)
-            batch.dispatch_later(0.0, print, priority=1)
+            assert_type(batch.dispatch_later(0.0, print, priority=1), DelayedJob)
         assert_type(dispatcher.stats(0), PoolStats)
         assert_type(dispatcher.stats(), dict[int, PoolStats])
         assert_type(dispatcher.priorities, tuple[int, ...])
