@@ -17,21 +17,27 @@ conftest.py), which forces a thread switch every few bytecodes.
 from __future__ import annotations
 
 import asyncio
+import dis
 import functools
 import itertools
 import logging
 import sys
 import threading
+import time
 from collections import Counter
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
+from types import FrameType
+from typing import Any, TypeAlias
 
 import pytest
 
 from jobdispatch import Dispatcher, DispatcherClosed, PoolConfig, PoolFull, PoolStats
-from support import WAIT, wait_for
+from support import WAIT, gated, wait_for
 
 _names = itertools.count()
+
+TraceFunction: TypeAlias = "Callable[[FrameType, str, Any], Any]"
 
 
 def unique(prefix: str) -> str:
@@ -637,3 +643,74 @@ class TestKnownDefects:
         finalizer.join(WAIT)
         assert not finalizer.is_alive(), "finalize() did not return"
         assert d.stats(0).cancelled == 50
+
+    @pytest.mark.xfail(
+        strict=True,
+        raises=AssertionError,
+        reason="a worker thread that fails to start stays in the pool's list of threads, one per dispatch",
+    )
+    def test_failed_thread_starts_do_not_pile_up(self, made: list[Dispatcher], monkeypatch: pytest.MonkeyPatch) -> None:
+        """A pool whose later threads cannot start (a thread limit) keeps at most ``workers`` threads on record."""
+        name = unique("stress-limit")
+        real_start = threading.Thread.start
+
+        def start(thread: threading.Thread) -> None:
+            # Only the pool's first worker starts, as under a process thread limit.
+            if thread.name.startswith(f"{name}-p0-") and thread.name != f"{name}-p0-1":
+                raise RuntimeError("can't start new thread")
+            real_start(thread)
+
+        monkeypatch.setattr(threading.Thread, "start", start)
+        d = Dispatcher([PoolConfig(0, 2, 10)], name=name)
+        made.append(d)
+        gate, started = threading.Event(), threading.Event()
+        d.dispatch(gated(gate, started))
+        assert started.wait(WAIT)
+        for _ in range(3):  # each finds the one worker busy and asks for a second, which cannot start
+            d.dispatch(lambda: None, timeout=0)
+        gate.set()
+        assert d.wait(WAIT)
+        # Each thread on record costs memory, and finalize() spends 0.2 s on each one that never started.
+        assert len(d._pools[0]._threads) <= 2
+
+    @pytest.mark.xfail(
+        strict=True,
+        raises=IndexError,
+        reason="dispatch_later reads the timer's heap without its lock after accepting the job",
+    )
+    def test_dispatch_later_returns_whenever_the_timer_empties_its_heap(self, made: list[Dispatcher]) -> None:
+        """However the timer's work interleaves with the end of dispatch_later, it returns and its job runs once."""
+        from jobdispatch._scheduler import Scheduler
+
+        code = Scheduler.yield_if_overdue.__code__
+        offsets = [i.offset for i in dis.get_instructions(code)]
+        assert offsets
+        d = Dispatcher(1, name=unique("stress-heap"))
+        made.append(d)
+        for offset in offsets:
+            ran = Counter[str]()
+
+            def tracer(frame: FrameType, event: str, arg: object, offset: int = offset) -> TraceFunction | None:
+                if frame.f_code is not code:
+                    return None
+                frame.f_trace_opcodes = True
+
+                def at_opcode(frame: FrameType, event: str, arg: object) -> TraceFunction:
+                    if event == "opcode" and frame.f_lasti == offset:
+                        # Without the GIL the timer runs in parallel; here it gets its chance at this very bytecode.
+                        heap = frame.f_locals.get("heap")
+                        deadline = time.monotonic() + WAIT
+                        while heap and time.monotonic() < deadline:
+                            time.sleep(0.001)
+                    return at_opcode
+
+                return at_opcode
+
+            previous = sys.gettrace()  # coverage's tracer, say: restored after
+            sys.settrace(tracer)
+            try:
+                d.dispatch_later(0, functools.partial(ran.update, ["ran"]))
+            finally:
+                sys.settrace(previous)
+            assert d.wait(WAIT)
+            assert ran["ran"] == 1
