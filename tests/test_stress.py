@@ -714,3 +714,43 @@ class TestKnownDefects:
                 sys.settrace(previous)
             assert d.wait(WAIT)
             assert ran["ran"] == 1
+
+    @pytest.mark.xfail(
+        strict=True,
+        raises=AssertionError,
+        reason="a dispatch_async cancelled after a freed place woke it does not pass the wake-up on",
+    )
+    def test_cancelled_async_producer_passes_its_wake_up_on(self, made: list[Dispatcher]) -> None:
+        """A waiting dispatch_async cancelled just after room came for it hands that room to the next one."""
+        d = Dispatcher([PoolConfig(0, 1, 0)], name=unique("stress-wake"))
+        made.append(d)
+        gate = threading.Event()
+        ran = threading.Event()
+
+        async def main() -> None:
+            d.dispatch(gated(gate))  # the pool's only place is taken
+            first = asyncio.create_task(d.dispatch_async(lambda: None))
+            second = asyncio.create_task(d.dispatch_async(ran.set))
+            for _ in range(100):
+                await asyncio.sleep(0)
+                if len(d._pools[0]._room_waiters) == 2:
+                    break
+            assert len(d._pools[0]._room_waiters) == 2, "the two producers never waited for room"
+            # The loop is held here: the place frees up and wakes `first`, whose task is then
+            # cancelled before the wake-up can run.
+            gate.set()
+            assert d.wait(WAIT)
+            first.cancel()
+            with pytest.raises(asyncio.CancelledError):
+                await first
+            for _ in range(100):
+                if second.done():
+                    break
+                await asyncio.sleep(0)
+            try:
+                assert second.done(), f"the second producer still waits for room in an idle pool: {d.stats(0)}"
+            finally:
+                second.cancel()
+
+        asyncio.run(main())
+        assert ran.wait(WAIT)
