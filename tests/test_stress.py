@@ -32,7 +32,7 @@ from typing import Any, TypeAlias
 
 import pytest
 
-from jobdispatch import Dispatcher, DispatcherClosed, PoolConfig, PoolFull, PoolStats
+from jobdispatch import Dispatcher, DispatcherClosed, DispatcherError, PoolConfig, PoolFull, PoolStats
 from support import WAIT, gated, wait_for
 
 _names = itertools.count()
@@ -754,3 +754,52 @@ class TestKnownDefects:
 
         asyncio.run(main())
         assert ran.wait(WAIT)
+
+    @pytest.mark.xfail(
+        strict=True,
+        raises=AssertionError,
+        reason="each wait_async() that times out leaves its future with every generation it waited for",
+    )
+    def test_polling_wait_async_keeps_nothing_per_call(self, made: list[Dispatcher]) -> None:
+        """wait_async(0) polled while a long job runs does not pile up one waiter per call."""
+        d = Dispatcher(1, name=unique("stress-poll"))
+        made.append(d)
+        gate = threading.Event()
+        d.dispatch(gated(gate))
+
+        async def poll() -> None:
+            for _ in range(200):
+                assert not await d.wait_async(0)
+
+        try:
+            asyncio.run(poll())
+            kept = [len(g.waiters) for g in d._pools[0]._closed_generations]
+            assert sum(kept) <= 1, f"waiters kept after 200 polls: {kept}"
+        finally:
+            gate.set()
+
+    @pytest.mark.xfail(
+        strict=True,
+        raises=AssertionError,
+        reason="a job run by the timer (its pool has no thread) may call wait(), which then waits for itself",
+    )
+    def test_wait_inside_a_job_run_by_the_timer_is_refused(
+        self, made: list[Dispatcher], monkeypatch: pytest.MonkeyPatch
+    ) -> None:
+        """wait() from a delayed job that the timer runs (its pool cannot start a thread) raises DispatcherError."""
+        name = unique("stress-timerjob")
+        RefusingStart(monkeypatch, f"{name}-p0-")
+        d = Dispatcher(1, name=name)
+        made.append(d)
+        outcome: list[object] = []
+
+        def job() -> None:
+            try:
+                outcome.append(d.wait(0))  # without a timeout this would never return
+            except DispatcherError as error:
+                outcome.append(error)
+
+        d.dispatch_later(0, job)
+        assert d.wait(WAIT)
+        assert len(outcome) == 1
+        assert isinstance(outcome[0], DispatcherError), f"wait() inside the job returned {outcome[0]!r}"
