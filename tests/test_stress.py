@@ -354,8 +354,8 @@ class TestMixedLoad:
         ledger = Ledger()
         priorities = [c.priority for c in MIXED]
 
-        def task(priority: int, n: int, **kwargs: object) -> Task:
-            return Task(d, ledger, priority, fails=n % 11 == 3, follow_to=next_pool, **kwargs)  # type: ignore[arg-type]
+        def task(priority: int, n: int, follow_ups: int = 0) -> Task:
+            return Task(d, ledger, priority, fails=n % 11 == 3, follow_ups=follow_ups, follow_to=next_pool)
 
         def plain(index: int, round_: int) -> None:
             mine: list[int] = []
