@@ -403,6 +403,8 @@ class TestBatch:
         assert caught.value is body_error
         assert not_started.value == 0
         assert (batch.total, batch.done) == (3, 3)
+        # The pool counts a cancelled job when a worker reaches it, which may be after the exit returned.
+        assert d.wait(WAIT)
         stats = d.stats(0)
         assert (stats.completed, stats.cancelled, stats.failed) == (1, 2, 0)
         assert repr(batch) == "<jobdispatch.Batch closed, 3/3 done, 0 failed>"
