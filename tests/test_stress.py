@@ -181,12 +181,6 @@ class Task:
             raise Injected(f"job {self.id} fails on purpose")
 
 
-# Invariants that known defects break while finalize() runs; each has a strict xfail test in
-# TestKnownDefects. Once fixed, stop excusing them in TestFinalizeUnderLoad.
-CAPACITY = "capacity"
-CANCELLED_MONOTONIC = "cancelled never decreases"
-
-
 class Invariants:
     """Reader threads that check every snapshot of every pool until stopped.
 
@@ -202,11 +196,8 @@ class Invariants:
         configs: list[PoolConfig],
         readers: int,
         name: str,
-        *,
-        excused: frozenset[str] = frozenset(),
     ) -> None:
         self.d = d
-        self.excused = excused  # invariants a known defect breaks (see TestKnownDefects)
         self.configs = {c.priority: c for c in configs}
         self.stop = threading.Event()
         self.lock = threading.Lock()
@@ -256,12 +247,10 @@ class Invariants:
             problems.append("idle != workers - busy")
         if s.queued < 0 or s.delayed < 0:
             problems.append("negative queued or delayed")
-        if s.busy + s.queued > c.workers + c.queue_size and CAPACITY not in self.excused:
+        if s.busy + s.queued > c.workers + c.queue_size:
             problems.append("busy + queued > workers + queue_size")
         if before is not None:
             for field in ("completed", "failed", "cancelled"):
-                if field == "cancelled" and CANCELLED_MONOTONIC in self.excused:
-                    continue
                 if getattr(s, field) < getattr(before, field):
                     problems.append(f"{field} went down from {getattr(before, field)}")
         return problems
@@ -526,8 +515,7 @@ class TestFinalizeUnderLoad:
         finalizer = threading.Thread(
             target=lambda: d.finalize(cancel_pending=cancel, timeout=3 * WAIT), name=f"{name}-finalizer"
         )
-        excused = frozenset({CANCELLED_MONOTONIC if cancel else CAPACITY})
-        with Invariants(d, DRAINED, size.readers, name, excused=excused) as invariants:
+        with Invariants(d, DRAINED, size.readers, name) as invariants:
             for thread in producers:
                 thread.start()
             finalizer.start()
@@ -550,14 +538,9 @@ class TestFinalizeUnderLoad:
         assert not [t for t in threading.enumerate() if t.name.startswith(f"{name}-p")]
 
 
-class TestKnownDefects:
+class TestFormerDefects:
     """Defects the stress tests found; each test fails until the library is fixed."""
 
-    @pytest.mark.xfail(
-        strict=True,
-        raises=AssertionError,
-        reason="finalize() gives each producer blocked on a full pool a new place, which stays in the pool",
-    )
     def test_finalize_does_not_add_places_to_a_full_pool(self, made: list[Dispatcher]) -> None:
         """Producers blocked on a full pool when finalize() drains leave it no room beyond workers + queue_size."""
         blocked = 8
@@ -604,11 +587,6 @@ class TestKnownDefects:
             gate1.set()
             finalizer.join(4 * WAIT)
 
-    @pytest.mark.xfail(
-        strict=True,
-        raises=AssertionError,
-        reason="stats().cancelled counts queued jobs in advance and drops by one as a worker takes each",
-    )
     def test_cancelled_never_decreases_while_finalize_cancels(self, made: list[Dispatcher]) -> None:
         """While finalize(cancel_pending=True) drops queued jobs, stats().cancelled never goes down."""
         interval = sys.getswitchinterval()
@@ -644,11 +622,6 @@ class TestKnownDefects:
         assert not finalizer.is_alive(), "finalize() did not return"
         assert d.stats(0).cancelled == 50
 
-    @pytest.mark.xfail(
-        strict=True,
-        raises=AssertionError,
-        reason="a worker thread that fails to start stays in the pool's list of threads, one per dispatch",
-    )
     def test_failed_thread_starts_do_not_pile_up(self, made: list[Dispatcher], monkeypatch: pytest.MonkeyPatch) -> None:
         """A pool whose later threads cannot start (a thread limit) keeps at most ``workers`` threads on record."""
         name = unique("stress-limit")
@@ -673,11 +646,6 @@ class TestKnownDefects:
         # Each thread on record costs memory, and finalize() spends 0.2 s on each one that never started.
         assert len(d._pools[0]._threads) <= 2
 
-    @pytest.mark.xfail(
-        strict=True,
-        raises=IndexError,
-        reason="dispatch_later reads the timer's heap without its lock after accepting the job",
-    )
     def test_dispatch_later_returns_whenever_the_timer_empties_its_heap(self, made: list[Dispatcher]) -> None:
         """However the timer's work interleaves with the end of dispatch_later, it returns and its job runs once."""
         from jobdispatch._scheduler import Scheduler
@@ -715,11 +683,6 @@ class TestKnownDefects:
             assert d.wait(WAIT)
             assert ran["ran"] == 1
 
-    @pytest.mark.xfail(
-        strict=True,
-        raises=AssertionError,
-        reason="a dispatch_async cancelled after a freed place woke it does not pass the wake-up on",
-    )
     def test_cancelled_async_producer_passes_its_wake_up_on(self, made: list[Dispatcher]) -> None:
         """A waiting dispatch_async cancelled just after room came for it hands that room to the next one."""
         d = Dispatcher([PoolConfig(0, 1, 0)], name=unique("stress-wake"))
@@ -755,11 +718,6 @@ class TestKnownDefects:
         asyncio.run(main())
         assert ran.wait(WAIT)
 
-    @pytest.mark.xfail(
-        strict=True,
-        raises=AssertionError,
-        reason="each wait_async() that times out leaves its future with every generation it waited for",
-    )
     def test_polling_wait_async_keeps_nothing_per_call(self, made: list[Dispatcher]) -> None:
         """wait_async(0) polled while a long job runs does not pile up one waiter per call."""
         d = Dispatcher(1, name=unique("stress-poll"))
@@ -773,16 +731,11 @@ class TestKnownDefects:
 
         try:
             asyncio.run(poll())
-            kept = [len(g.waiters) for g in d._pools[0]._closed_generations]
+            kept = [len(g.waiters) for g in d._open_generations(d._pools[0])]
             assert sum(kept) <= 1, f"waiters kept after 200 polls: {kept}"
         finally:
             gate.set()
 
-    @pytest.mark.xfail(
-        strict=True,
-        raises=AssertionError,
-        reason="a job run by the timer (its pool has no thread) may call wait(), which then waits for itself",
-    )
     def test_wait_inside_a_job_run_by_the_timer_is_refused(
         self, made: list[Dispatcher], monkeypatch: pytest.MonkeyPatch
     ) -> None:

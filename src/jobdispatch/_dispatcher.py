@@ -22,7 +22,7 @@ from ._config import ConfigLike, check_delay, check_int, check_priority, check_t
 from ._errors import DispatcherClosed, DispatcherError, UnknownPriority
 from ._executor import PoolExecutor
 from ._job import Job, Named, check_name, job_name
-from ._pool import Chunk, ErrorHandler, Generation, Pool, Round, current_pool, logger, safe_repr
+from ._pool import Chunk, ErrorHandler, Generation, Pool, Round, logger, runs_jobs_of, safe_repr
 from ._pool import _role as _thread_role
 from ._progress import TqdmProgress, wait_reporting
 from ._scheduler import DelayedJob, Run, Scheduler, describe_job, join_thread
@@ -772,12 +772,10 @@ class Dispatcher:
         """
         if state is not State.DRAINING:
             return True
-        pool = current_pool()
-        return pool is None or pool.owner is not self._owner
+        return not runs_jobs_of(self._owner)
 
     def _refuse_in_own_worker(self, action: str) -> None:
-        pool = current_pool()
-        if pool is not None and pool.owner is self._owner:
+        if runs_jobs_of(self._owner):
             raise DispatcherError(f"cannot {action} from inside one of the dispatcher's own jobs: it would deadlock")
 
     # -- shutdown ----------------------------------------------------------

@@ -48,6 +48,7 @@ __all__ = [
     "Round",
     "WakeUp",
     "current_pool",
+    "runs_jobs_of",
     "safe_repr",
     "wake_future",
 ]
@@ -90,15 +91,18 @@ def current_pool() -> Pool | None:
     return _role.pool
 
 
-def parent_generation(owner: object) -> Generation | None:
-    """Return the generation of the job of ``owner``'s dispatcher that runs on the calling thread, if any."""
+def runs_jobs_of(owner: object) -> bool:
+    """Whether the calling thread is a worker of ``owner``'s dispatcher, or runs one of its jobs now.
+
+    The second covers a job run by the timer thread, or by the thread that
+    dispatched it, when its pool has no thread.
+    """
+    pool = _role.pool
+    if pool is not None and pool.owner is owner:
+        return True
     running = _role.running
-    if running is None:
-        return None
-    generation = running.generation
-    if generation is None or generation.round.owner is not owner:
-        return None
-    return generation
+    generation = None if running is None else running.generation
+    return generation is not None and generation.round.owner is owner
 
 
 def safe_repr(obj: object) -> str:
@@ -233,6 +237,7 @@ class Pool:
         self._cancelled = 0
         self._slow_release = False  # _due or _room_waiters is not empty
         self._queue_cancelled = False  # every job still queued or due will be dropped
+        self._precounted = 0  # of those, how many are counted cancelled already
 
     @property
     def label(self) -> str:
@@ -480,7 +485,7 @@ class Pool:
                 self._report(job, error, batch, time.perf_counter() - started)
             with self._lock:
                 if cancelled:
-                    self._cancelled += 1
+                    self.count_cancelled_locked()
                 elif error is None:
                     self._inline_completed += 1
                 else:
@@ -768,8 +773,7 @@ class Pool:
             return False
         if state is not _DRAINING:
             return True
-        pool = _role.pool
-        return pool is None or pool.owner is not self.owner
+        return not runs_jobs_of(self.owner)
 
     def close(self, *, draining: bool) -> None:
         """Refuse new jobs and wake the producers blocked on a full pool.
@@ -798,10 +802,24 @@ class Pool:
         so Ctrl-C cannot leave a job half-cancelled.
         """
         with self._lock:
-            self._queue_cancelled = True  # stats() counts what waits as cancelled already
+            if not self._queue_cancelled:
+                # What waits is counted cancelled now, once: the workers that
+                # drop it later use up this count before adding to it, so the
+                # counter never goes down, whatever a snapshot falls between.
+                waiting = max(0, self._jobs.qsize() - self._sentinels) + len(self._due)
+                self._cancelled += waiting
+                self._precounted += waiting
+                self._queue_cancelled = True
             self._generation.cancelled = True
             for generation in generations:
                 generation.cancelled = True
+
+    def count_cancelled_locked(self) -> None:
+        """Count one job cancelled, unless `cancel_queued` counted it already."""
+        if self._precounted:
+            self._precounted -= 1
+        else:
+            self._cancelled += 1
 
     def cancel_due(self) -> None:
         """Drop the delayed jobs that are due but wait for room."""
@@ -825,7 +843,7 @@ class Pool:
         cancelled: list[tuple[Batch, object]] = []
         with self._lock:
             self._delayed -= 1
-            self._cancel_item_locked(item, cancelled)
+            self._cancel_item_locked(item, cancelled, waited_for_room=False)
         for batch, call in cancelled:
             batch._job_over(call, cancelled=True)
 
@@ -859,8 +877,15 @@ class Pool:
             if batch is not None:
                 batch._job_over(fn, cancelled=False)
 
-    def _cancel_item_locked(self, item: _Item | _Queued, cancelled: list[tuple[Batch, object]]) -> None:
-        self._cancelled += 1
+    def _cancel_item_locked(
+        self, item: _Item | _Queued, cancelled: list[tuple[Batch, object]], *, waited_for_room: bool = True
+    ) -> None:
+        # A job that waited for room may have been counted by cancel_queued;
+        # one still in the timer's heap never was.
+        if waited_for_room:
+            self.count_cancelled_locked()
+        else:
+            self._cancelled += 1
         _finish_generation(item[2])
         if item[3] is not None:
             cancelled.append((item[3], item[1]))
@@ -899,8 +924,7 @@ class Pool:
             queued = max(0, self._jobs.qsize() - self._sentinels)
             busy = self._entered - self._completed - self._left_otherwise - queued
             delayed, cancelled = self._delayed, self._cancelled
-            if self._queue_cancelled:  # the workers drop these as they reach them
-                cancelled += queued + len(self._due)
+            if self._queue_cancelled:  # counted cancelled already; the workers drop them as they reach them
                 delayed -= len(self._due)
                 queued = 0
             return PoolStats(
@@ -1136,7 +1160,7 @@ def _work(pool: Pool) -> None:
             else:
                 pool._left_otherwise += 1
                 if error is CancelledBeforeStart:
-                    pool._cancelled += 1
+                    pool.count_cancelled_locked()
                 else:
                     pool._failed += 1
             # Give the place back before the barrier can open, so that a
