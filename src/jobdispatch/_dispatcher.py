@@ -10,21 +10,24 @@ import threading
 import time
 import weakref
 from collections.abc import Callable
+from concurrent.futures import Future
 from contextvars import copy_context
 from queue import Empty
 from types import FunctionType, TracebackType
-from typing import TypeAlias, overload
+from typing import Any, TypeAlias, TypeVar, overload
 
 from ._batch import Batch, BatchCall, ProgressCallback
 from ._config import ConfigLike, check_delay, check_priority, check_timeout, normalize_config
 from ._errors import DispatcherClosed, DispatcherError, PoolFull, UnknownPriority
-from ._executor import PoolExecutor
+from ._futures import PoolExecutor, submit_call
 from ._job import Job
 from ._pool import ErrorHandler, Pool, current_pool, logger, safe_repr
 from ._scheduler import Scheduler, join_thread
 from ._stats import PoolStats
 
 __all__ = ["Dispatcher", "JobLike"]
+
+_T = TypeVar("_T")
 
 JobLike: TypeAlias = "Job | Callable[[], object]"
 """What can be dispatched: a `Job`, or any callable taking no argument."""
@@ -175,6 +178,38 @@ class Dispatcher:
                 pool.start_reserved(spawn)
         except BaseException as error:
             pool.enqueue_failed(error, place, queued, spawn, job, fn, None, context)
+
+    def submit(
+        self,
+        fn: Callable[..., _T],
+        /,
+        *args: Any,
+        priority: int | None = None,
+        timeout: float | None = None,
+        name: str | None = None,
+        **kwargs: Any,
+    ) -> Future[_T]:
+        """Dispatch ``fn(*args, **kwargs)`` as one job; return a future of its result.
+
+        Backpressure is that of `dispatch`: the call blocks while the pool is
+        full. The call's exception goes to the future, not to ``on_error``
+        nor the log; the job counts as failed.
+
+        Args:
+            fn: The function to call.
+            *args: Its positional arguments.
+            priority: The pool, as for `dispatch`.
+            timeout: Seconds to wait for room, as for `dispatch`.
+            name: A name for the call, shown in its ``repr``.
+            **kwargs: Its keyword arguments.
+
+        Raises:
+            PoolFull: The pool stayed full for ``timeout`` seconds.
+            UnknownPriority: No pool has this priority.
+            DispatcherClosed: `finalize` was called.
+            TypeError: ``fn`` is not callable, or ``name`` not a str.
+        """
+        return submit_call(self, fn, args, kwargs, priority=priority, timeout=timeout, name=name)
 
     def dispatch_later(self, delay: float, job: JobLike, *, priority: int | None = None) -> None:
         """Dispatch ``job`` ``delay`` seconds from now, without blocking.
