@@ -422,10 +422,17 @@ def _results(
 
 
 def _pop_result(futures: deque[Future[_T]], timeout: float | None) -> _T:
-    """Wait for the first future and pop it; it stays queued (to be cancelled) if that raises."""
-    result = futures[0].result(timeout)
-    futures.popleft()
-    return result
+    """Pop the first future and wait for its result; cancel it if that times out.
+
+    Popped first, so that neither the deque nor this frame (which a
+    traceback keeps) refers to a future whose exception is raised.
+    """
+    future = futures.popleft()
+    try:
+        return future.result(timeout)
+    finally:
+        future.cancel()  # does nothing once the call is over
+        del future
 
 
 class PoolExecutor(FuturesExecutor):

@@ -112,6 +112,7 @@ class ThreadPoolExecutor(FuturesExecutor):
         self._name = name
         self._max_workers = max_workers
         self._max_queue_size = max_queue_size
+        self._closer: threading.Thread | None = None  # finalizes the dispatcher after shutdown(wait=False)
 
     @property
     def _broken(self) -> str | bool:
@@ -139,13 +140,22 @@ class ThreadPoolExecutor(FuturesExecutor):
         if wait and not (pool is not None and pool is self._pool_ref()):
             self._wait_for_pending()  # hands over calls waiting for room in this thread's loop
             self._dispatcher.finalize(cancel_pending=cancel_futures)
+            closer = self._closer
+            if closer is not None:
+                closer.join()  # it has nothing left to do
             return
-        threading.Thread(
-            target=self._dispatcher.finalize,
-            kwargs={"cancel_pending": cancel_futures},
-            name=f"{self._name}-shutdown",
-            daemon=True,
-        ).start()
+        with self._pending.lock:
+            closer, start = self._closer, self._closer is None
+            if start:
+                closer = self._closer = threading.Thread(
+                    target=self._dispatcher.finalize,
+                    kwargs={"cancel_pending": cancel_futures},
+                    name=f"{self._name}-shutdown",
+                    daemon=True,
+                )
+        if start:
+            assert closer is not None
+            closer.start()
         if wait:
             raise RuntimeError("cannot wait for the executor's calls from one of its own threads: it would deadlock")
 
