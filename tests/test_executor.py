@@ -616,9 +616,10 @@ class TestDispatcherSubmit:
     )
     def test_bad_arguments_are_refused(self, single: Dispatcher, kwargs: dict[str, Any], message: str) -> None:
         """A non-callable fn or a non-str name raises TypeError naming it."""
-        fn = kwargs.pop("fn")
+        arguments = dict(kwargs)
+        fn = arguments.pop("fn")
         with pytest.raises(TypeError, match=message):
-            single.submit(fn, **kwargs)
+            single.submit(fn, **arguments)
         assert single.stats(0).completed == 0
 
     def test_finalize_cancel_pending_cancels_submitted_futures(self) -> None:
