@@ -297,8 +297,9 @@ class Dispatcher:
     def executor(self, priority: int) -> PoolExecutor:
         """Return a `concurrent.futures.Executor` that submits to one pool.
 
-        ``Dispatcher(8).executor(0)`` drops in for ``ThreadPoolExecutor(8)``.
-        Shutting the view down never finalizes the dispatcher.
+        ``Dispatcher(8).executor(0)`` works where a ``ThreadPoolExecutor(8)``
+        was used (`ThreadPoolExecutor` is the drop-in). Shutting the view
+        down never finalizes the dispatcher.
 
         Raises:
             UnknownPriority: No pool has this priority.

@@ -301,12 +301,12 @@ def _submit(
     """Submit a call through an executor; see `FuturesExecutor.submit`."""
     _check_callable(fn)
     future: Future[_T] = Future()
-    with pending.lock:
-        pending.check_open_locked()
-        pending.futures.add(future)
-    future.add_done_callback(pending.discard)
+    future.add_done_callback(pending.discard)  # before it is in the set: Ctrl-C cannot leave it there
     call = _Call(future, fn, args, kwargs, pending=pending)
     try:
+        with pending.lock:
+            pending.check_open_locked()
+            pending.futures.add(future)
         loop = _running_loop()
         if loop is None:
             dispatcher.dispatch(call, priority=priority, timeout=timeout)
