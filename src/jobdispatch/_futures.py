@@ -178,11 +178,11 @@ def _running_loop() -> asyncio.AbstractEventLoop | None:
 class FuturesExecutor(Executor):
     """What `PoolExecutor` and `ThreadPoolExecutor` share: submit, map, and waiting at shutdown."""
 
-    def __init__(self, dispatcher: Dispatcher, pool: Pool) -> None:
+    def __init__(self, dispatcher: Dispatcher, pool: Pool, pending: _Pending | None = None) -> None:
         self._dispatcher = dispatcher
         self._priority = pool.priority
         self._pool_ref = weakref.ref(pool)
-        self._pending = _Pending()
+        self._pending = _Pending() if pending is None else pending
 
     def submit(self, fn: Callable[_P, _T], /, *args: _P.args, **kwargs: _P.kwargs) -> Future[_T]:
         """Schedule ``fn(*args, **kwargs)`` on the pool; return its future.
@@ -277,9 +277,12 @@ class FuturesExecutor(Executor):
         Called before blocking that loop: those calls could not get room
         while it is blocked.
         """
-        waiting = self._pending.waiting
-        for task in [t for t, call in waiting.items() if t.get_loop() is _running_loop()]:
-            call = waiting.pop(task)
+        pending, loop = self._pending, _running_loop()
+        with pending.lock:
+            mine = [(task, call) for task, call in pending.waiting.items() if task.get_loop() is loop]
+            for task, _ in mine:
+                del pending.waiting[task]
+        for task, call in mine:
             task.cancel()  # it finds itself gone from ``waiting`` and leaves the call alone
             if not call.future.cancelled():
                 _dispatch_or_settle(self._dispatcher, self._priority, call)
@@ -327,7 +330,8 @@ def _wait_for_room(
 ) -> None:
     """Hand ``call`` to the pool once it has room, from a task of ``loop``."""
     task = loop.create_task(_dispatch_when_room(dispatcher, priority, call))
-    pending.waiting[task] = call  # also the strong reference a task needs
+    with pending.lock:
+        pending.waiting[task] = call  # also the strong reference a task needs
     task.add_done_callback(partial(_after_waiting, dispatcher, priority, pending))
     call.future.add_done_callback(partial(_cancel_waiting, loop, task))
 
@@ -345,7 +349,8 @@ def _after_waiting(dispatcher: Dispatcher, priority: int, pending: _Pending, tas
     dispatched the blocking way; or the dispatcher was finalized meanwhile:
     the future gets the error.
     """
-    call = pending.waiting.pop(task, None)
+    with pending.lock:
+        call = pending.waiting.pop(task, None)
     if call is None:  # handed over by a shutdown on this loop's thread
         return
     if task.cancelled():

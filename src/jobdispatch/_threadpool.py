@@ -103,8 +103,7 @@ class ThreadPoolExecutor(FuturesExecutor):
         name = thread_name_prefix or f"ThreadPoolExecutor-{next(_executor_numbers)}"
         dispatcher = Dispatcher([PoolConfig(0, max_workers, queue_size=queue_size)], name=name, propagate_context=False)
         pool = dispatcher._pool(0)
-        super().__init__(dispatcher, pool)
-        self._pending = _OwnPending()
+        super().__init__(dispatcher, pool, _OwnPending())
         if initializer is not None:
             # Refers to the executor's pending set, never to the executor:
             # the pool's threads must not keep the executor alive.
