@@ -17,9 +17,10 @@ from types import FunctionType, TracebackType
 from typing import Any, TypeAlias, TypeVar, overload
 
 from ._batch import Batch, BatchCall, ProgressCallback
+from ._calls import submit_call
 from ._config import ConfigLike, check_delay, check_priority, check_timeout, normalize_config
 from ._errors import DispatcherClosed, DispatcherError, PoolFull, UnknownPriority
-from ._futures import PoolExecutor, submit_call
+from ._futures import PoolExecutor
 from ._job import Job
 from ._pool import ErrorHandler, Pool, current_pool, logger, safe_repr
 from ._scheduler import Scheduler, join_thread

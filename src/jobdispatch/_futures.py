@@ -1,188 +1,43 @@
-"""Futures over a dispatcher: the call wrapper, `Dispatcher.submit` and the executor view of one pool.
+"""The executor view of one pool, and the `map` that it shares with `ThreadPoolExecutor`.
 
-A submitted call travels as a `_Call`, an ordinary job of its pool. Nothing
-that a future reaches refers back to the executor: a future's done-callback
-holds only the executor's `_Pending` set, so futures, and iterators over
-results, never keep an executor (and through it a dispatcher and its
-threads) alive.
+Iterators over results hold no reference to their executor, nor to a result
+once it is yielded.
 """
 
 from __future__ import annotations
 
-import asyncio
-import contextlib
-import threading
 import time
 import weakref
 from collections import deque
 from collections.abc import Callable, Iterable, Iterator
 from concurrent.futures import Executor, Future
 from concurrent.futures import wait as futures_wait
-from concurrent.futures.thread import BrokenThreadPool
 from functools import partial
 from itertools import islice
 from typing import TYPE_CHECKING, Any, ParamSpec, TypeVar
 
+from ._calls import Pending, dispatch_or_settle, running_loop, submit
 from ._config import check_timeout
 from ._errors import PoolFull
-from ._pool import CancelledBeforeStart, Pool, ReportedElsewhere, current_pool, safe_repr
+from ._pool import Pool, current_pool
 
 if TYPE_CHECKING:
     from ._dispatcher import Dispatcher
 
-__all__ = ["FuturesExecutor", "PoolExecutor", "submit_call"]
+__all__ = ["FuturesExecutor", "PoolExecutor"]
 
 _P = ParamSpec("_P")
 _T = TypeVar("_T")
 
 
-class _Pending:
-    """The futures of one executor not done yet, and its shut-down and broken states.
-
-    Kept apart from the executor so that the futures, whose done-callbacks
-    refer to it, do not keep the executor alive.
-    """
-
-    __slots__ = ("broken", "closed", "futures", "lock", "waiting")
-
-    def __init__(self) -> None:
-        self.lock = threading.Lock()
-        self.futures: set[Future[Any]] = set()
-        self.closed = False
-        self.broken: str | None = None  # why the pool broke (a thread initializer failed)
-        # Calls submitted on an event loop's thread that wait, in that loop, for room.
-        self.waiting: dict[asyncio.Task[None], _Call] = {}
-
-    def check_open_locked(self) -> None:
-        """Raise if the executor takes no new call (under ``lock``)."""
-        if self.closed:
-            raise RuntimeError("cannot schedule new futures after shutdown")
-
-    def refused(self, error: BaseException) -> None:
-        """Raise the executor's own error for a dispatch that raised ``error``; the caller re-raises that."""
-
-    def discard(self, future: Future[Any]) -> None:
-        with self.lock:
-            self.futures.discard(future)
-
-    def snapshot(self) -> list[Future[Any]]:
-        with self.lock:
-            return list(self.futures)
-
-
-class _Call:
-    """A submitted call: runs once and settles its future."""
-
-    __slots__ = ("args", "fn", "future", "kwargs", "name", "pending")
-
-    def __init__(
-        self,
-        future: Future[Any],
-        fn: Callable[..., Any],
-        args: tuple[Any, ...],
-        kwargs: dict[str, Any],
-        name: str | None = None,
-        pending: _Pending | None = None,
-    ) -> None:
-        self.future = future
-        self.fn = fn
-        self.args = args
-        self.kwargs = kwargs
-        self.name = name
-        self.pending = pending
-
-    def __call__(self) -> None:
-        future = self.future
-        if not future.set_running_or_notify_cancel():
-            raise CancelledBeforeStart
-        fn, args, kwargs = self.fn, self.args, self.kwargs
-        # Drop every reference now: once the future is settled, nothing here
-        # may keep the result, the exception or the arguments alive.
-        del self.future, self.fn, self.args, self.kwargs
-        failed, value = _run(fn, args, kwargs)
-        del fn, args, kwargs
-        if failed:
-            future.set_exception(value)
-            del future, value
-            raise ReportedElsewhere  # counted as failed, reported by the future
-        future.set_result(value)
-
-    def cancel_unstarted(self) -> None:
-        """Settle the future of a call its pool dropped before it started.
-
-        The future is cancelled (`Dispatcher.finalize` with
-        ``cancel_pending=True``), or gets `BrokenThreadPool` if the pool broke.
-        """
-        pending = self.pending
-        if pending is not None and pending.broken is not None:
-            if self.future.set_running_or_notify_cancel():
-                self.future.set_exception(BrokenThreadPool(pending.broken))
-        else:
-            self.future.cancel()
-
-    def __repr__(self) -> str:
-        fn = getattr(self, "fn", None)
-        what = "a finished call" if fn is None else repr(getattr(fn, "__qualname__", fn))
-        if self.name is not None:
-            return f"<submitted call {self.name!r} of {what}>"
-        return f"<submitted call of {what}>"
-
-
-def _run(fn: Callable[..., Any], args: tuple[Any, ...], kwargs: dict[str, Any]) -> tuple[bool, Any]:
-    """Return ``(False, result)`` or ``(True, exception)``.
-
-    The exception is caught here, in a frame that knows neither the call nor
-    its future, so its traceback makes no reference cycle through them.
-    """
-    try:
-        return False, fn(*args, **kwargs)
-    except BaseException as error:
-        return True, error
-
-
-def submit_call(
-    dispatcher: Dispatcher,
-    fn: Callable[..., _T],
-    args: tuple[Any, ...],
-    kwargs: dict[str, Any],
-    *,
-    priority: int | None,
-    timeout: float | None,
-    name: str | None,
-) -> Future[_T]:
-    """Dispatch ``fn(*args, **kwargs)`` as one job and return its future (`Dispatcher.submit`)."""
-    _check_callable(fn)
-    if name is not None and not isinstance(name, str):
-        raise TypeError(f"name must be a str or None, got {name!r}")
-    future: Future[_T] = Future()
-    try:
-        dispatcher.dispatch(_Call(future, fn, args, kwargs, name), priority=priority, timeout=timeout)
-    except BaseException:
-        future.cancel()  # a call that was queued all the same (Ctrl-C) is then dropped and counted cancelled
-        raise
-    return future
-
-
-def _check_callable(fn: object) -> None:
-    if not callable(fn):
-        raise TypeError(f"fn must be callable, got {safe_repr(fn)}")
-
-
-def _running_loop() -> asyncio.AbstractEventLoop | None:
-    try:
-        return asyncio.get_running_loop()
-    except RuntimeError:
-        return None
-
-
 class FuturesExecutor(Executor):
     """What `PoolExecutor` and `ThreadPoolExecutor` share: submit, map, and waiting at shutdown."""
 
-    def __init__(self, dispatcher: Dispatcher, pool: Pool, pending: _Pending | None = None) -> None:
+    def __init__(self, dispatcher: Dispatcher, pool: Pool, pending: Pending | None = None) -> None:
         self._dispatcher = dispatcher
         self._priority = pool.priority
         self._pool_ref = weakref.ref(pool)
-        self._pending = _Pending() if pending is None else pending
+        self._pending = Pending() if pending is None else pending
 
     def submit(self, fn: Callable[_P, _T], /, *args: _P.args, **kwargs: _P.kwargs) -> Future[_T]:
         """Schedule ``fn(*args, **kwargs)`` on the pool; return its future.
@@ -196,7 +51,7 @@ class FuturesExecutor(Executor):
                 finalized (`DispatcherClosed` is a `RuntimeError`).
             TypeError: ``fn`` is not callable.
         """
-        return _submit(self._dispatcher, self._priority, self._pending, fn, args, kwargs, None)
+        return submit(self._dispatcher, self._priority, self._pending, fn, args, kwargs, None)
 
     def map(
         self,
@@ -242,7 +97,7 @@ class FuturesExecutor(Executor):
         try:
             for args in arguments if buffersize is None else islice(arguments, buffersize):
                 futures.append(
-                    _submit(self._dispatcher, self._priority, self._pending, fn, args, {}, _remaining(deadline))
+                    submit(self._dispatcher, self._priority, self._pending, fn, args, {}, _remaining(deadline))
                 )
         except PoolFull:
             complete = False  # no room before the deadline: the iterator raises TimeoutError
@@ -267,7 +122,7 @@ class FuturesExecutor(Executor):
         pool = current_pool()
         if pool is not None and pool is self._pool_ref():
             raise RuntimeError("cannot wait for the executor's calls from one of its own threads: it would deadlock")
-        if _running_loop() is not None:
+        if running_loop() is not None:
             self._hand_over_waiting()
         futures_wait(self._pending.snapshot())
 
@@ -277,7 +132,7 @@ class FuturesExecutor(Executor):
         Called before blocking that loop: those calls could not get room
         while it is blocked.
         """
-        pending, loop = self._pending, _running_loop()
+        pending, loop = self._pending, running_loop()
         with pending.lock:
             mine = [(task, call) for task, call in pending.waiting.items() if task.get_loop() is loop]
             for task, _ in mine:
@@ -285,97 +140,11 @@ class FuturesExecutor(Executor):
         for task, call in mine:
             task.cancel()  # it finds itself gone from ``waiting`` and leaves the call alone
             if not call.future.cancelled():
-                _dispatch_or_settle(self._dispatcher, self._priority, call)
+                dispatch_or_settle(self._dispatcher, self._priority, call)
 
     def _cancel_pending(self) -> None:
         for future in self._pending.snapshot():
             future.cancel()
-
-
-def _submit(
-    dispatcher: Dispatcher,
-    priority: int,
-    pending: _Pending,
-    fn: Callable[..., _T],
-    args: tuple[Any, ...],
-    kwargs: dict[str, Any],
-    timeout: float | None,
-) -> Future[_T]:
-    """Submit a call through an executor; see `FuturesExecutor.submit`."""
-    _check_callable(fn)
-    future: Future[_T] = Future()
-    future.add_done_callback(pending.discard)  # before it is in the set: Ctrl-C cannot leave it there
-    call = _Call(future, fn, args, kwargs, pending=pending)
-    try:
-        with pending.lock:
-            pending.check_open_locked()
-            pending.futures.add(future)
-        loop = _running_loop()
-        if loop is None:
-            dispatcher.dispatch(call, priority=priority, timeout=timeout)
-        else:
-            try:
-                dispatcher.dispatch(call, priority=priority, timeout=0)
-            except PoolFull:
-                _wait_for_room(dispatcher, priority, pending, loop, call)
-    except BaseException as error:
-        future.cancel()
-        pending.refused(error)
-        raise
-    return future
-
-
-def _wait_for_room(
-    dispatcher: Dispatcher, priority: int, pending: _Pending, loop: asyncio.AbstractEventLoop, call: _Call
-) -> None:
-    """Hand ``call`` to the pool once it has room, from a task of ``loop``."""
-    task = loop.create_task(_dispatch_when_room(dispatcher, priority, call))
-    with pending.lock:
-        pending.waiting[task] = call  # also the strong reference a task needs
-    task.add_done_callback(partial(_after_waiting, dispatcher, priority, pending))
-    call.future.add_done_callback(partial(_cancel_waiting, loop, task))
-
-
-async def _dispatch_when_room(dispatcher: Dispatcher, priority: int, call: _Call) -> None:
-    """Dispatch ``call`` once its pool has room, without blocking the loop."""
-    await dispatcher.dispatch_async(call, priority=priority)
-
-
-def _after_waiting(dispatcher: Dispatcher, priority: int, pending: _Pending, task: asyncio.Task[None]) -> None:
-    """Settle what the end of a wait for room leaves open (a done-callback of the task, on its loop).
-
-    The call was dispatched; or its future was cancelled (the call never
-    counts); or the loop is closing and cancelled the task: the call is then
-    dispatched the blocking way; or the dispatcher was finalized meanwhile:
-    the future gets the error.
-    """
-    with pending.lock:
-        call = pending.waiting.pop(task, None)
-    if call is None:  # handed over by a shutdown on this loop's thread
-        return
-    if task.cancelled():
-        if not call.future.cancelled():
-            _dispatch_or_settle(dispatcher, priority, call)
-        return
-    error = task.exception()
-    if error is not None and call.future.set_running_or_notify_cancel():
-        call.future.set_exception(error)
-
-
-def _dispatch_or_settle(dispatcher: Dispatcher, priority: int, call: _Call) -> None:
-    """Dispatch ``call``, blocking; if that fails, its future gets the error."""
-    try:
-        dispatcher.dispatch(call, priority=priority)
-    except Exception as error:
-        if call.future.set_running_or_notify_cancel():
-            call.future.set_exception(error)
-
-
-def _cancel_waiting(loop: asyncio.AbstractEventLoop, task: asyncio.Task[None], future: Future[Any]) -> None:
-    """Stop waiting for room for a call whose future was cancelled."""
-    if future.cancelled():
-        with contextlib.suppress(RuntimeError):  # the loop is closed: the task is gone already
-            loop.call_soon_threadsafe(task.cancel)
 
 
 def _remaining(deadline: float | None) -> float | None:
@@ -385,7 +154,7 @@ def _remaining(deadline: float | None) -> float | None:
 def _refill(
     dispatcher: weakref.ref[Dispatcher],
     priority: int,
-    pending: _Pending,
+    pending: Pending,
     fn: Callable[..., _T],
     arguments: Iterator[tuple[Any, ...]],
     deadline: float | None,
@@ -396,7 +165,7 @@ def _refill(
         owner = dispatcher()
         if owner is None:
             raise RuntimeError("cannot schedule new futures: the dispatcher of this map was garbage-collected")
-        futures.append(_submit(owner, priority, pending, fn, args, {}, _remaining(deadline)))
+        futures.append(submit(owner, priority, pending, fn, args, {}, _remaining(deadline)))
         return
 
 

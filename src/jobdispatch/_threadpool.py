@@ -12,10 +12,11 @@ from collections.abc import Callable
 from concurrent.futures.thread import BrokenThreadPool
 from typing import Any
 
+from ._calls import Pending
 from ._config import PoolConfig
 from ._dispatcher import Dispatcher
 from ._errors import DispatcherClosed
-from ._futures import FuturesExecutor, _Pending
+from ._futures import FuturesExecutor
 from ._pool import current_pool
 from ._stats import PoolStats
 
@@ -169,7 +170,7 @@ class ThreadPoolExecutor(FuturesExecutor):
         return text + (f", {s.queued} queued>" if s.queued else ">")
 
 
-class _OwnPending(_Pending):
+class _OwnPending(Pending):
     """The pending set of a `ThreadPoolExecutor`: its errors are the standard library's."""
 
     __slots__ = ()
@@ -194,7 +195,7 @@ class _Initializer:
 
     __slots__ = ("args", "fn", "pending")
 
-    def __init__(self, pending: _Pending, fn: Callable[..., object], args: tuple[Any, ...]) -> None:
+    def __init__(self, pending: Pending, fn: Callable[..., object], args: tuple[Any, ...]) -> None:
         self.pending = pending
         self.fn = fn
         self.args = args
