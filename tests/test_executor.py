@@ -562,6 +562,26 @@ class TestEventLoop:
             d.finalize(timeout=WAIT)
         assert counter.value == 3
 
+    def test_thread_pool_shutdown_without_wait_lets_waiting_calls_run(self) -> None:
+        """shutdown(wait=False) runs the calls still waiting for room in a loop, as it runs queued ones."""
+        gate, started = threading.Event(), threading.Event()
+        executor = ThreadPoolExecutor(1, thread_name_prefix="jobdispatch-test-loopwait", max_queue_size=0)
+        executor.submit(gated(gate, started))
+        assert started.wait(WAIT)
+
+        async def main() -> int:
+            future = executor.submit(len, "abc")  # no room: it waits in this loop
+            executor.shutdown(wait=False)
+            gate.set()
+            return await asyncio.wait_for(asyncio.wrap_future(future), WAIT)
+
+        try:
+            assert asyncio.run(main()) == 3
+        finally:
+            gate.set()
+            executor.shutdown(wait=True)
+        assert executor.stats().completed == 2
+
 
 class TestDispatcherSubmit:
     def test_submit_returns_the_result(self, dispatcher: Dispatcher) -> None:

@@ -9,6 +9,7 @@ import os
 import sys
 import threading
 from collections.abc import Callable
+from concurrent.futures import wait as futures_wait
 from concurrent.futures.thread import BrokenThreadPool
 from typing import Any
 
@@ -148,8 +149,8 @@ class ThreadPoolExecutor(FuturesExecutor):
             closer, start = self._closer, self._closer is None
             if start:
                 closer = self._closer = threading.Thread(
-                    target=self._dispatcher.finalize,
-                    kwargs={"cancel_pending": cancel_futures},
+                    target=_finish,
+                    args=(self._dispatcher, self._pending, cancel_futures),
                     name=f"{self._name}-shutdown",
                     daemon=True,
                 )
@@ -168,6 +169,16 @@ class ThreadPoolExecutor(FuturesExecutor):
         state = "broken" if self._pending.broken else "shut down" if self._pending.closed else "open"
         text = f"<jobdispatch.ThreadPoolExecutor {self._name!r} {state}, {s.busy}/{s.workers} busy"
         return text + (f", {s.queued} queued>" if s.queued else ">")
+
+
+def _finish(dispatcher: Dispatcher, pending: Pending, cancel: bool) -> None:
+    """Finalize an executor's dispatcher once its calls are over (the thread of ``shutdown(wait=False)``).
+
+    Waiting for the futures first lets calls that wait for room in an event
+    loop get it: finalize alone would refuse them.
+    """
+    futures_wait(pending.snapshot())
+    dispatcher.finalize(cancel_pending=cancel)
 
 
 class _OwnPending(Pending):
