@@ -103,6 +103,7 @@ class TestShutdown:
             first.submit(print)
         assert not single.closed
         assert single.executor(0).submit(len, "abc").result(timeout=10) == 3
+        assert repr(first).startswith("<jobdispatch.PoolExecutor priority=0 of <Dispatcher ")
 
     def test_shutdown_waits_for_its_calls(self, single: Dispatcher) -> None:
         """shutdown(wait=True) returns once the view's calls are done."""
@@ -334,6 +335,39 @@ class TestMapTimeout:
             assert ran == []
             assert d.stats(0).cancelled == 4  # 3 buffered, and the one submitted before waiting
 
+    def test_buffered_map_times_out_when_the_next_call_finds_no_room(self) -> None:
+        """A lazy map whose next call finds the pool full until the deadline raises TimeoutError."""
+        gate, started = threading.Event(), threading.Event()
+        with Dispatcher([PoolConfig(0, 1, queue_size=1)], name="jobdispatch-test-refill") as d:
+            executor = d.executor(0)
+            results = executor.map(lambda _: (started.set(), gate.wait(WAIT)), range(5), timeout=0.1, buffersize=1)
+            assert started.wait(WAIT)  # the first call runs
+            executor.submit(gated(gate))  # and this one takes the last place
+            with pytest.raises(TimeoutError, match="no room"):
+                next(results)
+            gate.set()
+            assert d.wait(WAIT)
+            assert (d.stats(0).completed, d.stats(0).cancelled) == (2, 0)  # the call without room never entered
+
+    def test_an_input_that_raises_cancels_the_calls_submitted_before(self) -> None:
+        """If reading map's input raises, the calls it submitted and that have not started are cancelled."""
+        gate, started = threading.Event(), threading.Event()
+
+        def numbers() -> Iterator[int]:
+            yield 1
+            yield 2
+            raise LookupError("no more numbers")
+
+        with Dispatcher([PoolConfig(0, 1, queue_size=8)], name="jobdispatch-test-input") as d:
+            executor = d.executor(0)
+            executor.submit(gated(gate, started))
+            assert started.wait(WAIT)
+            with pytest.raises(LookupError, match="no more numbers"):
+                executor.map(print, numbers())
+            gate.set()
+            assert d.wait(WAIT)
+            assert d.stats(0).cancelled == 2
+
 
 class _Item:
     """An object whose lifetime a test follows with a weak reference."""
@@ -562,6 +596,25 @@ class TestEventLoop:
             d.finalize(timeout=WAIT)
         assert counter.value == 3
 
+    def test_finalize_while_a_call_waits_for_room_settles_its_future(self) -> None:
+        """A call waiting in a loop for room when the dispatcher is finalized gets DispatcherClosed."""
+        gate = threading.Event()
+        d, executor = full_view(gate)
+
+        async def main() -> None:
+            future = executor.submit(print)
+            with pytest.raises(TimeoutError):
+                d.finalize(cancel_pending=True, timeout=0.01)  # closes the pool, wakes the waiting call
+            with pytest.raises(DispatcherClosed):
+                await asyncio.wait_for(asyncio.wrap_future(future), WAIT)
+
+        try:
+            asyncio.run(main())
+        finally:
+            gate.set()
+            d.finalize(timeout=WAIT)
+        assert (d.stats(0).completed, d.stats(0).cancelled) == (1, 0)
+
     def test_thread_pool_shutdown_without_wait_lets_waiting_calls_run(self) -> None:
         """shutdown(wait=False) runs the calls still waiting for room in a loop, as it runs queued ones."""
         gate, started = threading.Event(), threading.Event()
@@ -676,6 +729,9 @@ class TestThreadPoolExecutor:
             ({"max_workers": "2"}, TypeError, r"^max_workers must be an int or None, got '2'$"),
             ({"initializer": 3}, TypeError, r"^initializer must be callable or None, got 3$"),
             ({"max_queue_size": -1}, ValueError, r"^max_queue_size must be >= 0, got -1$"),
+            ({"max_queue_size": 1.5}, TypeError, r"^max_queue_size must be an int or None, got 1.5$"),
+            ({"initargs": [1]}, TypeError, r"^initargs must be a tuple, got \[1\]$"),
+            ({"thread_name_prefix": None}, TypeError, r"^thread_name_prefix must be a str, got None$"),
         ],
     )
     def test_bad_arguments_are_refused(self, kwargs: dict[str, Any], error: type[Exception], message: str) -> None:
