@@ -233,17 +233,32 @@ def _after_waiting(dispatcher: Dispatcher, priority: int, pending: Pending, task
             dispatch_or_settle(dispatcher, priority, call)
         return
     error = task.exception()
-    if error is not None and call.future.set_running_or_notify_cancel():
-        call.future.set_exception(error)
+    if error is not None:
+        _refused(call.future, error)
 
 
 def dispatch_or_settle(dispatcher: Dispatcher, priority: int, call: _Call) -> None:
-    """Dispatch ``call``, blocking; if that fails, its future gets the error."""
+    """Dispatch ``call``, blocking; if that fails, settle its future."""
     try:
         dispatcher.dispatch(call, priority=priority)
-    except Exception as error:
-        if call.future.set_running_or_notify_cancel():
-            call.future.set_exception(error)
+    except BaseException as error:
+        _refused(call.future, error)
+        if not isinstance(error, Exception):
+            raise
+
+
+def _refused(future: Future[Any], error: BaseException) -> None:
+    """Settle the future of a call whose dispatch raised ``error``.
+
+    An `Exception` (`DispatcherClosed`, ...) means the call never entered the
+    pool: the future gets it. Ctrl-C may strike after the call was queued,
+    so the future is then cancelled, which the pool counts if it has the call.
+    """
+    if isinstance(error, Exception):
+        if future.set_running_or_notify_cancel():
+            future.set_exception(error)
+    else:
+        future.cancel()
 
 
 def _cancel_waiting(loop: asyncio.AbstractEventLoop, task: asyncio.Task[None], future: Future[Any]) -> None:
