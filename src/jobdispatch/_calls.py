@@ -85,6 +85,10 @@ class _Call:
 
     def __call__(self) -> None:
         future = self.future
+        pending = self.pending
+        if pending is not None and pending.broken is not None:  # an initializer failed: run nothing more
+            self.cancel_unstarted()
+            raise CancelledBeforeStart
         if not future.set_running_or_notify_cancel():
             raise CancelledBeforeStart
         fn, args, kwargs = self.fn, self.args, self.kwargs
@@ -103,7 +107,8 @@ class _Call:
         """Settle the future of a call its pool dropped before it started.
 
         The future is cancelled (`Dispatcher.finalize` with
-        ``cancel_pending=True``), or gets `BrokenThreadPool` if the pool broke.
+        ``cancel_pending=True``), or gets `BrokenThreadPool` if the executor
+        broke (a thread initializer failed).
         """
         pending = self.pending
         if pending is not None and pending.broken is not None:

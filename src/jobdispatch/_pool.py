@@ -119,8 +119,8 @@ class Pool:
         self.owner = owner
         self._thread_name = f"{name}-p{config.priority}"
         self._on_error = on_error
-        # Run once by each worker thread before its first job; if it raises,
-        # the pool is broken: every job not started is dropped (cancelled).
+        # Run once by each worker thread before its first job (the initializer
+        # of a `ThreadPoolExecutor`, which handles its own failure).
         self.initializer: Callable[[], object] | None = None
         self._lock = threading.Lock()
         self._jobs: SimpleQueue[_Queued | None] = SimpleQueue()
@@ -775,8 +775,8 @@ def _work(pool: Pool) -> None:
             pool._jobs.put(None)
             pool._sentinels += 1
     _worker_state.pool = pool
-    if pool.initializer is not None and _call(pool.initializer, None) is not None:
-        pool.cancel_queued()
+    if pool.initializer is not None:
+        _call(pool.initializer, None)
     get = pool._jobs.get
     put_slot = pool._slots.put
     clock = time.perf_counter

@@ -217,5 +217,4 @@ class _Initializer:
         except BaseException:
             _futures_logger.critical("the initializer of a thread pool raised:", exc_info=True)
             with self.pending.lock:
-                self.pending.broken = _BROKEN  # before the pool drops its queued calls: they see it
-            raise
+                self.pending.broken = _BROKEN  # every call not started sees it and settles with BrokenThreadPool
