@@ -1,15 +1,34 @@
-"""Dispatcher.executor(): a concurrent.futures.Executor view of one pool."""
+"""Futures: Dispatcher.submit, the executor view of one pool, and jobdispatch.ThreadPoolExecutor."""
 
 from __future__ import annotations
 
 import asyncio
 import concurrent.futures as cf
+import gc
+import logging
+import os
+import subprocess
+import sys
+import textwrap
 import threading
+import time
+import weakref
 from collections.abc import Iterator
+from concurrent.futures.thread import BrokenThreadPool
+from typing import Any
 
 import pytest
 
-from jobdispatch import Dispatcher, DispatcherClosed, PoolConfig, UnknownPriority
+from jobdispatch import (
+    Dispatcher,
+    DispatcherClosed,
+    PoolConfig,
+    PoolExecutor,
+    PoolFull,
+    ThreadPoolExecutor,
+    UnknownPriority,
+)
+from support import WAIT, Counter, gated, threads_named, wait_for
 
 
 @pytest.fixture
@@ -84,6 +103,7 @@ class TestShutdown:
             first.submit(print)
         assert not single.closed
         assert single.executor(0).submit(len, "abc").result(timeout=10) == 3
+        assert repr(first).startswith("<jobdispatch.PoolExecutor priority=0 of <Dispatcher ")
 
     def test_shutdown_waits_for_its_calls(self, single: Dispatcher) -> None:
         """shutdown(wait=True) returns once the view's calls are done."""
@@ -129,8 +149,8 @@ class TestMap:
         """map() with several iterables calls fn with one item of each."""
         assert list(single.executor(0).map(pow, [2, 3], [3, 2])) == [8, 9]
 
-    def test_map_reads_input_lazily(self, single: Dispatcher) -> None:
-        """map() submits at most buffersize calls ahead of the consumer."""
+    def test_map_with_buffersize_reads_input_lazily(self, single: Dispatcher) -> None:
+        """map(buffersize=n) submits n calls at first, then one more per result taken."""
         pulled = 0
 
         def numbers() -> Iterator[int]:
@@ -224,3 +244,660 @@ def test_finalize_cancel_pending_cancels_the_futures_of_queued_calls() -> None:
     finally:
         gate.set()
         d.finalize(timeout=10)
+
+
+def full_view(gate: threading.Event, workers: int = 1, queue_size: int = 0) -> tuple[Dispatcher, PoolExecutor]:
+    """A pool of ``workers`` threads and ``queue_size`` queue, every place taken by a gated job."""
+    d = Dispatcher([PoolConfig(0, workers, queue_size=queue_size)], name="jobdispatch-test-full")
+    started = [threading.Event() for _ in range(workers)]
+    for event in started:
+        d.dispatch(gated(gate, event))
+    for event in started:
+        assert event.wait(WAIT)
+    for _ in range(queue_size):
+        d.dispatch(gated(gate))
+    return d, d.executor(0)
+
+
+class TestMapSubmitsEverything:
+    def test_unconsumed_map_runs_every_call(self, single: Dispatcher) -> None:
+        """map() without buffersize submits every call at once: all run even if no result is read."""
+        counter = Counter()
+        single.executor(0).map(lambda _: counter(), range(100))
+        assert single.wait(WAIT)
+        assert counter.value == 100
+        assert single.stats(0).completed == 100
+
+    def test_buffered_map_of_a_temporary_view_keeps_going(self, single: Dispatcher) -> None:
+        """A lazy map needs the dispatcher, not the view: a view dropped at once is fine."""
+        assert list(single.executor(0).map(abs, range(-20, 0), buffersize=2)) == list(range(20, 0, -1))
+
+    def test_buffered_map_of_a_collected_dispatcher_raises(self) -> None:
+        """A lazy map whose dispatcher was garbage-collected says so instead of stopping short."""
+        d = Dispatcher(2, name="jobdispatch-test-gone")
+        results = d.executor(0).map(abs, range(10), buffersize=1)
+        assert next(results) == 0
+        del d
+        gc.collect()
+        with pytest.raises(RuntimeError, match="garbage-collected"):
+            list(results)
+
+
+class TestMapTimeout:
+    def test_map_timeout_raises_on_time_while_the_pool_is_full(self) -> None:
+        """map(timeout=) raises TimeoutError on time even when the pool has no room, and runs nothing."""
+        gate = threading.Event()
+        safety = threading.Timer(3.0, gate.set)  # opens the pool if map blocks past its timeout
+        safety.start()
+        d, executor = full_view(gate)
+        ran: list[int] = []
+        try:
+            started = time.monotonic()
+            with pytest.raises(TimeoutError):
+                next(executor.map(ran.append, [1, 2, 3], timeout=0.1))
+            elapsed = time.monotonic() - started
+            assert not gate.is_set(), f"map blocked until the pool opened ({elapsed:.2f} s)"
+            assert elapsed < 2.0
+        finally:
+            safety.cancel()
+            gate.set()
+            d.finalize(timeout=WAIT)
+        assert ran == []
+        assert d.stats(0).cancelled == 0  # the calls without room never entered the pool
+
+    def test_map_timeout_cancels_the_call_it_waited_for(self) -> None:
+        """On TimeoutError, map cancels every call not started, the awaited one included."""
+        gate, started = threading.Event(), threading.Event()
+        with Dispatcher([PoolConfig(0, 1, queue_size=8)], name="jobdispatch-test-queue") as d:
+            executor = d.executor(0)
+            executor.submit(gated(gate, started))
+            assert started.wait(WAIT)
+            ran: list[int] = []
+            with pytest.raises(TimeoutError):
+                next(executor.map(ran.append, [1, 2, 3], timeout=0.05))
+            gate.set()
+            assert d.wait(WAIT)
+            assert ran == []
+            assert d.stats(0).cancelled == 3
+
+    def test_buffered_map_timeout_cancels_the_awaited_call(self) -> None:
+        """The lazy form cancels the awaited call and the buffered ones on TimeoutError too."""
+        gate, started = threading.Event(), threading.Event()
+        with Dispatcher([PoolConfig(0, 1, queue_size=8)], name="jobdispatch-test-buffered") as d:
+            executor = d.executor(0)
+            executor.submit(gated(gate, started))
+            assert started.wait(WAIT)
+            ran: list[int] = []
+            with pytest.raises(TimeoutError):
+                next(executor.map(ran.append, range(100), timeout=0.05, buffersize=3))
+            gate.set()
+            assert d.wait(WAIT)
+            assert ran == []
+            assert d.stats(0).cancelled == 4  # 3 buffered, and the one submitted before waiting
+
+    def test_buffered_map_times_out_when_the_next_call_finds_no_room(self) -> None:
+        """A lazy map whose next call finds the pool full until the deadline raises TimeoutError."""
+        gate, started = threading.Event(), threading.Event()
+        with Dispatcher([PoolConfig(0, 1, queue_size=1)], name="jobdispatch-test-refill") as d:
+            executor = d.executor(0)
+            results = executor.map(lambda _: (started.set(), gate.wait(WAIT)), range(5), timeout=0.1, buffersize=1)
+            assert started.wait(WAIT)  # the first call runs
+            executor.submit(gated(gate))  # and this one takes the last place
+            with pytest.raises(TimeoutError, match="no room"):
+                next(results)
+            gate.set()
+            assert d.wait(WAIT)
+            assert (d.stats(0).completed, d.stats(0).cancelled) == (2, 0)  # the call without room never entered
+
+    def test_an_input_that_raises_cancels_the_calls_submitted_before(self) -> None:
+        """If reading map's input raises, the calls it submitted and that have not started are cancelled."""
+        gate, started = threading.Event(), threading.Event()
+
+        def numbers() -> Iterator[int]:
+            yield 1
+            yield 2
+            raise LookupError("no more numbers")
+
+        with Dispatcher([PoolConfig(0, 1, queue_size=8)], name="jobdispatch-test-input") as d:
+            executor = d.executor(0)
+            executor.submit(gated(gate, started))
+            assert started.wait(WAIT)
+            with pytest.raises(LookupError, match="no more numbers"):
+                executor.map(print, numbers())
+            gate.set()
+            assert d.wait(WAIT)
+            assert d.stats(0).cancelled == 2
+
+
+class _Item:
+    """An object whose lifetime a test follows with a weak reference."""
+
+
+def make_item(_: object) -> _Item:
+    return _Item()
+
+
+def fail() -> None:
+    raise ValueError("boom")
+
+
+class Boom(Exception):
+    """An exception a test can follow with a weak reference."""
+
+
+def boom(_: object) -> None:
+    raise Boom
+
+
+class TestNoLingeringReferences:
+    def test_map_iterator_drops_each_result_once_yielded(self, single: Dispatcher) -> None:
+        """The map iterator keeps no reference to the result it yielded last."""
+        results = single.executor(0).map(make_item, range(3))
+        for item in results:
+            ref = weakref.ref(item)
+            del item
+            wait_for(lambda: ref() is None, "the yielded result to be freed")  # noqa: B023
+
+    def test_map_iterator_does_not_keep_the_view_alive(self, single: Dispatcher) -> None:
+        """A live map iterator keeps no reference to its executor view."""
+        executor = single.executor(0)
+        results = executor.map(abs, [-1, -2])
+        ref = weakref.ref(executor)
+        del executor
+        assert ref() is None
+        assert list(results) == [1, 2]
+
+    def test_futures_do_not_keep_the_view_alive(self, single: Dispatcher) -> None:
+        """A pending future keeps no reference to the view that made it."""
+        gate = threading.Event()
+        executor = single.executor(0)
+        future = executor.submit(gated(gate))
+        ref = weakref.ref(executor)
+        del executor
+        try:
+            assert ref() is None
+        finally:
+            gate.set()
+        assert future.result(WAIT) is None
+
+    def test_futures_do_not_keep_a_thread_pool_executor_alive(self) -> None:
+        """A ThreadPoolExecutor dropped with futures pending is collected, finishes its calls, stops its threads."""
+        gate = threading.Event()
+        executor = ThreadPoolExecutor(2, thread_name_prefix="jobdispatch-test-drop")
+        futures = [executor.submit(gate.wait, WAIT) for _ in range(4)]
+        ref = weakref.ref(executor)
+        del executor
+        gate.set()
+        assert ref() is None
+        assert [f.result(WAIT) for f in futures] == [True] * 4
+        for thread in threads_named("jobdispatch-test-drop"):
+            thread.join(WAIT)
+            assert not thread.is_alive()
+
+    def test_failed_future_is_freed_without_the_cycle_collector(self, single: Dispatcher) -> None:
+        """A failed future forms no reference cycle: it is freed as soon as it is dropped."""
+        executor = single.executor(0)
+        gc.disable()
+        try:
+            future = executor.submit(fail)
+            assert isinstance(future.exception(WAIT), ValueError)
+            assert single.wait(WAIT)
+            ref = weakref.ref(future)
+            del future
+            wait_for(lambda: ref() is None, "the failed future to be freed")
+        finally:
+            gc.enable()
+
+    def test_failed_map_call_is_freed_without_the_cycle_collector(self, single: Dispatcher) -> None:
+        """The exception a map raises forms no cycle through the call or its future."""
+        gc.disable()
+        try:
+            with pytest.raises(Boom) as info:
+                list(single.executor(0).map(boom, [1]))
+            ref = weakref.ref(info.value)
+            del info
+            wait_for(lambda: ref() is None, "the exception to be freed")
+        finally:
+            gc.enable()
+
+
+class TestShutdownFromInside:
+    def test_view_shutdown_wait_from_its_own_call_raises(self, single: Dispatcher) -> None:
+        """shutdown(wait=True) inside one of the view's calls raises RuntimeError instead of hanging."""
+        executor = single.executor(0)
+        future = executor.submit(lambda: executor.shutdown(wait=True))
+        with pytest.raises(RuntimeError, match="from one of its own threads"):
+            future.result(WAIT)
+        with pytest.raises(RuntimeError, match="after shutdown"):
+            executor.submit(print)
+
+    def test_view_shutdown_without_wait_from_its_own_call_works(self, single: Dispatcher) -> None:
+        """shutdown(wait=False) inside a call just refuses new calls."""
+        executor = single.executor(0)
+        assert executor.submit(lambda: executor.shutdown(wait=False)).result(WAIT) is None
+        with pytest.raises(RuntimeError, match="after shutdown"):
+            executor.submit(print)
+
+    def test_thread_pool_shutdown_wait_from_its_own_call_raises(self) -> None:
+        """ThreadPoolExecutor.shutdown(wait=True) from its own thread raises RuntimeError; the pool still stops."""
+        executor = ThreadPoolExecutor(2, thread_name_prefix="jobdispatch-test-inside")
+        future = executor.submit(lambda: executor.shutdown(wait=True))
+        with pytest.raises(RuntimeError, match="from one of its own threads"):
+            future.result(WAIT)
+        with pytest.raises(RuntimeError, match=r"^cannot schedule new futures after shutdown$"):
+            executor.submit(print)
+        executor.shutdown(wait=True)
+        assert not threads_named("jobdispatch-test-inside")
+
+
+class TestEventLoop:
+    def test_run_in_executor_on_a_full_pool_does_not_deadlock_the_loop(self) -> None:
+        """Jobs that need the loop, sent with run_in_executor to a small full pool, all finish."""
+        d = Dispatcher([PoolConfig(0, 2, queue_size=0)], name="jobdispatch-test-loop")
+        executor = d.executor(0)
+
+        async def double(n: int) -> int:
+            return 2 * n
+
+        def job(loop: asyncio.AbstractEventLoop, n: int) -> int:
+            return asyncio.run_coroutine_threadsafe(double(n), loop).result(WAIT)
+
+        async def main() -> list[int]:
+            loop = asyncio.get_running_loop()
+            calls = [loop.run_in_executor(executor, job, loop, n) for n in range(10)]
+            return list(await asyncio.wait_for(asyncio.gather(*calls), 3 * WAIT))
+
+        try:
+            assert asyncio.run(main()) == [2 * n for n in range(10)]
+        finally:
+            d.finalize(cancel_pending=True, timeout=WAIT)
+        assert d.stats(0).completed == 10
+
+    def test_submit_on_a_loop_thread_returns_at_once_while_the_pool_is_full(self) -> None:
+        """On the loop's thread submit returns a pending future; the call runs once room comes."""
+        gate = threading.Event()
+        d, executor = full_view(gate)
+        ran: list[int] = []
+
+        async def main() -> None:
+            future = executor.submit(ran.append, 1)
+            assert not future.done()
+            assert d.stats(0).queued == 0  # not in the pool yet: it waits for room in the loop
+            gate.set()
+            await asyncio.wait_for(asyncio.wrap_future(future), WAIT)
+
+        try:
+            asyncio.run(main())
+        finally:
+            gate.set()
+            d.finalize(timeout=WAIT)
+        assert ran == [1]
+        assert d.stats(0).completed == 2
+
+    def test_cancelled_before_room_counts_nothing(self) -> None:
+        """A future cancelled while its call waits for room never runs and is not counted."""
+        gate = threading.Event()
+        d, executor = full_view(gate)
+        ran: list[int] = []
+
+        async def main() -> None:
+            future = executor.submit(ran.append, 1)
+            await asyncio.sleep(0)
+            assert future.cancel()
+            gate.set()
+            assert await d.wait_async(WAIT)
+
+        try:
+            asyncio.run(main())
+        finally:
+            gate.set()
+            d.finalize(timeout=WAIT)
+        assert ran == []
+        stats = d.stats(0)
+        assert (stats.completed, stats.cancelled, stats.failed) == (1, 0, 0)
+
+    def test_calls_waiting_when_the_loop_ends_still_run(self) -> None:
+        """Calls still waiting for room when asyncio.run ends are handed to the pool, not lost."""
+        gate = threading.Event()
+        d, executor = full_view(gate)
+        counter = Counter()
+
+        async def main() -> list[cf.Future[None]]:
+            futures = [executor.submit(counter) for _ in range(5)]
+            gate.set()
+            return futures
+
+        try:
+            futures = asyncio.run(main())
+            assert [f.result(WAIT) for f in futures] == [None] * 5
+        finally:
+            gate.set()
+            d.finalize(timeout=WAIT)
+        assert counter.value == 5
+
+    def test_shutdown_wait_on_the_loop_thread_hands_waiting_calls_over(self) -> None:
+        """shutdown(wait=True) on a loop's thread runs the calls waiting for room in that loop."""
+        gate = threading.Event()
+        d, executor = full_view(gate)
+        counter = Counter()
+        opener = threading.Timer(0.05, gate.set)
+
+        async def main() -> None:
+            futures = [executor.submit(counter) for _ in range(3)]
+            opener.start()  # the shutdown below blocks this loop until the pool has room
+            executor.shutdown(wait=True)
+            assert all(f.done() for f in futures)
+
+        try:
+            asyncio.run(main())
+        finally:
+            opener.cancel()
+            gate.set()
+            d.finalize(timeout=WAIT)
+        assert counter.value == 3
+
+    def test_finalize_while_a_call_waits_for_room_settles_its_future(self) -> None:
+        """A call waiting in a loop for room when the dispatcher is finalized gets DispatcherClosed."""
+        gate = threading.Event()
+        d, executor = full_view(gate)
+
+        async def main() -> None:
+            future = executor.submit(print)
+            with pytest.raises(TimeoutError):
+                d.finalize(cancel_pending=True, timeout=0.01)  # closes the pool, wakes the waiting call
+            with pytest.raises(DispatcherClosed):
+                await asyncio.wait_for(asyncio.wrap_future(future), WAIT)
+
+        try:
+            asyncio.run(main())
+        finally:
+            gate.set()
+            d.finalize(timeout=WAIT)
+        assert (d.stats(0).completed, d.stats(0).cancelled) == (1, 0)
+
+    def test_thread_pool_shutdown_without_wait_lets_waiting_calls_run(self) -> None:
+        """shutdown(wait=False) runs the calls still waiting for room in a loop, as it runs queued ones."""
+        gate, started = threading.Event(), threading.Event()
+        executor = ThreadPoolExecutor(1, thread_name_prefix="jobdispatch-test-loopwait", max_queue_size=0)
+        executor.submit(gated(gate, started))
+        assert started.wait(WAIT)
+
+        async def main() -> int:
+            future = executor.submit(len, "abc")  # no room: it waits in this loop
+            executor.shutdown(wait=False)
+            gate.set()
+            return await asyncio.wait_for(asyncio.wrap_future(future), WAIT)
+
+        try:
+            assert asyncio.run(main()) == 3
+        finally:
+            gate.set()
+            executor.shutdown(wait=True)
+        assert executor.stats().completed == 2
+
+
+class TestDispatcherSubmit:
+    def test_submit_returns_the_result(self, dispatcher: Dispatcher) -> None:
+        """Dispatcher.submit runs fn(*args, **kwargs) in the chosen pool and returns its future."""
+        future = dispatcher.submit(int, "ff", base=16, priority=1)
+        assert future.result(WAIT) == 255
+        assert dispatcher.wait(WAIT)
+        assert dispatcher.stats(1).completed == 1
+
+    def test_exception_goes_to_the_future(self) -> None:
+        """A raising call sets the future's exception, counts as failed, and skips on_error."""
+        seen: list[BaseException] = []
+        with Dispatcher(1, on_error=lambda job, exc: seen.append(exc)) as d:
+            with pytest.raises(ValueError, match="boom"):
+                d.submit(fail).result(WAIT)
+            assert d.wait(WAIT)
+            assert d.stats(0).failed == 1
+        assert seen == []
+
+    def test_submit_has_backpressure(self) -> None:
+        """submit(timeout=0) on a full pool raises PoolFull, and nothing is counted."""
+        gate = threading.Event()
+        d, _ = full_view(gate)
+        try:
+            with pytest.raises(PoolFull):
+                d.submit(print, timeout=0)
+        finally:
+            gate.set()
+            d.finalize(timeout=WAIT)
+        assert (d.stats(0).completed, d.stats(0).cancelled) == (1, 0)
+
+    def test_name_is_shown_in_the_repr_of_the_job(self, monkeypatch: pytest.MonkeyPatch) -> None:
+        """The name given to submit is kept on the job and shown by its repr."""
+        jobs: list[object] = []
+        with Dispatcher(1) as d:
+            original = d.dispatch
+
+            def spy(job: Any, **kwargs: Any) -> None:
+                jobs.append(job)
+                original(job, **kwargs)
+
+            monkeypatch.setattr(d, "dispatch", spy)
+            assert d.submit(len, "abc", name="measure").result(WAIT) == 3
+        assert "'measure'" in repr(jobs[0])
+
+    @pytest.mark.parametrize(
+        ("kwargs", "message"),
+        [
+            ({"fn": 3}, r"^fn must be callable, got 3$"),
+            ({"fn": print, "name": 3}, r"^name must be a str or None, got 3$"),
+        ],
+    )
+    def test_bad_arguments_are_refused(self, single: Dispatcher, kwargs: dict[str, Any], message: str) -> None:
+        """A non-callable fn or a non-str name raises TypeError naming it."""
+        arguments = dict(kwargs)
+        fn = arguments.pop("fn")
+        with pytest.raises(TypeError, match=message):
+            single.submit(fn, **arguments)
+        assert single.stats(0).completed == 0
+
+    def test_finalize_cancel_pending_cancels_submitted_futures(self) -> None:
+        """Calls submitted with Dispatcher.submit and dropped by finalize get cancelled futures."""
+        gate, started = threading.Event(), threading.Event()
+        d = Dispatcher([PoolConfig(0, 1, queue_size=4)])
+        d.dispatch(gated(gate, started))
+        assert started.wait(WAIT)
+        queued = [d.submit(print) for _ in range(2)]
+        with pytest.raises(TimeoutError):
+            d.finalize(cancel_pending=True, timeout=0.01)
+        gate.set()
+        d.finalize(timeout=WAIT)
+        assert all(f.cancelled() for f in queued)
+
+
+class TestThreadPoolExecutor:
+    def test_default_workers_follow_the_standard_library(self) -> None:
+        """max_workers defaults to min(32, usable CPUs + 4)."""
+        cpus = getattr(os, "process_cpu_count", os.cpu_count)() or os.cpu_count() or 1
+        with ThreadPoolExecutor() as executor:
+            assert executor._max_workers == min(32, cpus + 4)
+            assert executor.stats().workers == min(32, cpus + 4)
+
+    @pytest.mark.parametrize("workers", [0, -1])
+    def test_max_workers_must_be_positive(self, workers: int) -> None:
+        """max_workers <= 0 raises the standard library's ValueError."""
+        with pytest.raises(ValueError, match=r"^max_workers must be greater than 0$"):
+            ThreadPoolExecutor(workers)
+
+    @pytest.mark.parametrize(
+        ("kwargs", "error", "message"),
+        [
+            ({"max_workers": "2"}, TypeError, r"^max_workers must be an int or None, got '2'$"),
+            ({"initializer": 3}, TypeError, r"^initializer must be callable or None, got 3$"),
+            ({"max_queue_size": -1}, ValueError, r"^max_queue_size must be >= 0, got -1$"),
+            ({"max_queue_size": 1.5}, TypeError, r"^max_queue_size must be an int or None, got 1.5$"),
+            ({"initargs": [1]}, TypeError, r"^initargs must be a tuple, got \[1\]$"),
+            ({"thread_name_prefix": None}, TypeError, r"^thread_name_prefix must be a str, got None$"),
+        ],
+    )
+    def test_bad_arguments_are_refused(self, kwargs: dict[str, Any], error: type[Exception], message: str) -> None:
+        """Bad constructor arguments raise an error naming the argument and the value."""
+        with pytest.raises(error, match=message):
+            ThreadPoolExecutor(**kwargs)
+
+    def test_submit_after_shutdown_raises(self) -> None:
+        """submit after shutdown raises the standard library's RuntimeError."""
+        executor = ThreadPoolExecutor(1)
+        executor.shutdown()
+        with pytest.raises(RuntimeError, match=r"^cannot schedule new futures after shutdown$"):
+            executor.submit(print)
+
+    def test_threads_start_on_demand_up_to_max_workers(self) -> None:
+        """Threads start as calls need them, never more than max_workers, and are reused when idle."""
+        gate = threading.Event()
+        with ThreadPoolExecutor(4, thread_name_prefix="jobdispatch-test-cap") as executor:
+            for _ in range(3):
+                executor.submit(len, "abc").result(WAIT)
+                wait_for(lambda: executor.stats().busy == 0, "the thread to be idle again")
+            assert len(threads_named("jobdispatch-test-cap")) == 1
+            futures = [executor.submit(gate.wait, WAIT) for _ in range(60)]
+            assert len(threads_named("jobdispatch-test-cap")) == 4
+            gate.set()
+            assert all(f.result(WAIT) for f in futures)
+        assert not threads_named("jobdispatch-test-cap")
+
+    def test_initializer_runs_once_per_thread_before_its_first_call(self) -> None:
+        """The initializer runs once in each thread, with initargs, before that thread's first call."""
+        gate = threading.Event()
+        local = threading.local()
+        inits: list[str] = []
+        lock = threading.Lock()
+
+        def init(tag: str) -> None:
+            with lock:
+                inits.append(threading.current_thread().name)
+            local.tag = tag
+
+        with ThreadPoolExecutor(3, thread_name_prefix="jobdispatch-test-init", initializer=init, initargs=("x",)) as ex:
+            futures = [ex.submit(lambda: (gate.wait(WAIT), local.tag)[1]) for _ in range(9)]
+            wait_for(lambda: ex.stats().busy == 3, "three busy threads")
+            gate.set()
+            assert [f.result(WAIT) for f in futures] == ["x"] * 9
+        assert sorted(inits) == sorted(set(inits))
+        assert len(inits) == 3
+
+    def test_failing_initializer_breaks_the_pool(self, caplog: pytest.LogCaptureFixture) -> None:
+        """A raising initializer is logged; queued calls and later submits raise BrokenThreadPool."""
+        release = threading.Event()
+
+        def init() -> None:
+            release.wait(WAIT)
+            raise OSError("no database")
+
+        executor = ThreadPoolExecutor(1, thread_name_prefix="jobdispatch-test-broken", initializer=init)
+        with caplog.at_level(logging.CRITICAL, logger="concurrent.futures"):
+            futures = [executor.submit(print) for _ in range(3)]
+            release.set()
+            for future in futures:
+                with pytest.raises(BrokenThreadPool):
+                    future.result(WAIT)
+        assert executor._broken
+        with pytest.raises(BrokenThreadPool):
+            executor.submit(print)
+        executor.shutdown()
+        assert executor.stats().cancelled == 3
+        logged = [r for r in caplog.records if r.name == "concurrent.futures" and r.levelno == logging.CRITICAL]
+        assert len(logged) == 1
+        assert logged[0].exc_info is not None
+        assert str(logged[0].exc_info[1]) == "no database"
+
+    def test_shutdown_cancel_futures_cancels_queued_calls_without_waiting(self) -> None:
+        """shutdown(wait=False, cancel_futures=True) cancels queued calls; threads exit once the rest is done."""
+        gate, started = threading.Event(), threading.Event()
+        executor = ThreadPoolExecutor(1, thread_name_prefix="jobdispatch-test-nowait")
+        running = executor.submit(gated(gate, started))
+        assert started.wait(WAIT)
+        queued = [executor.submit(print) for _ in range(5)]
+        executor.shutdown(wait=False, cancel_futures=True)
+        assert all(f.cancelled() for f in queued)
+        gate.set()
+        assert running.result(WAIT) is None
+        for thread in threads_named("jobdispatch-test-nowait"):
+            thread.join(WAIT)
+            assert not thread.is_alive()
+
+    def test_max_queue_size_makes_submit_block(self) -> None:
+        """With max_queue_size, submit blocks while the queue is full and goes on when room comes."""
+        gate, started, submitted = threading.Event(), threading.Event(), threading.Event()
+        with ThreadPoolExecutor(1, thread_name_prefix="jobdispatch-test-bounded", max_queue_size=1) as executor:
+            executor.submit(gated(gate, started))
+            assert started.wait(WAIT)
+            executor.submit(print)
+
+            def third() -> None:
+                executor.submit(print)
+                submitted.set()
+
+            producer = threading.Thread(target=third, name="test-producer")
+            producer.start()
+            assert not submitted.wait(0.2)  # blocked: one running, one queued
+            assert executor.stats().queued == 1
+            gate.set()
+            assert submitted.wait(WAIT)
+            producer.join(WAIT)
+        assert executor.stats().completed == 3
+
+    def test_repr_and_stats_show_the_state(self) -> None:
+        """repr names the executor and its state; stats() counts its calls."""
+        executor = ThreadPoolExecutor(2, thread_name_prefix="jobdispatch-test-repr")
+        executor.submit(len, "ab").result(WAIT)
+        assert repr(executor).startswith("<jobdispatch.ThreadPoolExecutor 'jobdispatch-test-repr' open, ")
+        executor.shutdown()
+        assert "shut down" in repr(executor)
+        assert executor.stats().completed == 1
+
+
+def run_child(script: str) -> subprocess.CompletedProcess[str]:
+    """Run ``script`` in a new interpreter; return its outcome."""
+    return subprocess.run(
+        [sys.executable, "-c", textwrap.dedent(script)],
+        capture_output=True,
+        text=True,
+        timeout=6 * WAIT,
+        check=False,
+    )
+
+
+class TestInterpreterExit:
+    def test_calls_pending_at_exit_run(self) -> None:
+        """Calls of an executor never shut down run before the interpreter exits."""
+        child = run_child("""
+            import time
+            from jobdispatch import ThreadPoolExecutor
+            executor = ThreadPoolExecutor(2)
+            executor.submit(lambda: (time.sleep(0.2), print("apple", flush=True)))
+        """)
+        assert (child.returncode, child.stdout.strip(), child.stderr) == (0, "apple", "")
+
+    def test_shutdown_without_wait_does_not_hang_at_exit(self) -> None:
+        """shutdown(wait=False) with a call running lets the interpreter exit once it is done."""
+        child = run_child("""
+            import time
+            from jobdispatch import ThreadPoolExecutor
+            executor = ThreadPoolExecutor(3)
+            executor.submit(lambda: (time.sleep(0.2), print("apple", flush=True)))
+            executor.shutdown(wait=False)
+        """)
+        assert (child.returncode, child.stdout.strip(), child.stderr) == (0, "apple", "")
+
+    def test_submit_after_interpreter_shutdown_raises(self) -> None:
+        """A submit from an exit hook that runs after the library's raises the standard library's error."""
+        child = run_child("""
+            import atexit
+
+            @atexit.register
+            def late():
+                try:
+                    executor.submit(id, None)
+                except RuntimeError as error:
+                    print(error)
+
+            from jobdispatch import ThreadPoolExecutor
+            executor = ThreadPoolExecutor(2)
+            executor.submit(id, 42).result()
+        """)
+        assert child.stdout.strip() == "cannot schedule new futures after interpreter shutdown"

@@ -16,11 +16,12 @@ from ._errors import DispatcherClosed as DispatcherClosed
 from ._errors import DispatcherError as DispatcherError
 from ._errors import PoolFull as PoolFull
 from ._errors import UnknownPriority as UnknownPriority
-from ._executor import PoolExecutor as PoolExecutor
+from ._futures import PoolExecutor as PoolExecutor
 from ._job import Job as Job
 from ._pool import ErrorHandler as ErrorHandler
 from ._scheduler import DelayedJob as DelayedJob
 from ._stats import PoolStats as PoolStats
+from ._threadpool import ThreadPoolExecutor as ThreadPoolExecutor
 
 __version__ = "1.0.0"
 
@@ -40,5 +41,6 @@ __all__ = [
     "PoolFull",
     "PoolStats",
     "ProgressCallback",
+    "ThreadPoolExecutor",
     "UnknownPriority",
 ]

@@ -11,6 +11,7 @@ import threading
 import time
 import weakref
 from collections.abc import Callable, Iterable
+from concurrent.futures import Future
 from contextvars import copy_context
 from queue import Empty
 from types import FunctionType, TracebackType
@@ -18,9 +19,10 @@ from typing import Any, TypeAlias, TypeVar, overload
 
 from . import _aio
 from ._batch import Batch, BatchCall, ProgressCallback
+from ._calls import submit_call
 from ._config import ConfigLike, check_delay, check_int, check_priority, check_timeout, normalize_config
 from ._errors import DispatcherClosed, DispatcherError, UnknownPriority
-from ._executor import PoolExecutor
+from ._futures import PoolExecutor
 from ._job import Job, Named, check_name, job_name
 from ._pool import Chunk, ErrorHandler, Generation, Pool, Round, logger, runs_jobs_of, safe_repr
 from ._pool import _role as _thread_role
@@ -283,6 +285,38 @@ class Dispatcher:
                 pool._slots.put(place)  # first, one C call: even a RecursionError cannot lose the place
             pool.enqueue_failed(error, spawn, reported, fn, None, context, timeout)
 
+    def submit(
+        self,
+        fn: Callable[..., _T],
+        /,
+        *args: Any,
+        priority: int | None = None,
+        timeout: float | None = None,
+        name: str | None = None,
+        **kwargs: Any,
+    ) -> Future[_T]:
+        """Dispatch ``fn(*args, **kwargs)`` as one job; return a future of its result.
+
+        Backpressure is that of `dispatch`: the call blocks while the pool is
+        full. The call's exception goes to the future, not to ``on_error``
+        nor the log; the job counts as failed.
+
+        Args:
+            fn: The function to call.
+            *args: Its positional arguments.
+            priority: The pool, as for `dispatch`.
+            timeout: Seconds to wait for room, as for `dispatch`.
+            name: A name for the call, shown in its ``repr``.
+            **kwargs: Its keyword arguments.
+
+        Raises:
+            PoolFull: The pool stayed full for ``timeout`` seconds.
+            UnknownPriority: No pool has this priority.
+            DispatcherClosed: `finalize` was called.
+            TypeError: ``fn`` is not callable, or ``name`` not a str.
+        """
+        return submit_call(self, fn, args, kwargs, priority=priority, timeout=timeout, name=name)
+
     def dispatch_later(
         self, delay: float, job: JobLike, /, *args: object, priority: int | None = None, name: str | None = None
     ) -> DelayedJob:
@@ -503,8 +537,9 @@ class Dispatcher:
     def executor(self, priority: int) -> PoolExecutor:
         """Return a `concurrent.futures.Executor` that submits to one pool.
 
-        ``Dispatcher(8).executor(0)`` drops in for ``ThreadPoolExecutor(8)``.
-        Shutting the view down never finalizes the dispatcher.
+        ``Dispatcher(8).executor(0)`` works where a ``ThreadPoolExecutor(8)``
+        was used (`ThreadPoolExecutor` is the drop-in). Shutting the view
+        down never finalizes the dispatcher.
 
         Raises:
             UnknownPriority: No pool has this priority.

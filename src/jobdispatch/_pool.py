@@ -204,6 +204,9 @@ class Pool:
         self.owner = round_.owner
         self._thread_name = f"{name}-p{config.priority}"
         self._on_error = on_error  # returns the dispatcher's hook: the pool holds no reference to it
+        # Run once by each worker thread before its first job (the initializer
+        # of a `ThreadPoolExecutor`, which handles its own failure).
+        self.initializer: Callable[[], object] | None = None
         self._lock = threading.Lock()
         self._jobs: SimpleQueue[_Queued | None] = SimpleQueue()
         self._slots: SimpleQueue[Place] = SimpleQueue()
@@ -1118,6 +1121,8 @@ def _work(pool: Pool) -> None:
             pool._sentinels += 1
     _role.pool = pool
     running = _role.running = Running()  # the jobs a job dispatches join its round
+    if pool.initializer is not None:
+        _call(pool.initializer, None)
     get = pool._jobs.get
     put_slot = pool._slots.put
     clock = time.perf_counter

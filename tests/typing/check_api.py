@@ -18,6 +18,7 @@ from jobdispatch import (
     PoolExecutor,
     PoolFull,
     PoolStats,
+    ThreadPoolExecutor,
 )
 
 
@@ -62,12 +63,24 @@ def use_the_api() -> None:
         assert_type(future, concurrent.futures.Future[int])
         squares: list[int] = list(executor.map(lambda n: n * n, range(10), buffersize=4))
         print(squares)
+        submitted = dispatcher.submit(len, "abc", priority=1, timeout=1.0, name="measure")
+        assert_type(submitted, concurrent.futures.Future[int])
     with contextlib.suppress(DispatcherClosed):
         dispatcher.dispatch(job)
 
 
 def scale(n: int, *, by: float) -> float:
     return n * by
+
+
+def use_the_thread_pool() -> None:
+    with ThreadPoolExecutor(4, thread_name_prefix="typing", initializer=print, initargs=("ready",)) as executor:
+        assert_type(executor.submit(len, "abc"), concurrent.futures.Future[int])
+        lengths: list[int] = list(executor.map(len, ["a", "bc"], timeout=1.0))
+        assert_type(executor.stats(), PoolStats)
+        print(lengths)
+    bounded = ThreadPoolExecutor(max_queue_size=100)
+    bounded.shutdown(wait=False, cancel_futures=True)
 
 
 async def use_asyncio() -> None:
@@ -84,4 +97,5 @@ async def use_asyncio() -> None:
 
 if __name__ == "__main__":
     use_the_api()
+    use_the_thread_pool()
     asyncio.run(use_asyncio())

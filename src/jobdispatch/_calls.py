@@ -1,0 +1,273 @@
+"""Submitted calls: the job that settles a future, and how executors hand calls to a pool.
+
+A call travels as a `_Call`, an ordinary job of its pool. Nothing a future
+reaches refers back to its executor: a future's done-callback holds only the
+executor's `Pending` set, so futures never keep an executor (and through it
+a dispatcher and its threads) alive.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import threading
+from collections.abc import Callable
+from concurrent.futures import Future
+from concurrent.futures.thread import BrokenThreadPool
+from functools import partial
+from typing import TYPE_CHECKING, Any, TypeVar
+
+from ._errors import PoolFull
+from ._pool import CancelledBeforeStart, ReportedElsewhere, safe_repr
+
+if TYPE_CHECKING:
+    from ._dispatcher import Dispatcher
+
+__all__ = ["Pending", "dispatch_or_settle", "running_loop", "submit", "submit_call"]
+
+_T = TypeVar("_T")
+
+
+class Pending:
+    """The futures of one executor not done yet, and its shut-down and broken states.
+
+    Kept apart from the executor so that the futures, whose done-callbacks
+    refer to it, do not keep the executor alive.
+    """
+
+    __slots__ = ("broken", "closed", "futures", "lock", "waiting")
+
+    def __init__(self) -> None:
+        self.lock = threading.Lock()
+        self.futures: set[Future[Any]] = set()
+        self.closed = False
+        self.broken: str | None = None  # why the pool broke (a thread initializer failed)
+        # Calls submitted on an event loop's thread that wait, in that loop, for room.
+        self.waiting: dict[asyncio.Task[None], _Call] = {}
+
+    def check_open_locked(self) -> None:
+        """Raise if the executor takes no new call (under ``lock``)."""
+        if self.closed:
+            raise RuntimeError("cannot schedule new futures after shutdown")
+
+    def refused(self, error: BaseException) -> None:
+        """Raise the executor's own error for a dispatch that raised ``error``; the caller re-raises that."""
+
+    def discard(self, future: Future[Any]) -> None:
+        with self.lock:
+            self.futures.discard(future)
+
+    def snapshot(self) -> list[Future[Any]]:
+        with self.lock:
+            return list(self.futures)
+
+
+class _Call:
+    """A submitted call: runs once and settles its future."""
+
+    __slots__ = ("args", "fn", "future", "kwargs", "name", "pending")
+
+    def __init__(
+        self,
+        future: Future[Any],
+        fn: Callable[..., Any],
+        args: tuple[Any, ...],
+        kwargs: dict[str, Any],
+        name: str | None = None,
+        pending: Pending | None = None,
+    ) -> None:
+        self.future = future
+        self.fn = fn
+        self.args = args
+        self.kwargs = kwargs
+        self.name = name
+        self.pending = pending
+
+    def __call__(self) -> None:
+        future = self.future
+        pending = self.pending
+        if pending is not None and pending.broken is not None:  # an initializer failed: run nothing more
+            self.cancel_unstarted()
+            raise CancelledBeforeStart
+        if not future.set_running_or_notify_cancel():
+            raise CancelledBeforeStart
+        fn, args, kwargs = self.fn, self.args, self.kwargs
+        # Drop every reference now: once the future is settled, nothing here
+        # may keep the result, the exception or the arguments alive.
+        del self.future, self.fn, self.args, self.kwargs
+        failed, value = _run(fn, args, kwargs)
+        del fn, args, kwargs
+        if failed:
+            future.set_exception(value)
+            del future, value
+            raise ReportedElsewhere  # counted as failed, reported by the future
+        future.set_result(value)
+
+    def cancel_unstarted(self) -> None:
+        """Settle the future of a call its pool dropped before it started.
+
+        The future is cancelled (`Dispatcher.finalize` with
+        ``cancel_pending=True``), or gets `BrokenThreadPool` if the executor
+        broke (a thread initializer failed).
+        """
+        pending = self.pending
+        if pending is not None and pending.broken is not None:
+            if self.future.set_running_or_notify_cancel():
+                self.future.set_exception(BrokenThreadPool(pending.broken))
+        else:
+            self.future.cancel()
+
+    def __repr__(self) -> str:
+        fn = getattr(self, "fn", None)
+        what = "a finished call" if fn is None else repr(getattr(fn, "__qualname__", fn))
+        if self.name is not None:
+            return f"<submitted call {self.name!r} of {what}>"
+        return f"<submitted call of {what}>"
+
+
+def _run(fn: Callable[..., Any], args: tuple[Any, ...], kwargs: dict[str, Any]) -> tuple[bool, Any]:
+    """Return ``(False, result)`` or ``(True, exception)``.
+
+    The exception is caught here, in a frame that knows neither the call nor
+    its future, so its traceback makes no reference cycle through them.
+    """
+    try:
+        return False, fn(*args, **kwargs)
+    except BaseException as error:
+        return True, error
+
+
+def submit_call(
+    dispatcher: Dispatcher,
+    fn: Callable[..., _T],
+    args: tuple[Any, ...],
+    kwargs: dict[str, Any],
+    *,
+    priority: int | None,
+    timeout: float | None,
+    name: str | None,
+) -> Future[_T]:
+    """Dispatch ``fn(*args, **kwargs)`` as one job and return its future (`Dispatcher.submit`)."""
+    _check_callable(fn)
+    if name is not None and not isinstance(name, str):
+        raise TypeError(f"name must be a str or None, got {name!r}")
+    future: Future[_T] = Future()
+    try:
+        dispatcher.dispatch(_Call(future, fn, args, kwargs, name), priority=priority, timeout=timeout)
+    except BaseException:
+        future.cancel()  # a call that was queued all the same (Ctrl-C) is then dropped and counted cancelled
+        raise
+    return future
+
+
+def _check_callable(fn: object) -> None:
+    if not callable(fn):
+        raise TypeError(f"fn must be callable, got {safe_repr(fn)}")
+
+
+def running_loop() -> asyncio.AbstractEventLoop | None:
+    try:
+        return asyncio.get_running_loop()
+    except RuntimeError:
+        return None
+
+
+def submit(
+    dispatcher: Dispatcher,
+    priority: int,
+    pending: Pending,
+    fn: Callable[..., _T],
+    args: tuple[Any, ...],
+    kwargs: dict[str, Any],
+    timeout: float | None,
+) -> Future[_T]:
+    """Submit a call through an executor (see `FuturesExecutor.submit`); return its future."""
+    _check_callable(fn)
+    future: Future[_T] = Future()
+    future.add_done_callback(pending.discard)  # before it is in the set: Ctrl-C cannot leave it there
+    call = _Call(future, fn, args, kwargs, pending=pending)
+    try:
+        with pending.lock:
+            pending.check_open_locked()
+            pending.futures.add(future)
+        loop = running_loop()
+        if loop is None:
+            dispatcher.dispatch(call, priority=priority, timeout=timeout)
+        else:
+            try:
+                dispatcher.dispatch(call, priority=priority, timeout=0)
+            except PoolFull:
+                _wait_for_room(dispatcher, priority, pending, loop, call)
+    except BaseException as error:
+        future.cancel()
+        pending.refused(error)
+        raise
+    return future
+
+
+def _wait_for_room(
+    dispatcher: Dispatcher, priority: int, pending: Pending, loop: asyncio.AbstractEventLoop, call: _Call
+) -> None:
+    """Hand ``call`` to the pool once it has room, from a task of ``loop``."""
+    task = loop.create_task(_dispatch_when_room(dispatcher, priority, call))
+    with pending.lock:
+        pending.waiting[task] = call  # also the strong reference a task needs
+    task.add_done_callback(partial(_after_waiting, dispatcher, priority, pending))
+    call.future.add_done_callback(partial(_cancel_waiting, loop, task))
+
+
+async def _dispatch_when_room(dispatcher: Dispatcher, priority: int, call: _Call) -> None:
+    """Dispatch ``call`` once its pool has room, without blocking the loop."""
+    await dispatcher.dispatch_async(call, priority=priority)
+
+
+def _after_waiting(dispatcher: Dispatcher, priority: int, pending: Pending, task: asyncio.Task[None]) -> None:
+    """Settle what the end of a wait for room leaves open (a done-callback of the task, on its loop).
+
+    The call was dispatched; or its future was cancelled (the call never
+    counts); or the loop is closing and cancelled the task: the call is then
+    dispatched the blocking way; or the dispatcher was finalized meanwhile:
+    the future gets the error.
+    """
+    with pending.lock:
+        call = pending.waiting.pop(task, None)
+    if call is None:  # handed over by a shutdown on this loop's thread
+        return
+    if task.cancelled():
+        if not call.future.cancelled():
+            dispatch_or_settle(dispatcher, priority, call)
+        return
+    error = task.exception()
+    if error is not None:
+        _refused(call.future, error)
+
+
+def dispatch_or_settle(dispatcher: Dispatcher, priority: int, call: _Call) -> None:
+    """Dispatch ``call``, blocking; if that fails, settle its future."""
+    try:
+        dispatcher.dispatch(call, priority=priority)
+    except BaseException as error:
+        _refused(call.future, error)
+        if not isinstance(error, Exception):
+            raise
+
+
+def _refused(future: Future[Any], error: BaseException) -> None:
+    """Settle the future of a call whose dispatch raised ``error``.
+
+    An `Exception` (`DispatcherClosed`, ...) means the call never entered the
+    pool: the future gets it. Ctrl-C may strike after the call was queued,
+    so the future is then cancelled, which the pool counts if it has the call.
+    """
+    if isinstance(error, Exception):
+        if future.set_running_or_notify_cancel():
+            future.set_exception(error)
+    else:
+        future.cancel()
+
+
+def _cancel_waiting(loop: asyncio.AbstractEventLoop, task: asyncio.Task[None], future: Future[Any]) -> None:
+    """Stop waiting for room for a call whose future was cancelled."""
+    if future.cancelled():
+        with contextlib.suppress(RuntimeError):  # the loop is closed: the task is gone already
+            loop.call_soon_threadsafe(task.cancel)

@@ -1,0 +1,255 @@
+"""The executor view of one pool, and the `map` that it shares with `ThreadPoolExecutor`.
+
+Iterators over results hold no reference to their executor, nor to a result
+once it is yielded.
+"""
+
+from __future__ import annotations
+
+import time
+import weakref
+from collections import deque
+from collections.abc import Callable, Iterable, Iterator
+from concurrent.futures import Executor, Future
+from concurrent.futures import wait as futures_wait
+from functools import partial
+from itertools import islice
+from typing import TYPE_CHECKING, Any, ParamSpec, TypeVar
+
+from ._calls import Pending, dispatch_or_settle, running_loop, submit
+from ._config import check_timeout
+from ._errors import PoolFull
+from ._pool import Pool, current_pool
+
+if TYPE_CHECKING:
+    from ._dispatcher import Dispatcher
+
+__all__ = ["FuturesExecutor", "PoolExecutor"]
+
+_P = ParamSpec("_P")
+_T = TypeVar("_T")
+
+
+class FuturesExecutor(Executor):
+    """What `PoolExecutor` and `ThreadPoolExecutor` share: submit, map, and waiting at shutdown."""
+
+    def __init__(self, dispatcher: Dispatcher, pool: Pool, pending: Pending | None = None) -> None:
+        self._dispatcher = dispatcher
+        self._priority = pool.priority
+        self._pool_ref = weakref.ref(pool)
+        self._pending = Pending() if pending is None else pending
+
+    def submit(self, fn: Callable[_P, _T], /, *args: _P.args, **kwargs: _P.kwargs) -> Future[_T]:
+        """Schedule ``fn(*args, **kwargs)`` on the pool; return its future.
+
+        Blocks while the pool is full, except on a thread that runs an
+        asyncio event loop: there the future is returned at once, and the
+        call waits for room inside the loop, without blocking it.
+
+        Raises:
+            RuntimeError: The executor was shut down, or the dispatcher
+                finalized (`DispatcherClosed` is a `RuntimeError`).
+            TypeError: ``fn`` is not callable.
+        """
+        return submit(self._dispatcher, self._priority, self._pending, fn, args, kwargs, None)
+
+    def map(
+        self,
+        fn: Callable[..., _T],
+        *iterables: Iterable[Any],
+        timeout: float | None = None,
+        chunksize: int = 1,
+        buffersize: int | None = None,
+    ) -> Iterator[_T]:
+        """Return an iterator of ``fn`` applied to the items, in order.
+
+        By default every call is submitted before ``map`` returns, as with
+        ``ThreadPoolExecutor``: they all run even if the results are never
+        read. With ``buffersize``, the input is read lazily: ``buffersize``
+        calls are submitted at first, and one more each time a result is
+        taken, so an endless or huge iterable is fine (keep a reference to
+        the executor while you iterate then).
+
+        Args:
+            fn: The function to call.
+            *iterables: Its arguments, zipped.
+            timeout: Seconds, from the call to ``map``, after which a result
+                not ready, or a call the full pool had no room for, raises
+                `TimeoutError`; the calls not started are then cancelled.
+            chunksize: Accepted for compatibility; ignored.
+            buffersize: Calls submitted ahead of the results taken, or
+                ``None`` to submit every call at once.
+
+        Raises:
+            TypeError: ``buffersize`` is not an int, or ``timeout`` not a number.
+            ValueError: ``buffersize`` is less than 1, or ``timeout`` negative.
+        """
+        seconds = check_timeout(timeout)
+        if buffersize is not None:
+            if isinstance(buffersize, bool) or not isinstance(buffersize, int):
+                raise TypeError(f"buffersize must be an int or None, got {buffersize!r}")
+            if buffersize < 1:
+                raise ValueError(f"buffersize must be >= 1, got {buffersize!r}")
+        deadline = None if seconds is None else time.monotonic() + seconds
+        arguments = zip(*iterables, strict=False)
+        futures: deque[Future[_T]] = deque()
+        complete = True
+        try:
+            for args in arguments if buffersize is None else islice(arguments, buffersize):
+                futures.append(
+                    submit(self._dispatcher, self._priority, self._pending, fn, args, {}, _remaining(deadline))
+                )
+        except PoolFull:
+            complete = False  # no room before the deadline: the iterator raises TimeoutError
+        except BaseException:
+            for future in futures:
+                future.cancel()
+            raise
+        refill = None
+        if buffersize is not None and complete:
+            refill = partial(
+                _refill, weakref.ref(self._dispatcher), self._priority, self._pending, fn, arguments, deadline
+            )
+        return _results(futures, deadline, complete, refill)
+
+    def _wait_for_pending(self) -> None:
+        """Wait for every call submitted through the executor.
+
+        Raises:
+            RuntimeError: Called from one of the pool's threads, which could
+                wait for its own call.
+        """
+        pool = current_pool()
+        if pool is not None and pool is self._pool_ref():
+            raise RuntimeError("cannot wait for the executor's calls from one of its own threads: it would deadlock")
+        if running_loop() is not None:
+            self._hand_over_waiting()
+        futures_wait(self._pending.snapshot())
+
+    def _hand_over_waiting(self) -> None:
+        """Hand the calls waiting for room in this thread's loop to the pool, blocking.
+
+        Called before blocking that loop: those calls could not get room
+        while it is blocked.
+        """
+        pending, loop = self._pending, running_loop()
+        with pending.lock:
+            mine = [(task, call) for task, call in pending.waiting.items() if task.get_loop() is loop]
+            for task, _ in mine:
+                del pending.waiting[task]
+        for task, call in mine:
+            task.cancel()  # it finds itself gone from ``waiting`` and leaves the call alone
+            if not call.future.cancelled():
+                dispatch_or_settle(self._dispatcher, self._priority, call)
+
+    def _cancel_pending(self) -> None:
+        for future in self._pending.snapshot():
+            future.cancel()
+
+
+def _remaining(deadline: float | None) -> float | None:
+    return None if deadline is None else max(0.0, deadline - time.monotonic())
+
+
+def _refill(
+    dispatcher: weakref.ref[Dispatcher],
+    priority: int,
+    pending: Pending,
+    fn: Callable[..., _T],
+    arguments: Iterator[tuple[Any, ...]],
+    deadline: float | None,
+    futures: deque[Future[_T]],
+) -> None:
+    """Submit the next call of a lazy `map`, if the input has one more item."""
+    for args in arguments:
+        owner = dispatcher()
+        if owner is None:
+            raise RuntimeError("cannot schedule new futures: the dispatcher of this map was garbage-collected")
+        futures.append(submit(owner, priority, pending, fn, args, {}, _remaining(deadline)))
+        return
+
+
+def _results(
+    futures: deque[Future[_T]],
+    deadline: float | None,
+    complete: bool,
+    refill: Callable[[deque[Future[_T]]], None] | None,
+) -> Iterator[_T]:
+    """Yield the results of ``futures`` in order; cancel the calls not started on any way out.
+
+    Holds no reference to the executor, nor to a result once it is yielded.
+    ``complete`` is false when submitting stopped at the deadline.
+    """
+    try:
+        while futures:
+            if refill is not None:
+                try:
+                    refill(futures)
+                except PoolFull:
+                    raise TimeoutError("the pool had no room for the next call before the timeout") from None
+            yield _pop_result(futures, _remaining(deadline))
+        if not complete:
+            raise TimeoutError("the pool had no room for every call before the timeout")
+    finally:
+        for future in futures:
+            future.cancel()
+
+
+def _pop_result(futures: deque[Future[_T]], timeout: float | None) -> _T:
+    """Pop the first future and wait for its result; cancel it if that times out.
+
+    Popped first, so that neither the deque nor this frame (which a
+    traceback keeps) refers to a future whose exception is raised.
+    """
+    future = futures.popleft()
+    try:
+        return future.result(timeout)
+    finally:
+        future.cancel()  # does nothing once the call is over
+        del future
+
+
+class PoolExecutor(FuturesExecutor):
+    """One pool of a `Dispatcher`, seen as a `concurrent.futures.Executor`.
+
+    Made by `Dispatcher.executor`. It runs calls on the pool's threads and
+    under its limits: ``asyncio``'s ``loop.run_in_executor``,
+    `concurrent.futures.wait` and `concurrent.futures.as_completed` all work
+    with it. ``submit`` blocks while the pool is full, like
+    `Dispatcher.dispatch`, except on a thread that runs an event loop.
+
+    `shutdown` stops this view only: it refuses new calls and, by default,
+    waits for the calls submitted through it. It never finalizes the
+    dispatcher, which other views and callers may still use.
+    """
+
+    def __init__(self, dispatcher: Dispatcher, priority: int) -> None:
+        super().__init__(dispatcher, dispatcher._pool(priority))
+
+    @property
+    def priority(self) -> int:
+        """The priority of the pool this view submits to."""
+        return self._priority
+
+    def shutdown(self, wait: bool = True, *, cancel_futures: bool = False) -> None:
+        """Refuse new calls; optionally cancel or wait for the pending ones.
+
+        The dispatcher itself stays open: finalize it separately.
+
+        Args:
+            wait: Wait for the calls submitted through this view.
+            cancel_futures: Cancel the calls that have not started.
+
+        Raises:
+            RuntimeError: ``wait`` is true and the caller is one of the
+                pool's threads (the view is shut down all the same).
+        """
+        with self._pending.lock:
+            self._pending.closed = True
+        if cancel_futures:
+            self._cancel_pending()
+        if wait:
+            self._wait_for_pending()
+
+    def __repr__(self) -> str:
+        return f"<jobdispatch.PoolExecutor priority={self._priority} of {self._dispatcher!r}>"
