@@ -15,6 +15,7 @@ from queue import Empty
 from types import FunctionType, TracebackType
 from typing import TypeAlias, overload
 
+from ._backed import BackedPool
 from ._batch import Batch, BatchCall, ProgressCallback
 from ._config import ConfigLike, check_delay, check_priority, check_timeout, normalize_config
 from ._errors import DispatcherClosed, DispatcherError, PoolFull, UnknownPriority
@@ -92,9 +93,13 @@ class Dispatcher:
         self._name = name
         self._owner = object()
         self._pools: dict[int, Pool] = {
-            c.priority: Pool(c, owner=self._owner, name=name, on_error=on_error) for c in configs
+            c.priority: (Pool if c.backend is None else BackedPool)(c, owner=self._owner, name=name, on_error=on_error)
+            for c in configs
         }
         self._only_pool = next(iter(self._pools.values())) if len(self._pools) == 1 else None
+        # The pools on threads, for the hot path of dispatch; a pool with a backend serialises jobs in _route.
+        self._thread_pools = {p: pool for p, pool in self._pools.items() if type(pool) is Pool}
+        self._only_thread_pool = self._only_pool if type(self._only_pool) is Pool else None
         self._propagate_context = propagate_context
         self._scheduler = Scheduler(f"{name}-timer")
         self._state = _State.OPEN
@@ -137,9 +142,9 @@ class Dispatcher:
             raise DispatcherClosed(self._closed_reason)
         # The hot path, inlined: a plain callable for a known pool.
         if priority is None:
-            pool = self._only_pool
+            pool = self._only_thread_pool
         elif type(priority) is int:
-            pool = self._pools.get(priority)
+            pool = self._thread_pools.get(priority)
         else:
             pool = None
         if pool is None or (
@@ -246,10 +251,12 @@ class Dispatcher:
                     f"priority is required for {safe_repr(job)}: the dispatcher has "
                     f"{len(self._pools)} pools {tuple(self._pools)}"
                 )
-            return self._only_pool, fn
-        pool = self._pools.get(priority) if type(priority) is int else None
-        if pool is None:
-            pool = self._pool(priority)
+            pool = self._only_pool
+        else:
+            found = self._pools.get(priority) if type(priority) is int else None
+            pool = self._pool(priority) if found is None else found
+        if type(pool) is BackedPool:  # the job runs elsewhere: serialise it now
+            fn = pool.prepare(job, fn)
         return pool, fn
 
     def _pool(self, priority: object) -> Pool:
