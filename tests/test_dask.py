@@ -1,0 +1,188 @@
+"""Pools whose jobs run on a real Dask cluster (LocalCluster, 2 worker processes); skipped without distributed."""
+
+from __future__ import annotations
+
+import functools
+import os
+import threading
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+distributed = pytest.importorskip("distributed")
+dask = pytest.importorskip("dask")
+
+import remote_jobs  # noqa: E402
+from jobdispatch import DaskBackend, Dispatcher, JobNotSerializable, PoolConfig, PoolFull  # noqa: E402
+from support import WAIT, wait_for  # noqa: E402
+from test_backends import Gate  # noqa: E402
+
+
+@pytest.fixture(scope="module")
+def client() -> Iterator[Any]:
+    """One LocalCluster for the module: 2 worker processes of 1 thread; a task may lose 1 worker and rerun."""
+    with dask.config.set({"distributed.scheduler.allowed-failures": 1}):
+        cluster = distributed.LocalCluster(
+            n_workers=2, threads_per_worker=1, processes=True, dashboard_address=None, silence_logs=50
+        )
+        dask_client = distributed.Client(cluster)
+    yield dask_client
+    dask_client.close()
+    cluster.close()
+
+
+@pytest.fixture
+def gate(tmp_path: Path) -> Iterator[Gate]:
+    g = Gate(tmp_path)
+    yield g
+    g.open()
+
+
+def worker_addresses(client: Any) -> list[str]:
+    client.wait_for_workers(2, timeout=WAIT)
+    return sorted(client.scheduler_info()["workers"])
+
+
+@pytest.fixture
+def on_dask(client: Any) -> Iterator[tuple[Dispatcher, list[tuple[object, BaseException]]]]:
+    """A dispatcher with one pool on the cluster (2 in flight, 3 queued), and the errors it reports."""
+    errors: list[tuple[object, BaseException]] = []
+    worker_addresses(client)
+    d = Dispatcher([PoolConfig(0, 2, queue_size=3, backend=client)], on_error=lambda j, e: errors.append((j, e)))
+    yield d, errors
+    d.finalize(cancel_pending=True, timeout=WAIT)
+
+
+class TestDask:
+    def test_jobs_and_executor_view_results_on_the_cluster(self, on_dask: Any) -> None:
+        """Jobs run in the worker processes; the executor view brings results back."""
+        d, errors = on_dask
+        for n in range(10):
+            d.dispatch(functools.partial(remote_jobs.square, n))
+        assert list(d.executor(0).map(remote_jobs.square, range(5))) == [0, 1, 4, 9, 16]
+        assert d.executor(0).submit(remote_jobs.pid).result(WAIT) != os.getpid()
+        assert d.wait(WAIT)
+        assert d.stats(0).completed == 16
+        assert errors == []
+
+    def test_closures_travel_by_cloudpickle_but_locks_do_not(self, on_dask: Any) -> None:
+        """A lambda is fine on Dask (cloudpickle); a job holding a lock raises JobNotSerializable at dispatch."""
+        d, _ = on_dask
+        base = 7
+        assert d.executor(0).submit(lambda: base * 6).result(WAIT) == 42
+        with pytest.raises(JobNotSerializable, match=r"cloudpickle failed with TypeError: cannot pickle '_thread.lock'"):
+            d.dispatch(remote_jobs.LockHolder())
+        assert d.wait(WAIT)
+        assert d.stats(0).completed == 1
+
+    def test_barrier_and_backpressure(self, on_dask: Any, gate: Gate) -> None:
+        """2 jobs in flight and 3 queued fill the pool; wait() holds until they are all over."""
+        d, _ = on_dask
+        for n in range(5):
+            d.dispatch(gate.job(n))
+        gate.wait_started(2)
+        stats = d.stats(0)
+        assert (stats.busy, stats.queued) == (2, 3)
+        with pytest.raises(PoolFull):
+            d.dispatch(gate.job(5), timeout=0)
+        assert d.wait(0) is False
+        gate.open()
+        assert d.wait(WAIT)
+        assert d.stats(0).completed == 5
+
+    def test_batch_raises_the_group_of_remote_errors(self, on_dask: Any) -> None:
+        """A batch's failed jobs come back as an ExceptionGroup of their own exceptions."""
+        d, errors = on_dask
+        with pytest.raises(ExceptionGroup) as caught:
+            with d.batch() as batch:
+                batch.dispatch(functools.partial(remote_jobs.fail, "on dask"))
+                batch.dispatch(remote_jobs.noop)
+        (error,) = caught.value.exceptions
+        assert isinstance(error, ValueError)
+        assert str(error) == "on dask"
+        assert errors == []
+
+    def test_delayed_jobs_and_cancel_on_finalize(self, client: Any, gate: Gate) -> None:
+        """Delayed jobs run when due; finalize(cancel_pending=True) cancels what is queued and delayed."""
+        d = Dispatcher([PoolConfig(0, 1, queue_size=2, backend=client)])
+        view = d.executor(0)
+        d.dispatch_later(0, functools.partial(remote_jobs.square, 3))
+        assert d.wait(WAIT)
+        assert d.stats(0).completed == 1
+        running = view.submit(gate.job(0))
+        queued = [view.submit(gate.job(n)) for n in (1, 2)]
+        d.dispatch_later(remote_jobs.BOUND, remote_jobs.noop)
+        gate.wait_started(1)
+        finisher = threading.Thread(
+            target=d.finalize, kwargs={"cancel_pending": True, "timeout": WAIT}, name="test-finalize"
+        )
+        finisher.start()
+        wait_for(lambda: d.stats(0).cancelled == 3, "the queued and delayed jobs to count as cancelled")
+        gate.open()
+        finisher.join(WAIT)
+        assert not finisher.is_alive()
+        assert running.result(WAIT) == 0
+        assert all(f.cancelled() for f in queued)
+        stats = d.stats(0)
+        assert (stats.completed, stats.cancelled, stats.delayed) == (2, 3, 0)
+        assert client.submit(remote_jobs.square, 4, pure=False).result(WAIT) == 16  # the client stays open
+
+    def test_two_pools_on_one_cluster_do_not_queue_behind_each_other(self, client: Any, gate: Gate) -> None:
+        """Pools pinned to different workers: one pool's backlog never delays the other's jobs."""
+        first, second = worker_addresses(client)
+        d = Dispatcher(
+            [
+                PoolConfig(0, 2, backend=DaskBackend(client, workers=[first])),
+                PoolConfig(1, 2, backend=DaskBackend(client, workers=[second])),
+            ]
+        )
+        try:
+            busy = [d.executor(0).submit(gate.job(n)) for n in range(2)]  # one runs, one waits on the first worker
+            gate.wait_started(1)
+            where = d.executor(1).submit(lambda: distributed.get_worker().address)
+            assert where.result(WAIT) == second
+            assert not any(f.done() for f in busy)
+            gate.open()
+            assert sorted(f.result(WAIT) for f in busy) == [0, 1]
+        finally:
+            gate.open()
+            d.finalize(timeout=WAIT)
+
+    def test_retries_rerun_a_job_that_raised(self, client: Any, tmp_path: Path) -> None:
+        """DaskBackend(retries=1) reruns a job that failed once; it counts as completed."""
+        d = Dispatcher([PoolConfig(0, 1, backend=DaskBackend(client, retries=1))])
+        try:
+            assert d.executor(0).submit(remote_jobs.fail_once, str(tmp_path)).result(WAIT) == "second try"
+        finally:
+            d.finalize(timeout=WAIT)
+        assert (d.stats(0).completed, d.stats(0).failed) == (1, 0)
+
+
+class TestWorkerDeath:
+    def test_job_whose_worker_died_reruns_at_least_once(self, client: Any, tmp_path: Path) -> None:
+        """Dask reruns a job whose worker process died: it ran twice and counts once, completed."""
+        worker_addresses(client)
+        d = Dispatcher([PoolConfig(0, 1, backend=client)])
+        try:
+            assert d.executor(0).submit(remote_jobs.die_once, str(tmp_path)).result(WAIT) == "second try"
+        finally:
+            d.finalize(timeout=WAIT)
+        assert (tmp_path / "died").exists()
+        assert (d.stats(0).completed, d.stats(0).failed) == (1, 0)
+
+    def test_job_that_kills_every_worker_fails_and_the_pool_goes_on(self, client: Any) -> None:
+        """A job that kills its worker each time fails once Dask gives up (KilledWorker); later jobs run."""
+        worker_addresses(client)
+        errors: list[BaseException] = []
+        d = Dispatcher([PoolConfig(0, 2, backend=client)], on_error=lambda j, e: errors.append(e))
+        try:
+            d.dispatch(remote_jobs.die)
+            assert d.wait(3 * WAIT)
+            assert d.executor(0).submit(remote_jobs.square, 6).result(3 * WAIT) == 36
+        finally:
+            d.finalize(timeout=WAIT)
+        (error,) = errors
+        assert type(error).__name__ == "KilledWorker"
+        assert (d.stats(0).failed, d.stats(0).completed) == (1, 1)
