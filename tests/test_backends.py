@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import concurrent.futures
-import contextlib
 import functools
 import gc
 import multiprocessing
@@ -16,7 +14,6 @@ from collections.abc import Iterator
 from concurrent.futures import ProcessPoolExecutor, ThreadPoolExecutor
 from concurrent.futures.process import BrokenProcessPool
 from pathlib import Path
-from typing import Any
 
 import pytest
 
@@ -78,9 +75,7 @@ def errors() -> list[tuple[object, BaseException]]:
 
 
 @pytest.fixture
-def backed(
-    engine: ProcessPoolExecutor, errors: list[tuple[object, BaseException]]
-) -> Iterator[Dispatcher]:
+def backed(engine: ProcessPoolExecutor, errors: list[tuple[object, BaseException]]) -> Iterator[Dispatcher]:
     """A dispatcher with one pool on the module's processes: 2 in flight, 3 queued."""
     d = Dispatcher(
         [PoolConfig(0, 2, queue_size=3, backend=engine)],
@@ -220,16 +215,16 @@ class TestSerialisation:
 
     def test_closure_over_a_lock_names_the_reason(self, backed: Dispatcher) -> None:
         """The error says why the job cannot be pickled."""
-        with pytest.raises(JobNotSerializable, match=r"LockHolder object .*pickle failed with TypeError: cannot pickle '_thread.lock'"):
+        reason = r"LockHolder object .*pickle failed with TypeError: cannot pickle '_thread.lock'"
+        with pytest.raises(JobNotSerializable, match=reason):
             backed.dispatch(remote_jobs.LockHolder())
 
     def test_delayed_and_batch_dispatch_refuse_too(self, backed: Dispatcher) -> None:
         """dispatch_later and a batch raise at the call too; the batch ends empty and clean."""
         with pytest.raises(JobNotSerializable):
             backed.dispatch_later(0, lambda: None)
-        with backed.batch() as batch:
-            with pytest.raises(JobNotSerializable):
-                batch.dispatch(lambda: None)
+        with backed.batch() as batch, pytest.raises(JobNotSerializable):
+            batch.dispatch(lambda: None)
         assert (batch.total, batch.done) == (0, 0)
         assert backed.stats(0).delayed == 0
 
@@ -303,11 +298,10 @@ class TestBulkhead:
 class TestBatches:
     def test_batch_raises_the_group_of_remote_errors(self, backed: Dispatcher) -> None:
         """Leaving a batch raises an ExceptionGroup of its jobs' exceptions, not passed to on_error."""
-        with pytest.raises(ExceptionGroup) as caught:
-            with backed.batch() as batch:
-                batch.dispatch(functools.partial(remote_jobs.fail, "one"))
-                batch.dispatch(functools.partial(remote_jobs.square, 2))
-                batch.dispatch(functools.partial(remote_jobs.fail, "two"))
+        with pytest.raises(ExceptionGroup) as caught, backed.batch() as batch:
+            batch.dispatch(functools.partial(remote_jobs.fail, "one"))
+            batch.dispatch(functools.partial(remote_jobs.square, 2))
+            batch.dispatch(functools.partial(remote_jobs.fail, "two"))
         assert sorted(str(e) for e in caught.value.exceptions) == ["one", "two"]
         assert all(isinstance(e, ValueError) for e in caught.value.exceptions)
         assert (batch.total, batch.done) == (3, 3)
@@ -395,9 +389,8 @@ class TestEngineFaults:
                 assert isinstance(errors[0], BrokenProcessPool)
                 for _ in range(3):
                     d.dispatch(remote_jobs.noop)
-                with pytest.raises(ExceptionGroup) as caught:
-                    with d.batch() as batch:
-                        batch.dispatch(remote_jobs.noop)
+                with pytest.raises(ExceptionGroup) as caught, d.batch() as batch:
+                    batch.dispatch(remote_jobs.noop)
                 assert d.wait(WAIT)
             finally:
                 d.finalize(timeout=WAIT)

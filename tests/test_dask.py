@@ -20,14 +20,28 @@ from support import WAIT, wait_for  # noqa: E402
 from test_backends import Gate  # noqa: E402
 
 
+def start_cluster(allowed_failures: int) -> tuple[Any, Any]:
+    """Start a LocalCluster of 2 worker processes of 1 thread; a task may kill ``allowed_failures`` workers."""
+    with dask.config.set({"distributed.scheduler.allowed-failures": allowed_failures}):
+        cluster = distributed.LocalCluster(
+            n_workers=2, threads_per_worker=1, processes=True, dashboard_address=":0", silence_logs=50
+        )
+        return cluster, distributed.Client(cluster)
+
+
 @pytest.fixture(scope="module")
 def client() -> Iterator[Any]:
-    """One LocalCluster for the module: 2 worker processes of 1 thread; a task may lose 1 worker and rerun."""
-    with dask.config.set({"distributed.scheduler.allowed-failures": 1}):
-        cluster = distributed.LocalCluster(
-            n_workers=2, threads_per_worker=1, processes=True, dashboard_address=None, silence_logs=50
-        )
-        dask_client = distributed.Client(cluster)
+    """One cluster for the module's tests that kill no worker."""
+    cluster, dask_client = start_cluster(1)
+    yield dask_client
+    dask_client.close()
+    cluster.close()
+
+
+@pytest.fixture
+def doomed() -> Iterator[Any]:
+    """A cluster of its own for a test that kills a worker (restarted workers come back slowly and not always)."""
+    cluster, dask_client = start_cluster(1)
     yield dask_client
     dask_client.close()
     cluster.close()
@@ -41,6 +55,7 @@ def gate(tmp_path: Path) -> Iterator[Gate]:
 
 
 def worker_addresses(client: Any) -> list[str]:
+    """Return the addresses of the two workers, once both run."""
     client.wait_for_workers(2, timeout=WAIT)
     return sorted(client.scheduler_info()["workers"])
 
@@ -72,7 +87,8 @@ class TestDask:
         d, _ = on_dask
         base = 7
         assert d.executor(0).submit(lambda: base * 6).result(WAIT) == 42
-        with pytest.raises(JobNotSerializable, match=r"cloudpickle failed with TypeError: cannot pickle '_thread.lock'"):
+        reason = r"cloudpickle failed with TypeError: cannot pickle '_thread.lock'"
+        with pytest.raises(JobNotSerializable, match=reason):
             d.dispatch(remote_jobs.LockHolder())
         assert d.wait(WAIT)
         assert d.stats(0).completed == 1
@@ -95,10 +111,9 @@ class TestDask:
     def test_batch_raises_the_group_of_remote_errors(self, on_dask: Any) -> None:
         """A batch's failed jobs come back as an ExceptionGroup of their own exceptions."""
         d, errors = on_dask
-        with pytest.raises(ExceptionGroup) as caught:
-            with d.batch() as batch:
-                batch.dispatch(functools.partial(remote_jobs.fail, "on dask"))
-                batch.dispatch(remote_jobs.noop)
+        with pytest.raises(ExceptionGroup) as caught, d.batch() as batch:
+            batch.dispatch(functools.partial(remote_jobs.fail, "on dask"))
+            batch.dispatch(remote_jobs.noop)
         (error,) = caught.value.exceptions
         assert isinstance(error, ValueError)
         assert str(error) == "on dask"
@@ -161,10 +176,10 @@ class TestDask:
 
 
 class TestWorkerDeath:
-    def test_job_whose_worker_died_reruns_at_least_once(self, client: Any, tmp_path: Path) -> None:
+    def test_job_whose_worker_died_reruns_at_least_once(self, doomed: Any, tmp_path: Path) -> None:
         """Dask reruns a job whose worker process died: it ran twice and counts once, completed."""
-        worker_addresses(client)
-        d = Dispatcher([PoolConfig(0, 1, backend=client)])
+        worker_addresses(doomed)
+        d = Dispatcher([PoolConfig(0, 1, backend=doomed)])
         try:
             assert d.executor(0).submit(remote_jobs.die_once, str(tmp_path)).result(WAIT) == "second try"
         finally:
@@ -172,11 +187,13 @@ class TestWorkerDeath:
         assert (tmp_path / "died").exists()
         assert (d.stats(0).completed, d.stats(0).failed) == (1, 0)
 
-    def test_job_that_kills_every_worker_fails_and_the_pool_goes_on(self, client: Any) -> None:
+    def test_job_that_kills_every_worker_fails_and_the_pool_goes_on(self, doomed: Any) -> None:
         """A job that kills its worker each time fails once Dask gives up (KilledWorker); later jobs run."""
-        worker_addresses(client)
+        worker_addresses(doomed)
         errors: list[BaseException] = []
-        d = Dispatcher([PoolConfig(0, 2, backend=client)], on_error=lambda j, e: errors.append(e))
+        d = Dispatcher([PoolConfig(0, 2, backend=doomed)], on_error=lambda j, e: errors.append(e))
+        scheduler = doomed.cluster.scheduler
+        scheduler.allowed_failures = 0  # give up at the first death
         try:
             d.dispatch(remote_jobs.die)
             assert d.wait(3 * WAIT)
