@@ -32,6 +32,7 @@ SCENARIOS = {
     "barrier": "barrier",
     "scaling": "scaling",
     "hotpath": "hotpath",
+    "scaleout": "scaleout",
 }
 
 

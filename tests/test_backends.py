@@ -30,6 +30,7 @@ from jobdispatch import (
     RemoteJobError,
 )
 from support import WAIT, wait_for
+from test_faults import RefusingStart
 
 SPAWN = multiprocessing.get_context("spawn")
 
@@ -418,17 +419,19 @@ class TestEngineFaults:
         assert d.stats(0).failed == 1
         assert errors == []  # the future got it
 
-    def test_workers_without_jobdispatch_fail_the_job(self) -> None:
-        """A job sent to processes that cannot import jobdispatch fails (counted), it does not hang."""
+    def test_workers_without_jobdispatch_fail_the_job_and_keep_the_engine(self) -> None:
+        """A job sent to processes that cannot import jobdispatch fails with ModuleNotFoundError; the engine lives."""
         errors: list[BaseException] = []
         with ProcessPoolExecutor(1, mp_context=SPAWN, initializer=remote_jobs.hide_jobdispatch) as executor:
             d = Dispatcher([PoolConfig(0, 1, backend=executor)], on_error=lambda j, e: errors.append(e))
             d.dispatch(remote_jobs.noop)
             assert d.wait(WAIT)
             d.finalize(timeout=WAIT)
+            assert executor.submit(remote_jobs.square, 3).result(WAIT) == 9
         assert d.stats(0).failed == 1
         (error,) = errors
-        assert isinstance(error, BrokenProcessPool)  # the process died unpickling jobdispatch._remote.run_job
+        assert isinstance(error, ModuleNotFoundError)
+        assert "jobdispatch" in str(error)
 
 
 class TestThreadPoolsBeside:
@@ -448,4 +451,31 @@ class TestThreadPoolsBeside:
             assert ran.wait(WAIT)
         finally:
             gate.open()
+            d.finalize(timeout=WAIT)
+
+
+class TestNoFeeder:
+    def test_pool_whose_feeder_cannot_start_sends_jobs_from_the_caller(
+        self, engine: ProcessPoolExecutor, monkeypatch: pytest.MonkeyPatch
+    ) -> None:
+        """If the pool's thread cannot start, dispatch sends the job itself and waits for it; nothing is lost."""
+        refusing = RefusingStart(monkeypatch, "nofeeder-")
+        errors: list[BaseException] = []
+        d = Dispatcher([PoolConfig(0, 2, backend=engine)], name="nofeeder", on_error=lambda j, e: errors.append(e))
+        try:
+            future = d.executor(0).submit(remote_jobs.square, 7)
+            assert future.done()
+            assert future.result() == 49
+            d.dispatch(functools.partial(remote_jobs.fail, "sent by the caller"))
+            (error,) = errors
+            assert isinstance(error, ValueError)
+            assert refusing.refused.value == 2
+            stats = d.stats(0)
+            assert (stats.completed, stats.failed, stats.busy) == (1, 1, 0)
+            refusing.active = False
+            d.dispatch(remote_jobs.noop)
+            assert d.wait(WAIT)
+            assert d.stats(0).completed == 2
+        finally:
+            refusing.active = False
             d.finalize(timeout=WAIT)

@@ -203,3 +203,23 @@ class TestWorkerDeath:
         (error,) = errors
         assert type(error).__name__ == "KilledWorker"
         assert (d.stats(0).failed, d.stats(0).completed) == (1, 1)
+
+
+class TestWorkersWithoutJobdispatch:
+    def test_job_fails_with_module_not_found_and_the_cluster_works_on(self, doomed: Any) -> None:
+        """On workers without jobdispatch, a job fails with ModuleNotFoundError, counted; nothing hangs."""
+        import dask_plugins
+
+        doomed.register_plugin(dask_plugins.HideJobdispatch())
+        errors: list[BaseException] = []
+        d = Dispatcher([PoolConfig(0, 2, backend=doomed)], on_error=lambda j, e: errors.append(e))
+        try:
+            d.dispatch(remote_jobs.noop)
+            assert d.wait(WAIT)
+        finally:
+            d.finalize(timeout=WAIT)
+        (error,) = errors
+        assert isinstance(error, ModuleNotFoundError)
+        assert "jobdispatch" in str(error)
+        assert d.stats(0).failed == 1
+        assert doomed.submit(remote_jobs.square, 5, pure=False).result(WAIT) == 25

@@ -85,7 +85,7 @@ class RemoteCall:
         engine_future = self.engine.submit(self.payload)
         self.engine.when_done(engine_future, lambda _: done.set())
         done.wait()
-        result, error = self.engine.outcome(engine_future)
+        result, error = self.engine.outcome(engine_future, self.future is not None)
         if self.future is not None:
             self.settle(result, error)
             if error is not None:
@@ -164,7 +164,7 @@ class BackedPool(Pool):
         """Count the job over and free its slot: the done-callback, on a thread of the engine."""
         try:
             try:
-                result, error = self._engine.outcome(future)
+                result, error = self._engine.outcome(future, remote.future is not None)
             except BaseException as problem:  # the engine could not say: count it failed
                 result, error = None, problem
             del future

@@ -12,12 +12,13 @@ import concurrent.futures
 import importlib
 import pickle
 import sys
+import uuid
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any, Protocol
 
 from ._errors import JobNotSerializable
-from ._remote import Call, Payload, run_job
+from ._remote import Call, Payload, run_job, seal
 
 __all__ = ["DaskBackend", "Engine", "ExecutorBackend", "check_backend", "engine_for"]
 
@@ -133,8 +134,12 @@ class Engine(Protocol):
     def when_done(self, future: Any, callback: Callable[[Any], object]) -> None:
         """Call ``callback(future)`` once the job is over, on a thread of the engine."""
 
-    def outcome(self, future: Any) -> tuple[object, BaseException | None]:
-        """Return ``(result, None)`` or ``(None, exception)`` for a future that is done."""
+    def outcome(self, future: Any, want_result: bool) -> tuple[object, BaseException | None]:
+        """Return ``(result, None)`` or ``(None, exception)`` for a future that is done.
+
+        Without ``want_result``, the result is ``None``: fetching it may cost
+        a round trip to a remote worker.
+        """
 
     def describe(self) -> str:
         """Name the engine in error messages."""
@@ -153,18 +158,20 @@ class _ExecutorEngine:
         self.serializer = serializer
 
     def submit(self, payload: Payload) -> Any:
+        if isinstance(payload, bytes):
+            return self._executor.submit(pickle.loads, payload)  # see _remote: unpickling runs the job
         return self._executor.submit(run_job, payload, self.serializer)
 
     def when_done(self, future: Any, callback: Callable[[Any], object]) -> None:
         future.add_done_callback(callback)
 
-    def outcome(self, future: Any) -> tuple[object, BaseException | None]:
+    def outcome(self, future: Any, want_result: bool) -> tuple[object, BaseException | None]:
         if future.cancelled():
             return None, concurrent.futures.CancelledError("the engine cancelled the job")
         error = future.exception()
         if error is not None:
             return None, error
-        return future.result(), None
+        return future.result() if want_result else None, None
 
     def describe(self) -> str:
         return f"{type(self._executor).__name__} at {id(self._executor):#x}"
@@ -186,15 +193,16 @@ class _DaskEngine:
         self._options = options
 
     def submit(self, payload: Payload) -> Any:
-        return self._client.submit(run_job, payload, self.serializer, **self._options)
+        # See _remote: unpickling runs the job. The key names the task on Dask's dashboard.
+        return self._client.submit(pickle.loads, payload, key=f"jobdispatch-{uuid.uuid4().hex}", **self._options)
 
     def when_done(self, future: Any, callback: Callable[[Any], object]) -> None:
         future.add_done_callback(callback)
 
-    def outcome(self, future: Any) -> tuple[object, BaseException | None]:
+    def outcome(self, future: Any, want_result: bool) -> tuple[object, BaseException | None]:
         status = future.status
         if status == "finished":
-            return future.result(), None
+            return future.result() if want_result else None, None
         if status == "error":
             error = future.exception()
             return None, error if isinstance(error, BaseException) else RuntimeError(repr(error))
@@ -228,14 +236,15 @@ def serialise(engine: Engine, call: Call, job: str) -> Payload:
         return call
     try:
         module: Any = pickle if engine.serializer == "pickle" else importlib.import_module("cloudpickle")
-        data: bytes = module.dumps(call)
     except ModuleNotFoundError as error:
         raise ModuleNotFoundError(
             f"serializer={engine.serializer!r} needs the cloudpickle package", name="cloudpickle"
         ) from error
+    try:
+        data: bytes = module.dumps(call, pickle.HIGHEST_PROTOCOL)
     except Exception as error:
         raise JobNotSerializable(
             f"job {job} cannot be sent to {engine.describe()}: {engine.serializer} failed with "
             f"{type(error).__name__}: {error}"
         ) from error
-    return data
+    return seal(data, engine.serializer)

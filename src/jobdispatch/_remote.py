@@ -1,9 +1,12 @@
-"""What runs a job in the process of a backend: the one entry point that engines call.
+"""What runs a job in the process of a backend.
 
-A pool with a backend sends each job as bytes (pickled at dispatch) to
-`run_job`, which engines reach by reference, as ``jobdispatch._remote.run_job``:
-jobdispatch must therefore be installed wherever the jobs run. The module
-imports nothing but the standard library.
+A pool with a backend pickles each job at dispatch and seals it (`seal`):
+the engine is asked to run ``pickle.loads(sealed)``, a function of the
+standard library that every engine can send, and unpickling the sealed bytes
+calls `run_job`, which unpickles and runs the job. jobdispatch must be
+installed wherever jobs run; where it is not, the job fails with
+``ModuleNotFoundError`` like any job whose code is missing, and the engine
+keeps working. The module imports nothing but the standard library.
 """
 
 from __future__ import annotations
@@ -15,7 +18,7 @@ from typing import Any, TypeAlias
 
 from ._errors import RemoteJobError
 
-__all__ = ["Call", "Payload", "run_job"]
+__all__ = ["Call", "Payload", "run_job", "seal"]
 
 Call: TypeAlias = "tuple[Callable[..., Any], tuple[Any, ...], dict[str, Any], bool]"
 """A job to send: ``(fn, args, kwargs, keep_result)``."""
@@ -65,3 +68,21 @@ def _unsendable(error: BaseException, serializer: str) -> str | None:
     except Exception as problem:
         return f"{type(problem).__name__}: {problem}"
     return None
+
+
+class _Sealed:
+    """Unpickles into the outcome of running the job it carries."""
+
+    __slots__ = ("payload", "serializer")
+
+    def __init__(self, payload: bytes, serializer: str) -> None:
+        self.payload = payload
+        self.serializer = serializer
+
+    def __reduce__(self) -> tuple[Callable[[bytes, str], object], tuple[bytes, str]]:
+        return run_job, (self.payload, self.serializer)
+
+
+def seal(payload: bytes, serializer: str) -> bytes:
+    """Return bytes whose unpickling, with `pickle.loads`, runs the pickled job ``payload``."""
+    return pickle.dumps(_Sealed(payload, serializer), pickle.HIGHEST_PROTOCOL)
