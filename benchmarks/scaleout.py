@@ -25,7 +25,7 @@ import multiprocessing
 import time
 import tracemalloc
 from collections.abc import Callable
-from concurrent.futures import Executor, ProcessPoolExecutor, ThreadPoolExecutor
+from concurrent.futures import ProcessPoolExecutor, ThreadPoolExecutor
 from concurrent.futures import wait as wait_all
 from typing import Any
 
@@ -70,7 +70,10 @@ def _raw_run(submit: Callable[..., Any], fn: Callable[..., object], args: list[t
     """Seconds to submit every call to an engine at once and wait for every future."""
     start = time.perf_counter()
     futures = [submit(fn, *a) for a in args]
-    wait_all(futures) if not hasattr(futures[0], "key") else _dask_wait(futures)
+    if hasattr(futures[0], "key"):  # Dask's futures
+        _dask_wait(futures)
+    else:
+        wait_all(futures)
     return time.perf_counter() - start
 
 
@@ -113,10 +116,10 @@ def run(mode: Mode, results: Results) -> None:
     """Run scenario 7 and add its rows."""
     trials = mode.pick(5, 3, 1)
     loops = mode.pick(400_000, 200_000, 20_000)  # ~20 / 10 / 1 ms of CPU per job on a 2020s core
-    cpu_jobs = mode.pick(40, 20, 4)
-    noop_jobs = mode.pick(5_000, 1_000, 50)
-    dask_noop_jobs = mode.pick(1_000, 300, 20)
-    memory_jobs = mode.pick(20_000, 5_000, 200)
+    cpu_jobs = mode.pick(40, 16, 2)
+    noop_jobs = mode.pick(5_000, 500, 20)
+    dask_noop_jobs = mode.pick(1_000, 150, 10)
+    memory_jobs = mode.pick(20_000, 2_000, 100)
     payload = b"x" * 1024
     spawn = multiprocessing.get_context("spawn")
     processes = ProcessPoolExecutor(ENGINE_WORKERS, mp_context=spawn)
@@ -221,7 +224,3 @@ def run(mode: Mode, results: Results) -> None:
             dask[1].close()
             dask[0].close()
     results.scenarios["scaleout"] = raw
-
-
-def _executor_type(engine: object) -> str:
-    return type(engine).__name__ if isinstance(engine, Executor) else "Dask"
