@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import functools
 import gc
 import multiprocessing
@@ -479,3 +480,16 @@ class TestNoFeeder:
         finally:
             refusing.active = False
             d.finalize(timeout=WAIT)
+
+
+class TestAsyncio:
+    def test_dispatch_async_and_wait_async_on_a_backed_pool(self, backed: Dispatcher) -> None:
+        """dispatch_async sends jobs to the engine and wait_async awaits them, without blocking the loop."""
+
+        async def main() -> None:
+            for n in range(8):
+                await backed.dispatch_async(functools.partial(remote_jobs.square, n))
+            assert await backed.wait_async(WAIT)
+
+        asyncio.run(main())
+        assert backed.stats(0).completed == 8

@@ -3,8 +3,10 @@
 from __future__ import annotations
 
 import functools
+import gc
 import os
 import threading
+import weakref
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -16,7 +18,7 @@ dask = pytest.importorskip("dask")
 
 import remote_jobs  # noqa: E402
 from jobdispatch import DaskBackend, Dispatcher, JobNotSerializable, PoolConfig, PoolFull  # noqa: E402
-from support import WAIT, wait_for  # noqa: E402
+from support import WAIT, Counter, wait_for  # noqa: E402
 from test_backends import Gate  # noqa: E402
 
 
@@ -107,6 +109,30 @@ class TestDask:
         gate.open()
         assert d.wait(WAIT)
         assert d.stats(0).completed == 5
+
+    def test_many_dispatches_hold_the_bound_and_nothing_per_finished_job(self, client: Any) -> None:
+        """Hundreds of dispatches stay within the bound; finished jobs leave no object here and no key on Dask."""
+        d = Dispatcher([PoolConfig(0, 4, queue_size=4, backend=client)])
+        alive = Counter()
+        gone = Counter()
+        try:
+            for n in range(300):
+                job = remote_jobs.Item(n)
+                alive()
+                weakref.finalize(job, gone)
+                d.dispatch(job)
+                del job
+                stats = d.stats(0)
+                assert stats.busy <= 4
+                assert stats.busy + stats.queued <= 8
+                assert alive.value - gone.value <= 8 + 2  # the bound, plus jobs whose done-callback is returning
+            assert d.wait(WAIT)
+        finally:
+            d.finalize(timeout=WAIT)
+        gc.collect()
+        assert gone.value == 300
+        wait_for(lambda: not any(key.startswith("jobdispatch-") for key in client.futures), "Dask to drop the keys")
+        assert d.stats(0).completed == 300
 
     def test_batch_raises_the_group_of_remote_errors(self, on_dask: Any) -> None:
         """A batch's failed jobs come back as an ExceptionGroup of their own exceptions."""
