@@ -320,6 +320,22 @@ class TestBatches:
         assert backed.stats(0).busy == 1
         gate.open()
 
+    def test_batch_left_by_an_exception_cancels_its_jobs_not_yet_sent(self, backed: Dispatcher, gate: Gate) -> None:
+        """Jobs of a batch still queued when its block raises are cancelled; the block's exception propagates."""
+        for n in range(2):
+            backed.dispatch(gate.job(n))
+        gate.wait_started(2)
+        with pytest.raises(KeyError, match="stop"), backed.batch() as batch:
+            for n in range(2, 5):
+                batch.dispatch(gate.job(n))
+            gate.open()
+            raise KeyError("stop")
+        assert backed.wait(WAIT)
+        stats = backed.stats(0)
+        assert stats.completed + stats.cancelled == 5
+        assert stats.completed >= 2
+        assert batch.done == 3
+
 
 class TestDelayed:
     def test_delayed_jobs_run_and_the_barrier_waits_for_them(self, backed: Dispatcher) -> None:

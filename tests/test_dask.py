@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import concurrent.futures
 import functools
 import gc
 import os
@@ -199,6 +200,35 @@ class TestDask:
         finally:
             d.finalize(timeout=WAIT)
         assert (d.stats(0).completed, d.stats(0).failed) == (1, 0)
+
+
+class TestDaskBackendOptions:
+    def test_bad_options_are_refused_with_their_values(self, client: Any) -> None:
+        """DaskBackend names the option and the value it refuses."""
+        with pytest.raises(TypeError, match=r"^workers must be a str, a sequence of str or None, got \[1\]$"):
+            DaskBackend(client, workers=[1])  # type: ignore[list-item]
+        with pytest.raises(TypeError, match=r"^resources must be a mapping or None, got 'gpu'$"):
+            DaskBackend(client, resources="gpu")  # type: ignore[arg-type]
+        with pytest.raises(TypeError, match=r"^retries must be an int or None, got True$"):
+            DaskBackend(client, retries=True)
+        with pytest.raises(ValueError, match=r"^retries must be >= 0, got -1$"):
+            DaskBackend(client, retries=-1)
+        with pytest.raises(TypeError, match=r"^allow_other_workers must be a bool, got 1$"):
+            DaskBackend(client, allow_other_workers=1)  # type: ignore[arg-type]
+
+    def test_resources_route_jobs_to_the_workers_that_declare_them(self, client: Any) -> None:
+        """A pool asking for a resource no worker has keeps its jobs in flight, unrun, until cancelled."""
+        d = Dispatcher([PoolConfig(0, 1, backend=DaskBackend(client, resources={"unicorn": 1}))])
+        future = d.executor(0).submit(remote_jobs.square, 2)
+        wait_for(lambda: d.stats(0).busy == 1, "the job to be in flight")
+        assert not future.done()
+        keys = [f for f in client.futures if f.startswith("jobdispatch-")]
+        assert len(keys) == 1
+        client.cancel([distributed.Future(key, client) for key in keys])
+        with pytest.raises(concurrent.futures.CancelledError):
+            future.result(WAIT)
+        d.finalize(timeout=WAIT)
+        assert d.stats(0).failed == 1
 
 
 class TestWorkerDeath:
