@@ -18,7 +18,7 @@ distributed = pytest.importorskip("distributed")
 dask = pytest.importorskip("dask")
 
 import remote_jobs  # noqa: E402
-from jobdispatch import DaskBackend, Dispatcher, JobNotSerializable, PoolConfig, PoolFull  # noqa: E402
+from jobdispatch import DaskBackend, Dispatcher, EngineBroken, JobNotSerializable, PoolConfig, PoolFull  # noqa: E402
 from support import WAIT, Counter, wait_for  # noqa: E402
 from test_backends import Gate  # noqa: E402
 
@@ -279,3 +279,21 @@ class TestWorkersWithoutJobdispatch:
         assert "jobdispatch" in str(error)
         assert d.stats(0).failed == 1
         assert doomed.submit(remote_jobs.square, 5, pure=False).result(WAIT) == 25
+
+
+class TestClosedClient:
+    def test_jobs_sent_to_a_closed_client_fail_with_engine_broken(self, client: Any) -> None:
+        """A client closed under the pool fails each job with EngineBroken, counted; nothing hangs."""
+        second = distributed.Client(client.cluster, set_as_default=False)
+        errors: list[BaseException] = []
+        d = Dispatcher([PoolConfig(0, 1, backend=second)], on_error=lambda j, e: errors.append(e))
+        try:
+            second.close()
+            d.dispatch(remote_jobs.noop)
+            assert d.wait(WAIT)
+        finally:
+            d.finalize(timeout=WAIT)
+        (error,) = errors
+        assert isinstance(error, EngineBroken)
+        assert "refused it (ClosedClientError" in str(error)
+        assert d.stats(0).failed == 1
