@@ -393,6 +393,17 @@ class TestShutdown:
         d.finalize(timeout=WAIT)
         assert d.stats(0).completed == 10
 
+    def test_finalize_timeout_raises_while_a_job_is_in_flight(self, engine: ProcessPoolExecutor, gate: Gate) -> None:
+        """finalize(timeout=...) raises TimeoutError while a job runs on the engine; a later call finishes."""
+        d = Dispatcher([PoolConfig(0, 1, backend=engine)])
+        d.dispatch(gate.job(0))
+        gate.wait_started(1)
+        with pytest.raises(TimeoutError, match=r"^jobs were still running after 0.05 s$"):
+            d.finalize(timeout=0.05)
+        gate.open()
+        d.finalize(timeout=WAIT)
+        assert d.stats(0).completed == 1
+
 
 class TestEngineFaults:
     def test_killed_worker_fails_its_jobs_then_every_later_job_clearly(self) -> None:

@@ -297,3 +297,18 @@ class TestClosedClient:
         assert isinstance(error, EngineBroken)
         assert "refused it (ClosedClientError" in str(error)
         assert d.stats(0).failed == 1
+
+
+class TestClientExecutor:
+    def test_dask_executor_runs_jobs_with_cloudpickle(self, client: Any) -> None:
+        """Client.get_executor() works as a plain Executor backend; it is serialised with cloudpickle, as Dask does."""
+        d = Dispatcher([PoolConfig(0, 2, backend=client.get_executor(pure=False))])
+        try:
+            base = 5
+            assert d.executor(0).submit(lambda: base + 1).result(WAIT) == 6
+            for n in range(4):
+                d.dispatch(functools.partial(remote_jobs.square, n))
+            assert d.wait(WAIT)
+        finally:
+            d.finalize(timeout=WAIT)
+        assert d.stats(0).completed == 5
