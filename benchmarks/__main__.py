@@ -37,6 +37,7 @@ SCENARIOS = {
     "scaling": "scaling",
     "progress": "progress",
     "hotpath": "hotpath",
+    "scaleout": "scaleout",
 }
 
 

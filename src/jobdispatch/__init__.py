@@ -5,6 +5,8 @@ queue; ``dispatch`` blocks while a pool is full; ``wait`` and ``batch`` put
 barriers between rounds of work; ``finalize`` drains and joins everything.
 """
 
+from ._backends import DaskBackend as DaskBackend
+from ._backends import ExecutorBackend as ExecutorBackend
 from ._batch import Batch as Batch
 from ._batch import ProgressCallback as ProgressCallback
 from ._config import DEFAULT_QUEUE_SIZE as DEFAULT_QUEUE_SIZE
@@ -14,7 +16,10 @@ from ._dispatcher import Dispatcher as Dispatcher
 from ._dispatcher import JobLike as JobLike
 from ._errors import DispatcherClosed as DispatcherClosed
 from ._errors import DispatcherError as DispatcherError
+from ._errors import EngineBroken as EngineBroken
+from ._errors import JobNotSerializable as JobNotSerializable
 from ._errors import PoolFull as PoolFull
+from ._errors import RemoteJobError as RemoteJobError
 from ._errors import UnknownPriority as UnknownPriority
 from ._futures import PoolExecutor as PoolExecutor
 from ._job import Job as Job
@@ -29,18 +34,23 @@ __all__ = [
     "DEFAULT_QUEUE_SIZE",
     "Batch",
     "ConfigLike",
+    "DaskBackend",
     "DelayedJob",
     "Dispatcher",
     "DispatcherClosed",
     "DispatcherError",
+    "EngineBroken",
     "ErrorHandler",
+    "ExecutorBackend",
     "Job",
     "JobLike",
+    "JobNotSerializable",
     "PoolConfig",
     "PoolExecutor",
     "PoolFull",
     "PoolStats",
     "ProgressCallback",
+    "RemoteJobError",
     "ThreadPoolExecutor",
     "UnknownPriority",
 ]

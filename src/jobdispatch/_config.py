@@ -9,6 +9,8 @@ from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from typing import TypeAlias
 
+from ._backends import check_backend
+
 __all__ = ["DEFAULT_QUEUE_SIZE", "LONGEST_WAIT", "ConfigLike", "PoolConfig"]
 
 DEFAULT_QUEUE_SIZE = 1024
@@ -78,6 +80,11 @@ def check_delay(value: object) -> float:
 class PoolConfig:
     """How one pool is built: its priority, its threads and its queue.
 
+    Without a ``backend``, the pool runs its jobs on its own threads. With
+    one, it runs them on that engine (processes, a Dask cluster) and keeps
+    the same limits: ``workers`` jobs in flight on the engine, ``queue_size``
+    more waiting in the pool, not yet sent.
+
     Args:
         priority: The priority whose jobs the pool runs. Any int; pools are
             independent, so the number is a name, not a rank.
@@ -87,20 +94,29 @@ class PoolConfig:
             workers are all busy and the queue is full, `Dispatcher.dispatch`
             blocks. With 0, a dispatch returns only once a worker is free for
             the job.
+        backend: ``None`` (the pool's own threads), a
+            `concurrent.futures.Executor` (a ``ProcessPoolExecutor``, Dask's
+            ``Client.get_executor()``, ...), a ``distributed.Client``, or an
+            `ExecutorBackend` or `DaskBackend` for options. The engine
+            belongs to the caller: `Dispatcher.finalize` does not shut it
+            down. See the how-to on scaling out.
 
     Raises:
-        TypeError: A field is not an int (bools are refused too).
+        TypeError: A field is not an int (bools are refused too), or
+            ``backend`` is none of the above.
         ValueError: ``workers < 1`` or ``queue_size < 0``.
     """
 
     priority: int
     workers: int
     queue_size: int = DEFAULT_QUEUE_SIZE
+    backend: object = None
 
     def __post_init__(self) -> None:
         check_priority(self.priority)
         check_int("workers", self.workers, 1)
         check_int("queue_size", self.queue_size, 0)
+        check_backend(self.backend)
 
 
 ConfigLike: TypeAlias = "int | Mapping[int, int] | PoolConfig | Iterable[PoolConfig]"

@@ -18,6 +18,7 @@ from types import FunctionType, TracebackType
 from typing import Any, TypeAlias, TypeVar, overload
 
 from . import _aio
+from ._backed import BackedPool
 from ._batch import Batch, BatchCall, ProgressCallback
 from ._calls import submit_call
 from ._config import ConfigLike, check_delay, check_int, check_priority, check_timeout, normalize_config
@@ -161,9 +162,15 @@ class Dispatcher:
         # keep a dropped dispatcher, and its threads, alive.
         hook = _weak_hook(self)
         self._pools: dict[int, Pool] = {
-            c.priority: Pool(c, index=i, round_=self._round, name=name, on_error=hook) for i, c in enumerate(configs)
+            c.priority: (Pool if c.backend is None else BackedPool)(
+                c, index=i, round_=self._round, name=name, on_error=hook
+            )
+            for i, c in enumerate(configs)
         }
         self._only_pool = next(iter(self._pools.values())) if len(self._pools) == 1 else None
+        # The pools on threads, for the hot path of dispatch; a pool with a backend serialises jobs in _route.
+        self._thread_pools = {p: pool for p, pool in self._pools.items() if type(pool) is Pool}
+        self._only_thread_pool = self._only_pool if type(self._only_pool) is Pool else None
         self._propagate_context = propagate_context
         self._scheduler = Scheduler(f"{name}-timer")
         self._state = State.OPEN  # one value, read once by each caller
@@ -233,9 +240,9 @@ class Dispatcher:
         elif kind is FunctionType:
             if not job.__code__.co_flags & _ASYNC_FLAGS:  # type: ignore[union-attr]
                 if priority is None:
-                    pool = self._only_pool
+                    pool = self._only_thread_pool
                 elif type(priority) is int:
-                    pool = self._pools.get(priority)
+                    pool = self._thread_pools.get(priority)
         elif kind in _PLAIN_JOB_CLASSES:
             if priority is None:
                 try:
@@ -246,7 +253,7 @@ class Dispatcher:
                 if type(priority) is not int:
                     priority = _checked_priority(job, priority, "priority()")
             if type(priority) is int:
-                pool = self._pools.get(priority)
+                pool = self._thread_pools.get(priority)
         if pool is None or type(priority) not in _PRIORITY_TYPES:
             pool, fn, reported = self._route(job, priority, args, name)
         else:
@@ -433,10 +440,12 @@ class Dispatcher:
                     f"priority is required for {safe_repr(job)}: the dispatcher has "
                     f"{len(self._pools)} pools {tuple(self._pools)}"
                 )
-            return self._only_pool, fn, reported
-        pool = self._pools.get(priority) if type(priority) is int else None
-        if pool is None:
-            pool = self._pool(priority)
+            pool = self._only_pool
+        else:
+            found = self._pools.get(priority) if type(priority) is int else None
+            pool = self._pool(priority) if found is None else found
+        if type(pool) is BackedPool:  # the job runs elsewhere: serialise it now
+            fn = pool.prepare(job, fn)
         return pool, fn, reported
 
     @staticmethod

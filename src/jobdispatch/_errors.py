@@ -2,7 +2,15 @@
 
 from __future__ import annotations
 
-__all__ = ["DispatcherClosed", "DispatcherError", "PoolFull", "UnknownPriority"]
+__all__ = [
+    "DispatcherClosed",
+    "DispatcherError",
+    "EngineBroken",
+    "JobNotSerializable",
+    "PoolFull",
+    "RemoteJobError",
+    "UnknownPriority",
+]
 
 
 class DispatcherError(Exception):
@@ -33,3 +41,46 @@ class PoolFull(DispatcherError):
 
 class UnknownPriority(DispatcherError, LookupError):
     """Raised when no pool is configured for the requested priority."""
+
+
+class JobNotSerializable(DispatcherError, TypeError):
+    """Raised at dispatch when a job for a pool with a backend cannot be serialised.
+
+    A pool that runs its jobs in other processes (a ``ProcessPoolExecutor``,
+    a Dask cluster) pickles each job when it is dispatched. A job that cannot
+    be pickled (a lambda for the standard `pickle`, a closure over a lock)
+    raises this, naming the job and the reason; it is neither counted nor
+    queued.
+    """
+
+
+class EngineBroken(DispatcherError, RuntimeError):
+    """A job's failure when the pool's backend refused to take it.
+
+    The engine belongs to the user, so the pool cannot replace it: a
+    ``ProcessPoolExecutor`` broken by a worker process that died, or one that
+    was shut down, or a closed Dask client, fails every further job of the
+    pool with this error (counted in ``stats().failed`` and reported to
+    ``on_error`` or the job's batch) instead of hanging.
+    """
+
+
+class RemoteJobError(DispatcherError):
+    """Stands in for a job's exception that could not be sent back from the process that ran it.
+
+    It keeps the original's type name and text.
+
+    Args:
+        type_name: The qualified name of the original exception's class.
+        text: ``str()`` of the original exception.
+        reason: Why it could not be sent back.
+    """
+
+    def __init__(self, type_name: str, text: str, reason: str) -> None:
+        super().__init__(type_name, text, reason)
+        self.type_name = type_name
+        self.text = text
+        self.reason = reason
+
+    def __str__(self) -> str:
+        return f"{self.type_name}: {self.text} (the job's exception could not be sent back: {self.reason})"

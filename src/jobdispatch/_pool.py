@@ -213,6 +213,7 @@ class Pool:
         self._take_slot = self._slots.get  # bound once: the hot path saves a lookup
         self._put_job = self._jobs.put
         self._unissued = config.workers + config.queue_size  # places not made yet
+        self._thread_limit = config.workers  # a subclass that runs jobs elsewhere lowers it
         # Worker threads. Ctrl-C can interrupt Thread.start() before or after
         # the thread really starts, so a worker counts itself in ``_live``
         # once it runs (see _work), and ``_planned`` may briefly lag behind.
@@ -585,13 +586,12 @@ class Pool:
         if in_pool <= self._planned:
             return None
         thread = threading.Thread(
-            target=_work,
-            args=(self,),
+            target=self._worker_main,
             name=f"{self._thread_name}-{len(self._threads) + 1}",
             daemon=True,
         )
         self._planned += 1
-        self._spawning = self._planned < self.workers
+        self._spawning = self._planned < self._thread_limit
         try:
             self._threads.append(thread)  # before start(): stop() must know it, even if start() is interrupted
             if self._planned == 1:
@@ -611,6 +611,10 @@ class Pool:
             self._spawning = True
             raise
         return thread
+
+    def _worker_main(self) -> None:
+        """Run the jobs, in each worker thread; a pool that runs them elsewhere overrides this."""
+        _work(self)
 
     def start_reserved(self, thread: threading.Thread) -> None:
         """Start a worker reserved by `_reserve_worker_locked`, outside the lock.
@@ -1103,22 +1107,70 @@ def _log(message: str, name: str, pool: Pool, error: BaseException, duration: fl
         )
 
 
-def _work(pool: Pool) -> None:
-    """Run jobs from ``pool`` until a ``None`` sentinel arrives."""
-    lock = pool._lock
-    with lock:
-        # Count this worker in. A start that Ctrl-C interrupted may have
-        # happened after all, and been replaced since: never more than
-        # ``workers`` threads run jobs.
-        if pool._live >= pool.workers:
-            return
+def count_worker_in(pool: Pool) -> bool:
+    """Count the calling worker thread in; ``False`` means it is one too many and must exit."""
+    with pool._lock:
+        # A start that Ctrl-C interrupted may have happened after all, and
+        # been replaced since: never more than the limit of threads run.
+        if pool._live >= pool._thread_limit:
+            return False
         pool._live += 1
         if pool._live > pool._planned:
             pool._planned = pool._live
-            pool._spawning = pool._planned < pool.workers
+            pool._spawning = pool._planned < pool._thread_limit
         if pool._stopping:  # stop() has handed out the sentinels already
             pool._jobs.put(None)
             pool._sentinels += 1
+    return True
+
+
+def job_over(
+    pool: Pool,
+    error: BaseException | type[BaseException] | None,
+    place: Place,
+    generation: Generation,
+    batch: Batch | None,
+    fn: Callable[[], object],
+) -> None:
+    """Count a job of ``pool`` as over, give its place back and tell its barrier and batch.
+
+    ``error`` is ``None`` (it returned), `CancelledBeforeStart` (counted
+    cancelled), or anything else (counted failed; reporting it is the
+    caller's business). Never blocks for long: it runs on the threads of
+    the engines that run jobs. `_work` inlines the same steps, for speed:
+    change both together.
+    """
+    lock = pool._lock
+    lock.acquire()  # engine threads never see KeyboardInterrupt
+    try:
+        if error is None:
+            pool._completed += 1
+        else:
+            pool._left_otherwise += 1
+            if error is CancelledBeforeStart:
+                pool.count_cancelled_locked()
+            else:
+                pool._failed += 1
+        # Give the place back before the barrier can open, so that a
+        # wait() that returns leaves the pool with room.
+        if pool._slow_release:
+            pool._release_slot_locked(place)
+        else:
+            pool._slots.put(place)
+        generation.pending -= 1
+        if not generation.pending and generation.done is not None:
+            _generation_done(generation)
+    finally:
+        lock.release()
+    if batch is not None:
+        batch._job_over(fn, cancelled=error is CancelledBeforeStart)
+
+
+def _work(pool: Pool) -> None:
+    """Run jobs from ``pool`` until a ``None`` sentinel arrives."""
+    if not count_worker_in(pool):
+        return
+    lock = pool._lock
     _role.pool = pool
     running = _role.running = Running()  # the jobs a job dispatches join its round
     if pool.initializer is not None:
@@ -1156,8 +1208,10 @@ def _work(pool: Pool) -> None:
             except BaseException as exc:
                 error = exc
                 pool._report(job, exc, batch, clock() - started)
-        # Workers never see KeyboardInterrupt, so the cheaper explicit
-        # acquire/release is safe here (a `with` costs twice as much).
+        # The accounting of `job_over`, inlined: the call would cost the
+        # worker a quarter of its time per job. Workers never see
+        # KeyboardInterrupt, so the cheaper explicit acquire/release is safe
+        # here (a `with` costs twice as much).
         acquire()
         try:
             if error is None:

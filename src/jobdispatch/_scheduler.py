@@ -155,6 +155,18 @@ class DelayedJob:
 
     def _start(self) -> None:
         """Run the job unless it was cancelled."""
+        fn = self._claim()
+        try:
+            fn()
+        finally:
+            self._state = _DONE
+
+    def _claim(self) -> Callable[[], object]:
+        """Mark the job running and return it, unless it was cancelled (`CancelledBeforeStart`).
+
+        A pool that runs its jobs elsewhere (an engine) claims the job as it
+        sends it, and calls `_finish` once the engine is done with it.
+        """
         with self._scheduler._lock:
             if self._state is not _PENDING:
                 raise CancelledBeforeStart
@@ -162,10 +174,11 @@ class DelayedJob:
             fn = self._fn
             self._fn = self._item = self._pool = None  # the worker holds the job from here
         assert fn is not None
-        try:
-            fn()
-        finally:
-            self._state = _DONE
+        return fn
+
+    def _finish(self) -> None:
+        """Mark a claimed job over."""
+        self._state = _DONE
 
 
 class Run:

@@ -1,0 +1,250 @@
+"""Backends: what runs the jobs of a pool that does not run them on its own threads.
+
+`PoolConfig.backend` takes a `concurrent.futures.Executor`, a
+``distributed.Client``, or one of the two small wrappers here, which add
+options. This module imports nothing from Dask: a Dask client is recognised
+only if ``distributed`` was imported already, as it must have been to make one.
+"""
+
+from __future__ import annotations
+
+import concurrent.futures
+import importlib
+import pickle
+import sys
+import uuid
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass
+from typing import Any, Protocol
+
+from ._errors import JobNotSerializable
+from ._remote import Call, Payload, run_job, seal
+
+__all__ = ["DaskBackend", "Engine", "ExecutorBackend", "check_backend", "engine_for"]
+
+_SERIALIZERS = ("auto", "pickle", "cloudpickle", "none")
+
+
+@dataclass(frozen=True, slots=True)
+class ExecutorBackend:
+    """Run a pool's jobs on any `concurrent.futures.Executor`, with options.
+
+    Passing the executor itself as ``PoolConfig(backend=...)`` is the same as
+    passing ``ExecutorBackend(executor)``. The executor belongs to the
+    caller: `Dispatcher.finalize` never shuts it down.
+
+    Args:
+        executor: The engine, e.g. a ``ProcessPoolExecutor``.
+        serializer: How jobs are serialised at dispatch: ``"pickle"``,
+            ``"cloudpickle"`` (needs the cloudpickle package), ``"none"`` (the
+            job itself is handed over: for engines in this process), or
+            ``"auto"``: none for a ``ThreadPoolExecutor``, cloudpickle for
+            Dask's ``Client.get_executor()``, pickle otherwise.
+
+    Raises:
+        TypeError: ``executor`` is not an Executor.
+        ValueError: ``serializer`` is not one of the four names.
+    """
+
+    executor: concurrent.futures.Executor
+    serializer: str = "auto"
+
+    def __post_init__(self) -> None:
+        if not isinstance(self.executor, concurrent.futures.Executor):
+            raise TypeError(f"executor must be a concurrent.futures.Executor, got {self.executor!r}")
+        if self.serializer not in _SERIALIZERS:
+            raise ValueError(f"serializer must be one of {_SERIALIZERS}, got {self.serializer!r}")
+
+
+@dataclass(frozen=True, slots=True)
+class DaskBackend:
+    """Run a pool's jobs on a Dask cluster through its client's own futures.
+
+    Needs the ``jobdispatch[dask]`` extra, and jobdispatch installed on every
+    Dask worker. Jobs are serialised with cloudpickle, as Dask does. Dask
+    reruns a job whose worker died (at-least-once): make jobs idempotent.
+
+    Args:
+        client: A ``distributed.Client``; it belongs to the caller:
+            `Dispatcher.finalize` never closes it.
+        workers: Addresses or names of the only workers that may run the
+            pool's jobs (Dask's ``workers=``): pools on one cluster given
+            disjoint workers never queue behind each other.
+        resources: Abstract resources each job needs, e.g. ``{"gpu": 1}``
+            (Dask's ``resources=``; workers declare what they have).
+        retries: How many times Dask reruns a job that raised.
+        allow_other_workers: Let Dask use other workers when ``workers`` are
+            busy or gone (a hint rather than a rule).
+
+    Raises:
+        TypeError: An option has the wrong type.
+        ValueError: ``retries`` is negative.
+    """
+
+    client: Any
+    workers: str | Sequence[str] | None = None
+    resources: Mapping[str, float] | None = None
+    retries: int | None = None
+    allow_other_workers: bool = False
+
+    def __post_init__(self) -> None:
+        if not _is_dask_client(self.client):
+            raise TypeError(f"client must be a distributed.Client, got {self.client!r}")
+        if self.workers is not None and not (
+            isinstance(self.workers, str)
+            or (isinstance(self.workers, Sequence) and all(isinstance(w, str) for w in self.workers))
+        ):
+            raise TypeError(f"workers must be a str, a sequence of str or None, got {self.workers!r}")
+        if self.resources is not None and not isinstance(self.resources, Mapping):
+            raise TypeError(f"resources must be a mapping or None, got {self.resources!r}")
+        if self.retries is not None:
+            if isinstance(self.retries, bool) or not isinstance(self.retries, int):
+                raise TypeError(f"retries must be an int or None, got {self.retries!r}")
+            if self.retries < 0:
+                raise ValueError(f"retries must be >= 0, got {self.retries!r}")
+        if not isinstance(self.allow_other_workers, bool):
+            raise TypeError(f"allow_other_workers must be a bool, got {self.allow_other_workers!r}")
+
+
+def _is_dask_client(value: object) -> bool:
+    distributed = sys.modules.get("distributed")
+    return distributed is not None and isinstance(value, distributed.Client)
+
+
+def check_backend(value: object) -> None:
+    """Raise `TypeError` unless ``value`` is a backend `PoolConfig` accepts."""
+    if value is None or isinstance(value, ExecutorBackend | DaskBackend | concurrent.futures.Executor):
+        return
+    if _is_dask_client(value):
+        return
+    raise TypeError(
+        "backend must be None, a concurrent.futures.Executor, a distributed.Client, "
+        f"an ExecutorBackend or a DaskBackend, got {value!r}"
+    )
+
+
+class Engine(Protocol):
+    """What a pool with a backend needs from it."""
+
+    serializer: str
+
+    def submit(self, payload: Payload) -> Any:
+        """Start a job; return the engine's future for it."""
+
+    def when_done(self, future: Any, callback: Callable[[Any], object]) -> None:
+        """Call ``callback(future)`` once the job is over, on a thread of the engine."""
+
+    def outcome(self, future: Any, want_result: bool) -> tuple[object, BaseException | None]:
+        """Return ``(result, None)`` or ``(None, exception)`` for a future that is done.
+
+        Without ``want_result``, the result is ``None``: fetching it may cost
+        a round trip to a remote worker.
+        """
+
+    def describe(self) -> str:
+        """Name the engine in error messages."""
+
+
+class _ExecutorEngine:
+    def __init__(self, executor: concurrent.futures.Executor, serializer: str) -> None:
+        self._executor = executor
+        if serializer == "auto":
+            if isinstance(executor, concurrent.futures.ThreadPoolExecutor):
+                serializer = "none"
+            elif type(executor).__module__.startswith("distributed"):
+                serializer = "cloudpickle"
+            else:
+                serializer = "pickle"
+        self.serializer = serializer
+
+    def submit(self, payload: Payload) -> Any:
+        if isinstance(payload, bytes):
+            return self._executor.submit(pickle.loads, payload)  # see _remote: unpickling runs the job
+        return self._executor.submit(run_job, payload, self.serializer)
+
+    def when_done(self, future: Any, callback: Callable[[Any], object]) -> None:
+        future.add_done_callback(callback)
+
+    def outcome(self, future: Any, want_result: bool) -> tuple[object, BaseException | None]:
+        if future.cancelled():
+            return None, concurrent.futures.CancelledError("the engine cancelled the job")
+        error = future.exception()
+        if error is not None:
+            return None, error
+        return future.result() if want_result else None, None
+
+    def describe(self) -> str:
+        return f"{type(self._executor).__name__} at {id(self._executor):#x}"
+
+
+class _DaskEngine:
+    serializer = "cloudpickle"
+
+    def __init__(self, spec: DaskBackend) -> None:
+        self._client = spec.client
+        options: dict[str, Any] = {"pure": False}
+        if spec.workers is not None:
+            options["workers"] = spec.workers if isinstance(spec.workers, str) else list(spec.workers)
+            options["allow_other_workers"] = spec.allow_other_workers
+        if spec.resources is not None:
+            options["resources"] = dict(spec.resources)
+        if spec.retries is not None:
+            options["retries"] = spec.retries
+        self._options = options
+
+    def submit(self, payload: Payload) -> Any:
+        # See _remote: unpickling runs the job. The key names the task on Dask's dashboard.
+        return self._client.submit(pickle.loads, payload, key=f"jobdispatch-{uuid.uuid4().hex}", **self._options)
+
+    def when_done(self, future: Any, callback: Callable[[Any], object]) -> None:
+        future.add_done_callback(callback)
+
+    def outcome(self, future: Any, want_result: bool) -> tuple[object, BaseException | None]:
+        status = future.status
+        if status == "finished":
+            return future.result() if want_result else None, None
+        if status == "error":
+            error = future.exception()
+            return None, error if isinstance(error, BaseException) else RuntimeError(repr(error))
+        return None, concurrent.futures.CancelledError(f"the Dask future of the job ended as {status!r}")
+
+    def describe(self) -> str:
+        return f"Dask client {self._client!r}"
+
+
+def engine_for(backend: object) -> Engine:
+    """Return the engine behind a `PoolConfig.backend` value other than ``None``."""
+    if isinstance(backend, DaskBackend):
+        return _DaskEngine(backend)
+    if isinstance(backend, ExecutorBackend):
+        return _ExecutorEngine(backend.executor, backend.serializer)
+    if isinstance(backend, concurrent.futures.Executor):
+        return _ExecutorEngine(backend, "auto")
+    if _is_dask_client(backend):
+        return _DaskEngine(DaskBackend(backend))
+    check_backend(backend)
+    raise AssertionError("unreachable")  # check_backend raised
+
+
+def serialise(engine: Engine, call: Call, job: str) -> Payload:
+    """Pickle ``call`` for ``engine``.
+
+    Raises:
+        JobNotSerializable: The call cannot be pickled; ``job`` names it.
+    """
+    if engine.serializer == "none":
+        return call
+    try:
+        module: Any = pickle if engine.serializer == "pickle" else importlib.import_module("cloudpickle")
+    except ModuleNotFoundError as error:
+        raise ModuleNotFoundError(
+            f"serializer={engine.serializer!r} needs the cloudpickle package", name="cloudpickle"
+        ) from error
+    try:
+        data: bytes = module.dumps(call, pickle.HIGHEST_PROTOCOL)
+    except Exception as error:
+        raise JobNotSerializable(
+            f"job {job} cannot be sent to {engine.describe()}: {engine.serializer} failed with "
+            f"{type(error).__name__}: {error}"
+        ) from error
+    return seal(data, engine.serializer)

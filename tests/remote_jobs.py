@@ -1,0 +1,131 @@
+"""Jobs for the backend tests: importable by reference in worker processes (standard library only).
+
+Worker processes share no memory with the test, so gates and signals are
+files in a directory: a job writes ``started-<n>`` and waits, within a
+bound, for ``open`` to exist.
+"""
+
+from __future__ import annotations
+
+import contextvars
+import os
+import threading
+import time
+from pathlib import Path
+
+BOUND = 30.0  # seconds a gated job waits at most for its gate
+
+marker: contextvars.ContextVar[str] = contextvars.ContextVar("marker", default="unset")
+
+
+def square(x: int) -> int:
+    return x * x
+
+
+def pid() -> int:
+    return os.getpid()
+
+
+def noop() -> None:
+    pass
+
+
+def fail(text: str) -> None:
+    raise ValueError(text)
+
+
+def gated(directory: str, n: int) -> int:
+    """Say it started, then wait for the gate of ``directory`` to open."""
+    folder = Path(directory)
+    (folder / f"started-{n}").touch()
+    deadline = time.monotonic() + BOUND
+    while not (folder / "open").exists():
+        if time.monotonic() > deadline:
+            raise TimeoutError(f"the gate of {directory} never opened")
+        time.sleep(0.005)
+    return n
+
+
+def die() -> None:
+    """Kill the process that runs the job, at once."""
+    os._exit(3)
+
+
+def die_once(directory: str) -> str:
+    """Kill the first process that runs the job; succeed on the next try."""
+    flag = Path(directory) / "died"
+    if not flag.exists():
+        flag.touch()
+        os._exit(3)
+    return "second try"
+
+
+def fail_once(directory: str) -> str:
+    """Raise on the first run; succeed on the next."""
+    flag = Path(directory) / "failed"
+    if not flag.exists():
+        flag.touch()
+        raise RuntimeError("first try")
+    return "second try"
+
+
+def read_marker() -> str:
+    return marker.get()
+
+
+class LockedError(Exception):
+    """An exception that cannot be pickled: it holds a lock."""
+
+    def __init__(self, text: str) -> None:
+        super().__init__(text)
+        self.lock = threading.Lock()
+
+
+def raise_unpicklable() -> None:
+    raise LockedError("holds a lock")
+
+
+class CountingJob:
+    """A `Job` that counts its runs on itself and notes where ``priority()`` ran."""
+
+    def __init__(self, priority: int) -> None:
+        self._priority = priority
+        self.runs = 0
+        self.priority_pids: list[int] = []
+
+    def priority(self) -> int:
+        self.priority_pids.append(os.getpid())
+        return self._priority
+
+    def do(self) -> None:
+        self.runs += 1
+
+
+class LockHolder:
+    """A job that cannot be pickled: it closes over a lock."""
+
+    def __init__(self) -> None:
+        self.lock = threading.Lock()
+
+    def __call__(self) -> None:
+        with self.lock:
+            pass
+
+
+class Item:
+    """A plain job object that the tests follow with weak references."""
+
+    def __init__(self, n: int) -> None:
+        self.n = n
+
+    def __call__(self) -> None:
+        pass
+
+
+def hide_jobdispatch() -> None:
+    """Make jobdispatch unimportable in this process, as on a worker where it is not installed."""
+    import sys
+
+    sys.modules["jobdispatch"] = None  # type: ignore[assignment]
+    for name in [m for m in sys.modules if m.startswith("jobdispatch.")]:
+        del sys.modules[name]
