@@ -372,3 +372,31 @@ class TestFastPath:
         finally:
             assert d.wait(WAIT)
             gc.collect()
+
+
+class TestChunkRunInline:
+    @pytest.mark.xfail(strict=True, reason="Chunk runs each job through _call, which catches KeyboardInterrupt")
+    def test_ctrl_c_from_a_chunk_run_on_the_main_thread_propagates(
+        self, kit: Kit, monkeypatch: pytest.MonkeyPatch
+    ) -> None:
+        """A chunk run on the main thread (its pool has no thread) lets KeyboardInterrupt through, as dispatch does."""
+        real_start = threading.Thread.start
+
+        def refuse(thread: threading.Thread) -> None:
+            if thread.name.startswith("test-adv-nothread-p"):
+                raise RuntimeError("can't start new thread")
+            real_start(thread)
+
+        monkeypatch.setattr(threading.Thread, "start", refuse)
+        d = kit.dispatcher({0: 1}, name="test-adv-nothread")
+        ran = Counter()
+
+        def interrupted() -> None:
+            raise KeyboardInterrupt
+
+        assert threading.current_thread() is threading.main_thread()
+        with pytest.raises(KeyboardInterrupt):
+            d.dispatch(interrupted)  # what a job run on the main thread does
+        with pytest.raises(KeyboardInterrupt):
+            d.dispatch_many([interrupted, ran], chunksize=2)
+        assert ran.value == 0
