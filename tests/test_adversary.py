@@ -101,10 +101,23 @@ OPEN_GENERATIONS = _dispatcher.Dispatcher._open_generations.__code__
 OPEN_GENERATIONS_RETURN = line_of(OPEN_GENERATIONS, "return ")
 
 
+def close_a_round_while_held(d: Dispatcher, hold: Hold) -> None:
+    """Have another thread's wait(timeout=0) close a round while finalize is held collecting generations.
+
+    Where the collection holds the round lock, the waiter can only close its
+    round once finalize has read them all: it is then released to do so.
+    """
+    waiter = threading.Thread(target=lambda: d.wait(timeout=0), name="test-adv-waiter")
+    waiter.start()
+    wait_for(lambda: not waiter.is_alive() or d._round_lock.locked(), "the waiter to close a round or to queue")
+    hold.release.set()
+    waiter.join(WAIT)
+    assert not waiter.is_alive()
+
+
 class TestFinalizeRacingWait:
     """wait() on another thread closes a round while finalize collects the open generations."""
 
-    @pytest.mark.xfail(strict=True, reason="_open_generations reads pool._generation outside the round lock")
     def test_cancel_pending_drops_the_queued_jobs_of_a_round_closed_meanwhile(self, kit: Kit) -> None:
         """finalize(cancel_pending=True) drops every queued job, even of a round a concurrent wait() closes."""
         d = kit.dispatcher([PoolConfig(0, 1, 4)], name="test-adv-cancel")
@@ -116,8 +129,7 @@ class TestFinalizeRacingWait:
             d.dispatch(ran)
         hold = Hold(OPEN_GENERATIONS, OPEN_GENERATIONS_RETURN)
         finalizer = held_thread(hold, lambda: d.finalize(cancel_pending=True, timeout=WAIT), "test-adv-finalizer")
-        assert d.wait(timeout=0) is False  # closes the round finalize has not read yet
-        hold.release.set()
+        close_a_round_while_held(d, hold)  # closes the round finalize has not read yet
         wait_for(lambda: d._pools[0]._queue_cancelled, "finalize to cancel the queue")
         gate.set()
         finalizer.join(WAIT)
@@ -125,7 +137,6 @@ class TestFinalizeRacingWait:
         s = d.stats(0)
         assert (ran.value, s.completed, s.cancelled) == (0, 1, 3), s
 
-    @pytest.mark.xfail(strict=True, reason="_open_generations reads pool._generation outside the round lock")
     def test_drain_waits_for_a_round_closed_meanwhile(self, kit: Kit) -> None:
         """finalize() waits for a running job and its follow-up even when a concurrent wait() closes their round."""
         d = kit.dispatcher([PoolConfig(0, 1, 4)], name="test-adv-drain")
@@ -140,8 +151,7 @@ class TestFinalizeRacingWait:
         assert started.wait(WAIT)
         hold = Hold(OPEN_GENERATIONS, OPEN_GENERATIONS_RETURN)
         finalizer = held_thread(hold, lambda: d.finalize(timeout=WAIT), "test-adv-finalizer")
-        assert d.wait(timeout=0) is False
-        hold.release.set()
+        close_a_round_while_held(d, hold)
         wait_for(lambda: settled(finalizer), "finalize to drain or to stop the workers")
         stopped_early = d._pools[0]._stopping
         gate.set()
@@ -152,7 +162,6 @@ class TestFinalizeRacingWait:
 
 
 class TestDrainPass:
-    @pytest.mark.xfail(strict=True, reason="_pending_anywhere reads the pools one by one: a follow-up slips by")
     def test_drain_sees_a_follow_up_sent_to_a_pool_already_read(self, kit: Kit) -> None:
         """finalize() drains a follow-up sent to a pool it has looked at already, by a job that ends before it looks."""
         d = kit.dispatcher([PoolConfig(0, 1, 2), PoolConfig(1, 1, 2)], name="test-adv-pass")

@@ -765,16 +765,22 @@ class Dispatcher:
 
     def _open_generations(self, pool: Pool) -> list[Generation]:
         """Return the pool's generations of the rounds not yet seen finished, the current one included."""
-        with self._round_lock:
-            rounds = list(self._closed_rounds)
-        return [round_.generations[pool.index] for round_ in rounds] + [pool._generation]
+        with self._round_lock:  # the same hold as _close_round: no round can slip between the two reads
+            return [round_.generations[pool.index] for round_ in self._closed_rounds] + [pool._generation]
 
     def _pending_anywhere(self) -> bool:
-        return any(
-            pool.generation_state(generation)[0]
-            for pool in self._pools.values()
-            for generation in self._open_generations(pool)
-        )
+        """Whether a job of a round not yet seen finished may still be pending, in any pool.
+
+        Read pool by pool, so it counts "nothing" only if no follow-up joined
+        any of those generations meanwhile (see `_wait_round`).
+        """
+        generations = [
+            (pool, generation) for pool in self._pools.values() for generation in self._open_generations(pool)
+        ]
+        before = [pool.generation_state(generation)[1] for pool, generation in generations]
+        if any(pool.generation_state(generation)[0] for pool, generation in generations):
+            return True
+        return [pool.generation_state(generation)[1] for pool, generation in generations] != before
 
     def batch(self, *, progress: bool | ProgressCallback | None = None) -> Batch:
         """Return a new `Batch`: use it as ``with dispatcher.batch() as b:``.
