@@ -228,6 +228,7 @@ class Pool:
         self._stopping = False
         self._sentinels = 0
         self._blocked_producers = 0
+        self._wake_ups = 0  # WakeUp tokens in _slots: not room
         # Counters, all changed under _lock. Items that went through _jobs and
         # completed are counted in _completed alone (the hot path); every
         # other way out of _jobs is counted in _left_otherwise as well, so
@@ -402,7 +403,7 @@ class Pool:
                 raise DispatcherClosed("cannot dispatch after finalize() was called")
             self._blocked_producers += 1
         try:
-            while True:
+            while self._state is _OPEN:
                 remaining = None if deadline is None else max(0.0, deadline - time.monotonic())
                 try:
                     place = self._slots.get(True, remaining)
@@ -412,10 +413,15 @@ class Pool:
                     return place
                 with self._lock:
                     if self.refuses():
+                        self._wake_ups -= 1  # it was meant for a producer like this one
                         raise DispatcherClosed("cannot dispatch after finalize() was called")
-                # One of the dispatcher's own jobs may still dispatch while
-                # finalize drains: the wake-up is no room; wait on.
-                del place
+                    self._slots.put(place)  # for a blocked producer that is refused: not this one
+            # Finalize drains, and this is one of the dispatcher's own jobs: it
+            # may still dispatch. It never takes from the queue of places in
+            # a blocking call, where it would take the wake-ups meant for the
+            # producers that are refused; it looks for a real place now and
+            # then instead (a rare wait: its job holds up only the drain).
+            return self._poll_for_place(deadline, timeout)
         finally:
             with self._lock:
                 self._blocked_producers -= 1
@@ -435,12 +441,39 @@ class Pool:
         self._slots.put(place)
         self.pass_room_on()
 
-    def _free_place_locked(self) -> Place:
-        """Take a free place without blocking, passing over wake-ups; raise `Empty` if there is none."""
+    def _poll_for_place(self, deadline: float | None, timeout: float | None) -> Place:
+        """Wait for a real place by looking now and then, leaving wake-ups where they are."""
+        pause = 0.0005
         while True:
-            place = self._slots.get(False)
-            if type(place) is not WakeUp:
-                return place
+            with self._lock:
+                if self.refuses():
+                    raise DispatcherClosed("cannot dispatch after finalize() was called")
+                if self._unissued:
+                    return self._issue_place_locked()
+                with contextlib.suppress(Empty):
+                    return self._free_place_locked()
+            now = time.monotonic()
+            if deadline is not None and now >= deadline:
+                raise PoolFull(f"pool {self.priority} stayed full ({self.capacity}) for {timeout} s")
+            time.sleep(pause if deadline is None else min(pause, deadline - now))
+            pause = min(2 * pause, 0.005)
+
+    def _free_place_locked(self) -> Place:
+        """Take a free place without blocking, leaving wake-ups for the producers they are for.
+
+        Raises:
+            Empty: No place is free.
+        """
+        wake_ups = 0
+        try:
+            while True:
+                place = self._slots.get(False)
+                if type(place) is not WakeUp:
+                    return place
+                wake_ups += 1
+        finally:
+            for _ in range(wake_ups):
+                self._slots.put(WakeUp(_NOWHERE))
 
     def _issue_place_locked(self) -> Place:
         """Make one of the places not made yet."""
@@ -660,7 +693,7 @@ class Pool:
         with self._lock:
             if self._state is not _OPEN and self.refuses():
                 raise DispatcherClosed("cannot dispatch after finalize() was called")
-            if self._slots.qsize() or self._unissued:
+            if self._slots.qsize() > self._wake_ups or self._unissued:
                 return False
             self._room_waiters.append(waiter)
             self._slow_release = True
@@ -687,7 +720,7 @@ class Pool:
     def _pass_room_on_locked(self) -> None:
         # A waiter whose loop is closed cannot take the place: the next one
         # is woken instead. A cancelled one hands it on (remove_room_waiter).
-        while self._room_waiters and (self._slots.qsize() or self._unissued):
+        while self._room_waiters and (self._slots.qsize() > self._wake_ups or self._unissued):
             if wake_future(self._room_waiters.popleft()):
                 break
         self._slow_release = bool(self._due or self._room_waiters)
@@ -796,6 +829,7 @@ class Pool:
         with self._lock:
             self._state = _DRAINING if draining else State.CLOSED
             for _ in range(self._blocked_producers):
+                self._wake_ups += 1  # count first: room checks subtract them from the queue of places
                 self._slots.put(WakeUp(_NOWHERE))
             while self._room_waiters:
                 wake_future(self._room_waiters.popleft())
