@@ -291,7 +291,6 @@ class TestWakeUpsGoToBlockedProducers:
 
 
 class TestDispatchManyInterrupted:
-    @pytest.mark.xfail(strict=True, reason="a chunk queued before Ctrl-C struck is left out of the note's count")
     def test_note_counts_every_job_that_runs(self, kit: Kit) -> None:
         """Ctrl-C right after a chunk is queued: the note's count is the number of jobs that then run."""
         d = kit.dispatcher({0: 2}, name="test-adv-many")

@@ -4,7 +4,9 @@ from __future__ import annotations
 
 import contextvars
 import itertools
+import sys
 import threading
+from typing import Any
 
 import pytest
 
@@ -176,3 +178,53 @@ class TestBatchDispatchMany:
         assert ran.value == 2
         assert len(caught.value.exceptions) == 1
         assert (batch.total, batch.done) == (3, 3)
+
+
+class TestInterruptedAfterTheHandOver:
+    def _interrupt_as_the_worker_starts(self) -> Any:
+        """A trace function that raises KeyboardInterrupt as a reserved worker thread is started (Ctrl-C there)."""
+        from jobdispatch import _pool
+
+        start_reserved = _pool.Pool.start_reserved.__code__
+
+        def tracer(frame: Any, event: str, arg: object) -> None:
+            if event == "call" and frame.f_code is start_reserved:
+                raise KeyboardInterrupt
+
+        return tracer
+
+    def test_dispatch_says_the_job_was_queued(self, kit: Kit) -> None:
+        """Ctrl-C after the hand-over: the exception's note says the job will run, and it does."""
+        d = kit.dispatcher({0: 2})
+        gate = kit.gate()
+        d.dispatch(gated(gate))  # one busy worker: the next dispatch reserves a second one
+        ran = Counter()
+        sys.settrace(self._interrupt_as_the_worker_starts())
+        try:
+            with pytest.raises(KeyboardInterrupt) as caught:
+                d.dispatch(ran)
+        finally:
+            sys.settrace(None)
+        gate.set()
+        assert d.wait(WAIT)
+        assert caught.value.__notes__ == ["jobdispatch: the job was queued before this exception struck: it will run"]
+        assert ran.value == 1
+
+    def test_batch_dispatch_taken_back_says_nothing(self, kit: Kit) -> None:
+        """A batch takes back a job whose dispatch Ctrl-C interrupted: no note claims it will run, and it does not."""
+        d = kit.dispatcher({0: 3})
+        gate = kit.gate()
+        d.dispatch(gated(gate))
+        d.dispatch(gated(gate))  # two workers busy: the batch job reserves a third, which never starts
+        ran = Counter()
+        batch = d.batch()
+        with pytest.raises(KeyboardInterrupt) as caught, batch:
+            sys.settrace(self._interrupt_as_the_worker_starts())
+            try:
+                batch.dispatch(ran)
+            finally:
+                sys.settrace(None)
+        gate.set()
+        assert d.wait(WAIT)
+        assert getattr(caught.value, "__notes__", []) == []
+        assert ran.value == 0

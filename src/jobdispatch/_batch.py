@@ -11,7 +11,7 @@ from types import TracebackType
 from typing import TYPE_CHECKING, TypeAlias
 
 from ._errors import DispatcherClosed, DispatcherError
-from ._pool import CancelledBeforeStart, logger, wake_future
+from ._pool import QUEUED_NOTE, CancelledBeforeStart, logger, wake_future, was_queued
 from ._progress import TqdmProgress
 from ._scheduler import Run
 
@@ -142,9 +142,12 @@ class Batch:
         try:
             self._add(call)
             self._dispatcher._submit(job, priority, timeout, call, args, name)
-        except BaseException:
+        except BaseException as error:
             call.withdrawn = True  # a plain store: marked even if Ctrl-C strikes as _withdraw starts
             self._withdraw(call)
+            if call.state == _OVER and not call.ran:  # taken back before it started: it will not run
+                with contextlib.suppress(Exception, ValueError):
+                    error.__notes__.remove(QUEUED_NOTE)
             raise
 
     def dispatch_many(
@@ -162,6 +165,8 @@ class Batch:
                 self.dispatch(job, priority=priority, timeout=timeout)
                 count += 1
         except BaseException as error:
+            if was_queued(error):
+                count += 1
             with contextlib.suppress(Exception):
                 error.add_note(f"jobdispatch: dispatch_many dispatched {count} jobs before this error, and no other")
             raise

@@ -25,7 +25,18 @@ from ._config import ConfigLike, check_delay, check_int, check_priority, check_t
 from ._errors import DispatcherClosed, DispatcherError, UnknownPriority
 from ._futures import PoolExecutor
 from ._job import Job, Named, check_name, job_name
-from ._pool import Chunk, ErrorHandler, Generation, Pool, Round, logger, runs_jobs_of, safe_repr
+from ._pool import (
+    Chunk,
+    ErrorHandler,
+    Generation,
+    Pool,
+    Round,
+    logger,
+    mark_queued,
+    runs_jobs_of,
+    safe_repr,
+    was_queued,
+)
 from ._pool import _role as _thread_role
 from ._progress import TqdmProgress, wait_reporting
 from ._scheduler import DelayedJob, Run, Scheduler, describe_job, join_thread
@@ -290,6 +301,8 @@ class Dispatcher:
         except BaseException as error:
             if not queued:
                 pool._slots.put(place)  # first, one C call: even a RecursionError cannot lose the place
+            else:
+                mark_queued(error)
             pool.enqueue_failed(error, spawn, reported, fn, None, context, timeout)
 
     def submit(
@@ -511,11 +524,12 @@ class Dispatcher:
         size = check_int("chunksize", chunksize, 1)
         if timeout is not None:
             timeout = check_timeout(timeout)
-        count = 0
+        count = sending = 0  # jobs dispatched; jobs of the call under way
         try:
             if size == 1:
                 dispatch = self.dispatch
                 for job in jobs:
+                    sending = 1
                     dispatch(job, priority=priority, timeout=timeout)
                     count += 1
                 return count
@@ -529,10 +543,15 @@ class Dispatcher:
                 group.append((reported, fn))
                 if len(group) >= size:
                     del groups[pool]
+                    sending = len(group)
                     count += self._submit_chunk(pool, group, timeout)
             while groups:
-                count += self._submit_chunk(*groups.popitem(), timeout)
+                pool, group = groups.popitem()
+                sending = len(group)
+                count += self._submit_chunk(pool, group, timeout)
         except BaseException as error:
+            if was_queued(error):  # Ctrl-C struck after the hand-over: those run too
+                count += sending
             with contextlib.suppress(Exception):
                 error.add_note(f"jobdispatch: dispatch_many dispatched {count} jobs before this error, and no other")
             raise

@@ -48,9 +48,11 @@ __all__ = [
     "Round",
     "WakeUp",
     "current_pool",
+    "mark_queued",
     "runs_jobs_of",
     "safe_repr",
     "wake_future",
+    "was_queued",
 ]
 
 logger = logging.getLogger("jobdispatch")
@@ -103,6 +105,20 @@ def runs_jobs_of(owner: object) -> bool:
     running = _role.running
     generation = None if running is None else running.generation
     return generation is not None and generation.round.owner is owner
+
+
+QUEUED_NOTE = "jobdispatch: the job was queued before this exception struck: it will run"
+
+
+def mark_queued(error: BaseException) -> None:
+    """Say on ``error`` (Ctrl-C, say) that the job whose dispatch it interrupted was queued all the same."""
+    with contextlib.suppress(Exception):
+        error.add_note(QUEUED_NOTE)
+
+
+def was_queued(error: BaseException) -> bool:
+    """Whether ``error`` interrupted a dispatch after its job was queued (see `mark_queued`)."""
+    return QUEUED_NOTE in getattr(error, "__notes__", ())
 
 
 def safe_repr(obj: object) -> str:
@@ -322,6 +338,8 @@ class Pool:
         except BaseException as error:
             if not queued:
                 self._slots.put(place)  # first, one C call: even a RecursionError cannot lose the place
+            else:
+                mark_queued(error)
             self.enqueue_failed(error, spawn, job, fn, batch, context, timeout)
 
     def join_round_locked(self, running: Running) -> Generation:
