@@ -319,7 +319,6 @@ class TestDispatchManyInterrupted:
 class TestFastPath:
     """dispatch() takes Jobs of a class it has seen by a fast path; it must accept and refuse what _route does."""
 
-    @pytest.mark.xfail(strict=True, reason="the fast path does not look at an instance's own do")
     @pytest.mark.filterwarnings("ignore::RuntimeWarning", "ignore::pytest.PytestUnraisableExceptionWarning")
     def test_instance_with_a_coroutine_do_is_refused_after_its_class_was_seen(self, kit: Kit) -> None:
         """A Job whose instance sets do to a coroutine function is refused, also once its class is known."""
@@ -345,7 +344,6 @@ class TestFastPath:
             assert d.wait(WAIT)
             gc.collect()
 
-    @pytest.mark.xfail(strict=True, reason="the fast path calls priority even when the instance made it an int")
     def test_instance_priority_attribute_works_after_its_class_was_seen(self, kit: Kit) -> None:
         """A Job whose instance sets priority to an int goes to that pool, also once its class is known."""
 
@@ -371,7 +369,6 @@ class TestFastPath:
         assert d.wait(WAIT)
         assert (ran.value, d.stats(1).completed) == (3, 2)
 
-    @pytest.mark.xfail(strict=True, reason="a class stays on the fast path after its do becomes a coroutine function")
     @pytest.mark.filterwarnings("ignore::RuntimeWarning", "ignore::pytest.PytestUnraisableExceptionWarning")
     def test_class_whose_do_becomes_a_coroutine_function_is_refused(self, kit: Kit) -> None:
         """Once a known Job class's do is replaced by a coroutine function, its jobs are refused."""
@@ -399,7 +396,6 @@ class TestFastPath:
 
 
 class TestChunkRunInline:
-    @pytest.mark.xfail(strict=True, reason="Chunk runs each job through _call, which catches KeyboardInterrupt")
     def test_ctrl_c_from_a_chunk_run_on_the_main_thread_propagates(
         self, kit: Kit, monkeypatch: pytest.MonkeyPatch
     ) -> None:

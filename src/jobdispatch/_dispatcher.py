@@ -14,7 +14,7 @@ from collections.abc import Callable, Iterable
 from concurrent.futures import Future
 from contextvars import copy_context
 from queue import Empty
-from types import FunctionType, TracebackType
+from types import FunctionType, MethodType, TracebackType
 from typing import Any, TypeAlias, TypeVar, overload
 
 from . import _aio
@@ -74,21 +74,22 @@ def _is_async(fn: object) -> bool:
 # Classes whose instances are Jobs dispatch() routes inline: ``do`` and
 # ``priority`` are plain (not coroutine) functions of the class. Filled by
 # _route the first time it sees a Job of the class; only ever grows.
-_PLAIN_JOB_CLASSES: set[type] = set()
+_PLAIN_JOB_CLASSES: dict[type, FunctionType] = {}  # the class, and the do function seen on it
 _PLAIN_GETATTRIBUTE: object = object.__getattribute__
 _PRIORITY_TYPES = frozenset({int, type(None)})  # NoneType only for a plain function on the only pool
 
 
-def _is_plain_job_class(cls: type) -> bool:
+def _plain_do(cls: type) -> FunctionType | None:
+    """Return the ``do`` function of a Job class that dispatch() may route inline, or ``None``."""
     do = getattr(cls, "do", None)
     priority = getattr(cls, "priority", None)
-    return (
+    plain = (
         type(do) is FunctionType
         and type(priority) is FunctionType
         and not do.__code__.co_flags & _ASYNC_FLAGS
         and getattr(cls, "__getattribute__", None) is _PLAIN_GETATTRIBUTE
-        and "do" not in getattr(cls, "__slots__", ())
     )
+    return do if plain else None
 
 
 def _checked_priority(job: object, priority: object, what: str) -> int:
@@ -246,6 +247,7 @@ class Dispatcher:
         # before, for a known pool. Anything else is routed by _route.
         kind = type(job)
         pool = None
+        fn: Callable[[], object] = job  # type: ignore[assignment]
         if args or name is not None:
             pass
         elif kind is FunctionType:
@@ -254,21 +256,24 @@ class Dispatcher:
                     pool = self._only_thread_pool
                 elif type(priority) is int:
                     pool = self._thread_pools.get(priority)
-        elif kind in _PLAIN_JOB_CLASSES:
-            if priority is None:
-                try:
-                    priority = job.priority()  # type: ignore[union-attr]
-                except Exception as error:
-                    _note_priority_error(job, error)
-                    raise
-                if type(priority) is not int:
-                    priority = _checked_priority(job, priority, "priority()")
-            if type(priority) is int:
-                pool = self._thread_pools.get(priority)
+        elif (do := _PLAIN_JOB_CLASSES.get(kind)) is not None:
+            fn = job.do  # type: ignore[union-attr]
+            # The class's own do (not one the instance set, nor a later one of
+            # the class), and a priority() method: else _route decides.
+            if type(fn) is MethodType and fn.__func__ is do:
+                if priority is None and type(get_priority := job.priority) is MethodType:  # type: ignore[union-attr]
+                    try:
+                        priority = get_priority()
+                    except Exception as error:
+                        _note_priority_error(job, error)
+                        raise
+                    if type(priority) is not int:
+                        priority = _checked_priority(job, priority, "priority()")
+                if type(priority) is int:
+                    pool = self._thread_pools.get(priority)
         if pool is None or type(priority) not in _PRIORITY_TYPES:
             pool, fn, reported = self._route(job, priority, args, name)
         else:
-            fn = job.do if kind is not FunctionType else job  # type: ignore[union-attr,assignment]
             reported = job
         context = copy_context() if self._propagate_context else None
         running = _thread_role.running
@@ -444,8 +449,8 @@ class Dispatcher:
                 priority = self._job_priority(job)
         if _is_async(fn):
             raise TypeError(f"job {job_name(job)} is a coroutine function{_USE_ASYNCIO}")
-        if fn is not job and _is_plain_job_class(type(job)):
-            _PLAIN_JOB_CLASSES.add(type(job))
+        if fn is not job and (do := _plain_do(type(job))) is not None:
+            _PLAIN_JOB_CLASSES[type(job)] = do
         reported: object = job if name is None else Named(job, check_name(name))
         if priority is None:
             if self._only_pool is None:

@@ -532,9 +532,7 @@ class Pool:
         cancelled = isinstance(error, CancelledBeforeStart)
         # On the main thread a KeyboardInterrupt or SystemExit may be Ctrl-C
         # or a signal handler, not the job: it is counted, then propagates.
-        propagate = isinstance(error, KeyboardInterrupt | SystemExit) and (
-            threading.current_thread() is threading.main_thread()
-        )
+        propagate = error is not None and _interrupts_caller(error)
         try:
             if error is not None and not (cancelled or propagate or isinstance(error, ReportedElsewhere)):
                 self._report(job, error, batch, time.perf_counter() - started)
@@ -1097,24 +1095,37 @@ class Chunk:
         pool, context = self.pool, self.context
         failed = 0
         calls, self.calls = self.calls, []  # nothing holds a job after the chunk
-        job: object = None
-        fn: Callable[[], object] | None = None
-        error: BaseException | None = None
-        for job, fn in calls:
+        count = len(calls)
+        interrupt: BaseException | None = None
+        for index in range(count):
+            job, fn = calls[index]
+            calls[index] = None  # type: ignore[call-overload]
             started = time.perf_counter()
             error = _call(fn, None if context is None else context.copy())
+            del fn
             if error is not None:
                 failed += 1
+                if _interrupts_caller(error):
+                    # Ctrl-C, or a signal handler's exit, on the main thread
+                    # running the chunk itself: it propagates, as for any
+                    # job, and the jobs not started are cancelled.
+                    interrupt = error
+                    break
                 pool._report(job, error, None, time.perf_counter() - started)
-        count = len(calls)
-        del calls, job, fn, error
+            del job, error
+        ran = index + 1 if count else 0
+        counted_failed = interrupt is not None or failed == ran  # how the worker counts the chunk itself
         with pool._lock:
-            if failed < count:  # the worker counts the chunk as one completed job
-                pool._inline_completed += count - failed - 1
-                pool._failed += failed
-            else:  # the worker counts it as one failed job
+            pool._cancelled += count - ran
+            if counted_failed:
                 pool._failed += failed - 1
-        if failed == count:
+                pool._inline_completed += ran - failed
+            else:
+                pool._inline_completed += ran - failed - 1
+                pool._failed += failed
+        if interrupt is not None:
+            raise interrupt
+        if counted_failed:
             raise ReportedElsewhere
 
     def cancel_unstarted(self) -> None:
@@ -1125,6 +1136,11 @@ class Chunk:
 
     def __repr__(self) -> str:
         return f"<chunk of {len(self.calls)} jobs>"
+
+
+def _interrupts_caller(error: BaseException) -> bool:
+    """Whether a job's ``error`` is really the caller's: Ctrl-C or a signal handler's exit on the main thread."""
+    return isinstance(error, KeyboardInterrupt | SystemExit) and threading.current_thread() is threading.main_thread()
 
 
 def _call(fn: Callable[[], object], context: contextvars.Context | None) -> BaseException | None:
