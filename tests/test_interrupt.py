@@ -536,7 +536,7 @@ class TestWorkerCount:
     def test_thread_beyond_the_limit_leaves_at_once(self) -> None:
         """A worker thread that finds the pool's workers all counted in exits and changes nothing."""
         from jobdispatch import Dispatcher, PoolConfig
-        from jobdispatch._pool import _work
+        from jobdispatch._threads import _work
 
         ran = Counter()
         d = Dispatcher([PoolConfig(0, 1, 2)], name="test-extra")
@@ -560,7 +560,7 @@ class TestWorkerCount:
     def test_thread_counting_in_after_stop_brings_its_own_sentinel(self) -> None:
         """A worker whose start completes only after stop() still exits, and finalize joins it."""
         from jobdispatch import Dispatcher, PoolConfig
-        from jobdispatch._pool import _work
+        from jobdispatch._threads import _work
 
         ran = Counter()
         d = Dispatcher([PoolConfig(0, 2, 0)], name="test-late")

@@ -26,7 +26,9 @@ from typing import TYPE_CHECKING, Any, TypeVar
 
 from ._config import check_timeout
 from ._errors import DispatcherClosed, PoolFull
-from ._pool import CancelledBeforeStart, Generation, Pool, ReportedElsewhere, current_pool, safe_repr
+from ._outcome import CancelledBeforeStart, ReportedElsewhere, safe_repr
+from ._pool import Pool
+from ._rounds import Generation, current_pool
 
 if TYPE_CHECKING:
     from ._batch import Batch, BatchCall

@@ -27,19 +27,11 @@ from ._batch import BatchCall
 from ._calls import _Call
 from ._config import PoolConfig
 from ._errors import EngineBroken
-from ._pool import (
-    CancelledBeforeStart,
-    ErrorHandler,
-    Generation,
-    Place,
-    Pool,
-    ReportedElsewhere,
-    Round,
-    count_worker_in,
-    job_over,
-    safe_repr,
-)
+from ._outcome import CancelledBeforeStart, ReportedElsewhere, safe_repr
+from ._places import Place
+from ._pool import ErrorHandler, Pool, count_worker_in, job_over
 from ._remote import Payload
+from ._rounds import Generation, Round
 from ._scheduler import Run
 
 if TYPE_CHECKING:

@@ -11,8 +11,9 @@ from types import TracebackType
 from typing import TYPE_CHECKING, TypeAlias
 
 from ._errors import DispatcherClosed, DispatcherError
-from ._pool import QUEUED_NOTE, CancelledBeforeStart, logger, wake_future, was_queued
+from ._outcome import QUEUED_NOTE, CancelledBeforeStart, logger, was_queued
 from ._progress import TqdmProgress
+from ._rounds import wake_future
 from ._scheduler import Run
 
 if TYPE_CHECKING:

@@ -18,7 +18,7 @@ from functools import partial
 from typing import TYPE_CHECKING, Any, TypeVar
 
 from ._errors import PoolFull
-from ._pool import CancelledBeforeStart, ReportedElsewhere, safe_repr
+from ._outcome import CancelledBeforeStart, ReportedElsewhere, safe_repr
 
 if TYPE_CHECKING:
     from ._dispatcher import Dispatcher

@@ -25,23 +25,16 @@ from ._config import ConfigLike, check_delay, check_int, check_priority, check_t
 from ._errors import DispatcherClosed, DispatcherError, UnknownPriority
 from ._futures import PoolExecutor
 from ._job import Job, Named, check_name, job_name
-from ._pool import (
-    Chunk,
-    ErrorHandler,
-    Generation,
-    Pool,
-    Round,
-    logger,
-    mark_queued,
-    runs_jobs_of,
-    safe_repr,
-    was_queued,
-)
-from ._pool import _role as _thread_role
+from ._many import Chunk
+from ._outcome import logger, mark_queued, safe_repr, was_queued
+from ._pool import ErrorHandler, Pool
 from ._progress import TqdmProgress, wait_reporting
+from ._rounds import Generation, Round, runs_jobs_of
+from ._rounds import role as _thread_role
 from ._scheduler import DelayedJob, Run, Scheduler, describe_job, join_thread
 from ._state import State
 from ._stats import PoolStats
+from ._threads import ThreadPool
 
 __all__ = ["Dispatcher", "JobLike"]
 
@@ -174,7 +167,7 @@ class Dispatcher:
         # keep a dropped dispatcher, and its threads, alive.
         hook = _weak_hook(self)
         self._pools: dict[int, Pool] = {
-            c.priority: (Pool if c.backend is None else BackedPool)(
+            c.priority: (ThreadPool if c.backend is None else BackedPool)(
                 c, index=i, round_=self._round, name=name, on_error=hook
             )
             for i, c in enumerate(configs)

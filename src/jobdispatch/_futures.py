@@ -19,7 +19,8 @@ from typing import TYPE_CHECKING, Any, ParamSpec, TypeVar
 from ._calls import Pending, dispatch_or_settle, running_loop, submit
 from ._config import check_timeout
 from ._errors import PoolFull
-from ._pool import Pool, current_pool
+from ._pool import Pool
+from ._rounds import current_pool
 
 if TYPE_CHECKING:
     from ._dispatcher import Dispatcher

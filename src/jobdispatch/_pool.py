@@ -1,4 +1,4 @@
-"""One bulkhead: a bounded queue of jobs and the threads that run them.
+"""One bulkhead: a bounded queue of jobs, its places, its counters, and the threads it starts.
 
 The hand-off is built only from C-implemented primitives. A pool owns two
 `queue.SimpleQueue` objects: ``_jobs`` carries work items to the workers,
@@ -17,10 +17,8 @@ import asyncio
 import contextlib
 import contextvars
 import enum
-import logging
 import threading
 import time
-import weakref
 from collections import deque
 from collections.abc import Callable
 from queue import Empty, SimpleQueue
@@ -29,6 +27,18 @@ from typing import TYPE_CHECKING, Any, TypeAlias
 from ._config import PoolConfig
 from ._errors import DispatcherClosed, PoolFull
 from ._job import job_name, unwrap
+from ._outcome import (
+    CancelledBeforeStart,
+    NoThread,
+    ReportedElsewhere,
+    call_job,
+    interrupts_caller,
+    logger,
+    mark_queued,
+    tell_cancelled,
+)
+from ._places import NOWHERE, Place, WakeUp
+from ._rounds import Generation, Round, Running, finish_generation, generation_done, role, runs_jobs_of, wake_future
 from ._state import State
 from ._stats import PoolStats
 
@@ -37,168 +47,28 @@ if TYPE_CHECKING:
     from ._scheduler import DelayedJob, Scheduler
 
 __all__ = [
-    "CancelledBeforeStart",
-    "Chunk",
     "ErrorHandler",
-    "Generation",
-    "NoThread",
-    "Place",
     "Pool",
-    "ReportedElsewhere",
-    "Round",
-    "WakeUp",
-    "current_pool",
-    "mark_queued",
-    "runs_jobs_of",
-    "safe_repr",
-    "wake_future",
-    "was_queued",
+    "count_worker_in",
+    "job_over",
 ]
 
-logger = logging.getLogger("jobdispatch")
 
 ErrorHandler: TypeAlias = Callable[[Any, BaseException], object]
-"""The ``on_error`` hook of a `Dispatcher`, called as ``on_error(job, exception)``."""
+
 
 # A delayed job: (job, callable to run, generation, batch or None, context or None).
 _Item: TypeAlias = "tuple[object, Callable[[], object], Generation, Batch | None, contextvars.Context | None]"
+
+
 # A queued job: the same, and the place it holds in the pool.
 _Queued: TypeAlias = "tuple[object, Callable[[], object], Generation, Batch | None, contextvars.Context | None, Place]"
 
 
-class _ThreadRole(threading.local):
-    """What the calling thread is to jobdispatch: a worker of some pool, running some job, or neither."""
-
-    pool: Pool | None = None  # the pool whose worker thread this is
-    running: Running | None = None  # set on a thread that runs jobs: whose round they belong to
-
-
-class Running:
-    """The generation of the job a thread runs now, so that the jobs it dispatches join its round."""
-
-    __slots__ = ("generation",)
-
-    def __init__(self) -> None:
-        self.generation: Generation | None = None
-
-
-_role = _ThreadRole()
-
 _OPEN = State.OPEN
+
+
 _DRAINING = State.DRAINING
-
-
-def current_pool() -> Pool | None:
-    """Return the pool whose worker thread is calling, or ``None``."""
-    return _role.pool
-
-
-def runs_jobs_of(owner: object) -> bool:
-    """Whether the calling thread is a worker of ``owner``'s dispatcher, or runs one of its jobs now.
-
-    The second covers a job run by the timer thread, or by the thread that
-    dispatched it, when its pool has no thread.
-    """
-    pool = _role.pool
-    if pool is not None and pool.owner is owner:
-        return True
-    running = _role.running
-    generation = None if running is None else running.generation
-    return generation is not None and generation.round.owner is owner
-
-
-QUEUED_NOTE = "jobdispatch: the job was queued before this exception struck: it will run"
-
-
-def mark_queued(error: BaseException) -> None:
-    """Say on ``error`` (Ctrl-C, say) that the job whose dispatch it interrupted was queued all the same."""
-    with contextlib.suppress(Exception):
-        error.add_note(QUEUED_NOTE)
-
-
-def was_queued(error: BaseException) -> bool:
-    """Whether ``error`` interrupted a dispatch after its job was queued (see `mark_queued`)."""
-    return QUEUED_NOTE in getattr(error, "__notes__", ())
-
-
-def safe_repr(obj: object) -> str:
-    """Return ``repr(obj)``, or a plain description if that raises."""
-    try:
-        return repr(obj)
-    except Exception:
-        return f"<{type(obj).__qualname__} object at {id(obj):#x} (repr failed)>"
-
-
-class Round:
-    """The jobs dispatched to a dispatcher between two barriers, with every follow-up they dispatch.
-
-    A round has one `Generation` in each pool. `Dispatcher.wait` closes the
-    current round (new jobs from other threads go to the next one) and waits
-    until the closed rounds have no pending job. A job dispatched from inside
-    a job joins the round of the job that dispatched it, in whatever pool it
-    goes to, so a barrier also waits for the work its own round spawns.
-    """
-
-    __slots__ = ("generations", "owner")
-
-    def __init__(self, owner: object, pools: int) -> None:
-        self.owner = owner
-        self.generations = tuple(Generation(self) for _ in range(pools))
-
-
-class Generation:
-    """The jobs of one `Round` in one pool.
-
-    Its counters change under the pool's lock only. ``done`` is made by a
-    barrier that waits for a closed generation; it is set whenever
-    ``pending`` falls to zero, and cleared again if a follow-up job joins.
-    """
-
-    __slots__ = ("cancelled", "done", "follow_ups", "pending", "round", "waiters")
-
-    def __init__(self, round_: Round) -> None:
-        self.round = round_
-        self.pending = 0
-        self.follow_ups = 0  # jobs that joined from a running job of the round: they can reopen it
-        self.cancelled = False  # finalize(cancel_pending=True): workers drop its jobs
-        self.done: threading.Event | None = None
-        self.waiters: list[asyncio.Future[None]] = []
-
-
-class Place(weakref.ref[SimpleQueue[Any]]):
-    """One place in a pool, as a token: taken by a producer, carried by the job, given back by the worker.
-
-    A place is a weak reference to the queue of free places it belongs to.
-    One that is dropped instead of given back puts a new one in that queue:
-    Ctrl-C can strike just as the C call that hands a place over returns,
-    before any Python code can store it; the place is then dropped as the
-    exception unwinds, and the pool keeps its capacity. Being weak, the
-    reference lets a collected pool take its places with it.
-    """
-
-    __slots__ = ()
-
-    def __del__(self) -> None:
-        home = self()
-        if home is not None:
-            home.put(type(self)(home))  # no global lookup: this may run at interpreter exit
-
-
-class WakeUp(Place):
-    """What `Pool.close` puts where places go, to wake the producers blocked on a full pool.
-
-    It is not a place: whoever takes one either is refused (and puts it
-    back for the next blocked producer) or drops it and waits on, so waking
-    producers never adds room to a closed pool. Dropped, it returns nothing.
-    """
-
-    __slots__ = ()
-
-    def __del__(self) -> None:
-        pass
-
-
-_NOWHERE: SimpleQueue[Any] = SimpleQueue()  # the home of every WakeUp: nobody reads it
 
 
 class Pool:
@@ -232,10 +102,10 @@ class Pool:
         self._thread_limit = config.workers  # a subclass that runs jobs elsewhere lowers it
         # Worker threads. Ctrl-C can interrupt Thread.start() before or after
         # the thread really starts, so a worker counts itself in ``_live``
-        # once it runs (see _work), and ``_planned`` may briefly lag behind.
+        # once it runs (see `_threads._work`), and ``_planned`` may briefly lag behind.
         self._threads: list[threading.Thread] = []  # every thread ever started, for joining
         self._planned = 0  # threads started, less those whose start() was interrupted
-        self._live = 0  # workers running _work, under the limit
+        self._live = 0  # workers running their loop, under the limit
         self._spawning = True  # fewer threads than workers so far
         self._generation = round_.generations[index]
         self._due: deque[_Item] = deque()
@@ -320,7 +190,7 @@ class Pool:
         timeout: float | None,
     ) -> None:
         """Queue a job with the place it took (the body of `submit`, and what `Dispatcher.dispatch` inlines)."""
-        running = _role.running
+        running = role.running
         queued = False
         spawn = None
         try:
@@ -407,7 +277,7 @@ class Pool:
             with self._lock:
                 if self._unissued:
                     return self._issue_place_locked()
-        if _role.pool is self:
+        if role.pool is self:
             # A job is dispatching into its own full pool. Blocking here could
             # deadlock once every worker does it, so the caller runs the job.
             if timeout == 0:
@@ -491,7 +361,7 @@ class Pool:
                 wake_ups += 1
         finally:
             for _ in range(wake_ups):
-                self._slots.put(WakeUp(_NOWHERE))
+                self._slots.put(WakeUp(NOWHERE))
 
     def _issue_place_locked(self) -> Place:
         """Make one of the places not made yet."""
@@ -520,19 +390,19 @@ class Pool:
     ) -> None:
         """Run a job in the calling thread and count it; ``generation``: it was a delayed job."""
         previous: Generation | None = None
-        running = _role.running
+        running = role.running
         if generation is not None:  # its follow-ups join its round
             if running is None:
-                running = _role.running = Running()
+                running = role.running = Running()
             previous, running.generation = running.generation, generation
         started = time.perf_counter()
-        error = _call(fn, context)
+        error = call_job(fn, context)
         if generation is not None and running is not None:
             running.generation = previous
         cancelled = isinstance(error, CancelledBeforeStart)
         # On the main thread a KeyboardInterrupt or SystemExit may be Ctrl-C
         # or a signal handler, not the job: it is counted, then propagates.
-        propagate = error is not None and _interrupts_caller(error)
+        propagate = error is not None and interrupts_caller(error)
         try:
             if error is not None and not (cancelled or propagate or isinstance(error, ReportedElsewhere)):
                 self._report(job, error, batch, time.perf_counter() - started)
@@ -545,7 +415,7 @@ class Pool:
                     self._failed += 1
                 if generation is not None:
                     self._delayed -= 1
-                    _finish_generation(generation)
+                    finish_generation(generation)
         finally:
             if batch is not None:
                 batch._job_over(fn, cancelled=cancelled)
@@ -563,7 +433,7 @@ class Pool:
         scheduler: Scheduler,
     ) -> None:
         """Count a delayed job as pending and hand it to the timer."""
-        running = _role.running
+        running = role.running
         with self._lock:
             if self._state is not _OPEN and self.refuses():
                 raise DispatcherClosed("cannot dispatch after finalize() was called")
@@ -662,8 +532,8 @@ class Pool:
         return thread
 
     def _worker_main(self) -> None:
-        """Run the jobs, in each worker thread; a pool that runs them elsewhere overrides this."""
-        _work(self)
+        """Run on each of the pool's threads: what runs its jobs (`ThreadPool`, `BackedPool`)."""
+        raise NotImplementedError
 
     def start_reserved(self, thread: threading.Thread) -> None:
         """Start a worker reserved by `_reserve_worker_locked`, outside the lock.
@@ -683,7 +553,7 @@ class Pool:
         """Count a reserved worker out after Ctrl-C struck before or inside its start().
 
         The thread may have started all the same: it then counts itself in
-        (see `_work`). A thread that never started stays in ``_threads``;
+        (see `_threads._work`). A thread that never started stays in ``_threads``;
         `join_thread` lets it go.
         """
         with self._lock:
@@ -846,7 +716,7 @@ class Pool:
             self._state = _DRAINING if draining else State.CLOSED
             for _ in range(self._blocked_producers):
                 self._wake_ups += 1  # count first: room checks subtract them from the queue of places
-                self._slots.put(WakeUp(_NOWHERE))
+                self._slots.put(WakeUp(NOWHERE))
             while self._room_waiters:
                 wake_future(self._room_waiters.popleft())
             self._slow_release = bool(self._due)
@@ -885,7 +755,7 @@ class Pool:
             dropped = list(self._due)
             self._cancel_due_locked(cancelled)
         for item in dropped:
-            _tell_cancelled(item[1])
+            tell_cancelled(item[1])
         for batch, call in cancelled:
             batch._job_over(call, cancelled=True)
 
@@ -930,7 +800,7 @@ class Pool:
             with self._lock:
                 self._delayed -= 1
                 self._failed += 1
-                _finish_generation(generation)
+                finish_generation(generation)
             if batch is not None:
                 batch._job_over(fn, cancelled=False)
 
@@ -943,14 +813,14 @@ class Pool:
             self.count_cancelled_locked()
         else:
             self._cancelled += 1
-        _finish_generation(item[2])
+        finish_generation(item[2])
         if item[3] is not None:
             cancelled.append((item[3], item[1]))
 
     def stop(self) -> list[threading.Thread]:
         """Tell every worker to exit once the queue ahead of it is done."""
         # One sentinel per worker counted in. A thread still starting counts
-        # itself in later and brings its own sentinel (see _work); the caller
+        # itself in later and brings its own sentinel (see `_threads._work`); the caller
         # joins every thread with join_thread, which gives a start in flight
         # a moment to happen.
         with self._lock:
@@ -1008,158 +878,12 @@ class Pool:
         return text
 
 
-def _finish_generation(generation: Generation) -> None:
-    generation.pending -= 1
-    if not generation.pending and generation.done is not None:
-        _generation_done(generation)
-
-
-def _generation_done(generation: Generation) -> None:
-    assert generation.done is not None
-    generation.done.set()
-    for waiter in generation.waiters:
-        wake_future(waiter)
-    generation.waiters.clear()
-
-
-def wake_future(future: asyncio.Future[None]) -> bool:
-    """Resolve an asyncio future from any thread, unless it is done by then.
-
-    The future is only looked at on its loop's thread (asyncio futures are
-    not thread-safe), so a ``True`` does not promise that its task takes
-    the wake-up: it may be cancelled before the loop resolves the future.
-
-    Returns:
-        ``False`` if the future's loop is closed: nobody will be woken.
-    """
-
-    def resolve() -> None:
-        if not future.done():
-            future.set_result(None)
-
-    try:
-        future.get_loop().call_soon_threadsafe(resolve)
-    except RuntimeError:  # the loop is closed: its coroutine is gone and nobody waits
-        return False
-    return True
-
-
-class NoThread(Exception):
-    """Raised by `Pool._reserve_worker_locked` when the pool's first thread cannot start."""
-
-
 def _warn_no_thread(priority: int, error: Exception, outcome: str) -> None:
     logger.warning("pool %d could not start a worker thread (%s): %s", priority, error, outcome)
 
 
-class ReportedElsewhere(BaseException):
-    """Raised by a job wrapper whose job failed and reported it itself.
-
-    The executor view sets the exception on the call's future; the worker
-    counts the job as failed and reports nothing more.
-    """
-
-
 class _WokenInstead(Exception):
     """Raised by `Pool.check_open_locked` when a dispatch that may go on took a wake-up instead of a place."""
-
-
-class CancelledBeforeStart(BaseException):
-    """Raised by a job wrapper whose job was cancelled before it started.
-
-    The worker counts the job as cancelled instead of failed, and reports
-    nothing.
-    """
-
-
-class Chunk:
-    """Jobs that `Dispatcher.dispatch_many` hands to one worker as one item, to run one after another.
-
-    For the pool's bulkhead a chunk is one job: one place, one queue item,
-    one busy worker. Its jobs are counted one by one all the same: each
-    failure is reported and counted, and the counts are settled so that the
-    pool's counters only grow (the worker counts the chunk itself as one
-    job that completed, or that failed if all of its jobs did).
-    """
-
-    __slots__ = ("calls", "context", "pool")
-
-    def __init__(
-        self, pool: Pool, calls: list[tuple[object, Callable[[], object]]], context: contextvars.Context | None
-    ) -> None:
-        self.pool = pool
-        self.calls = calls  # (job as reported, callable), in order
-        self.context = context  # of the code that dispatched them; each job runs in a copy
-
-    def __call__(self) -> None:
-        pool, context = self.pool, self.context
-        failed = 0
-        calls, self.calls = self.calls, []  # nothing holds a job after the chunk
-        count = len(calls)
-        interrupt: BaseException | None = None
-        for index in range(count):
-            job, fn = calls[index]
-            calls[index] = None  # type: ignore[call-overload]
-            started = time.perf_counter()
-            error = _call(fn, None if context is None else context.copy())
-            del fn
-            if error is not None:
-                failed += 1
-                if _interrupts_caller(error):
-                    # Ctrl-C, or a signal handler's exit, on the main thread
-                    # running the chunk itself: it propagates, as for any
-                    # job, and the jobs not started are cancelled.
-                    interrupt = error
-                    break
-                pool._report(job, error, None, time.perf_counter() - started)
-            del job, error
-        ran = index + 1 if count else 0
-        counted_failed = interrupt is not None or failed == ran  # how the worker counts the chunk itself
-        with pool._lock:
-            pool._cancelled += count - ran
-            if counted_failed:
-                pool._failed += failed - 1
-                pool._inline_completed += ran - failed
-            else:
-                pool._inline_completed += ran - failed - 1
-                pool._failed += failed
-        if interrupt is not None:
-            raise interrupt
-        if counted_failed:
-            raise ReportedElsewhere
-
-    def cancel_unstarted(self) -> None:
-        """Count every job of the chunk cancelled but the one the worker counts."""
-        with self.pool._lock:
-            self.pool._cancelled += len(self.calls) - 1
-        self.calls = []
-
-    def __repr__(self) -> str:
-        return f"<chunk of {len(self.calls)} jobs>"
-
-
-def _interrupts_caller(error: BaseException) -> bool:
-    """Whether a job's ``error`` is really the caller's: Ctrl-C or a signal handler's exit on the main thread."""
-    return isinstance(error, KeyboardInterrupt | SystemExit) and threading.current_thread() is threading.main_thread()
-
-
-def _call(fn: Callable[[], object], context: contextvars.Context | None) -> BaseException | None:
-    try:
-        if context is None:
-            fn()
-        else:
-            context.run(fn)
-    except BaseException as error:
-        return error
-    return None
-
-
-def _tell_cancelled(fn: Callable[[], object]) -> None:
-    """Let a wrapper that settles something (an executor future) know its job will never run."""
-    cancel = getattr(fn, "cancel_unstarted", None)
-    if cancel is not None:
-        with contextlib.suppress(BaseException):
-            cancel()
 
 
 def _log(message: str, name: str, pool: Pool, error: BaseException, duration: float) -> None:
@@ -1205,7 +929,7 @@ def job_over(
     ``error`` is ``None`` (it returned), `CancelledBeforeStart` (counted
     cancelled), or anything else (counted failed; reporting it is the
     caller's business). Never blocks for long: it runs on the threads of
-    the engines that run jobs. `_work` inlines the same steps, for speed:
+    the engines that run jobs. `_threads._work` inlines the same steps, for speed:
     change both together.
     """
     lock = pool._lock
@@ -1227,82 +951,8 @@ def job_over(
             pool._slots.put(place)
         generation.pending -= 1
         if not generation.pending and generation.done is not None:
-            _generation_done(generation)
+            generation_done(generation)
     finally:
         lock.release()
     if batch is not None:
         batch._job_over(fn, cancelled=error is CancelledBeforeStart)
-
-
-def _work(pool: Pool) -> None:
-    """Run jobs from ``pool`` until a ``None`` sentinel arrives."""
-    if not count_worker_in(pool):
-        return
-    lock = pool._lock
-    _role.pool = pool
-    running = _role.running = Running()  # the jobs a job dispatches join its round
-    if pool.initializer is not None:
-        _call(pool.initializer, None)
-    get = pool._jobs.get
-    put_slot = pool._slots.put
-    clock = time.perf_counter
-    acquire = lock.acquire
-    release = lock.release
-    while True:
-        item = get()
-        if item is None:
-            with lock:
-                pool._sentinels -= 1
-                pool._live -= 1
-            return
-        job, fn, generation, batch, context, place = item
-        del item
-        running.generation = generation
-        error: BaseException | type[CancelledBeforeStart | ReportedElsewhere] | None = None
-        if generation.cancelled:  # finalize(cancel_pending=True) dropped it
-            error = CancelledBeforeStart
-            _tell_cancelled(fn)
-        else:
-            started = clock()
-            try:
-                if context is None:
-                    fn()
-                else:
-                    context.run(fn)
-            except CancelledBeforeStart:
-                error = CancelledBeforeStart
-            except ReportedElsewhere:
-                error = ReportedElsewhere
-            except BaseException as exc:
-                error = exc
-                pool._report(job, exc, batch, clock() - started)
-        # The accounting of `job_over`, inlined: the call would cost the
-        # worker a quarter of its time per job. Workers never see
-        # KeyboardInterrupt, so the cheaper explicit acquire/release is safe
-        # here (a `with` costs twice as much).
-        acquire()
-        try:
-            if error is None:
-                pool._completed += 1
-            else:
-                pool._left_otherwise += 1
-                if error is CancelledBeforeStart:
-                    pool.count_cancelled_locked()
-                else:
-                    pool._failed += 1
-            # Give the place back before the barrier can open, so that a
-            # wait() that returns leaves the pool with room.
-            if pool._slow_release:
-                pool._release_slot_locked(place)
-            else:
-                put_slot(place)
-            generation.pending -= 1
-            if not generation.pending and generation.done is not None:
-                _generation_done(generation)
-        finally:
-            release()
-        if batch is not None:
-            running.generation = None  # the job is over: a progress report joins no round
-            batch._job_over(fn, cancelled=error is CancelledBeforeStart)
-        # Drop every reference before blocking, so no job outlives its run.
-        del job, fn, generation, batch, context, error, place

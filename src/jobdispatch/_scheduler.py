@@ -27,14 +27,15 @@ from typing import TYPE_CHECKING
 from ._config import LONGEST_WAIT
 from ._errors import DispatcherClosed
 from ._job import Named
-from ._pool import CancelledBeforeStart, logger, safe_repr
+from ._outcome import CancelledBeforeStart, logger, safe_repr
 
 if TYPE_CHECKING:
     import contextvars
     from collections.abc import Callable
 
     from ._batch import Batch
-    from ._pool import Generation, Pool, _Item
+    from ._pool import Pool, _Item
+    from ._rounds import Generation
 
 __all__ = ["DelayedJob", "Run", "Scheduler", "describe_job", "join_thread"]
 

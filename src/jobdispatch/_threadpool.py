@@ -18,7 +18,7 @@ from ._config import PoolConfig
 from ._dispatcher import Dispatcher
 from ._errors import DispatcherClosed
 from ._futures import FuturesExecutor
-from ._pool import current_pool
+from ._rounds import current_pool
 from ._stats import PoolStats
 
 __all__ = ["ThreadPoolExecutor"]

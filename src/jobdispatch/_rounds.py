@@ -1,0 +1,138 @@
+"""Rounds of work, and what each thread is to jobdispatch.
+
+A `Round` is what one barrier waits for: the jobs dispatched between two
+barriers, in every pool, with every follow-up they dispatch. The thread that
+runs a job knows its `Generation` (`Running`), so whatever the job dispatches
+joins the same round. Counters of a generation change under its pool's lock.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import threading
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from ._pool import Pool
+
+__all__ = [
+    "Generation",
+    "Round",
+    "Running",
+    "current_pool",
+    "finish_generation",
+    "generation_done",
+    "role",
+    "runs_jobs_of",
+    "wake_future",
+]
+
+
+class _ThreadRole(threading.local):
+    """What the calling thread is to jobdispatch: a worker of some pool, running some job, or neither."""
+
+    pool: Pool | None = None  # the pool whose worker thread this is
+    running: Running | None = None  # set on a thread that runs jobs: whose round they belong to
+
+
+class Running:
+    """The generation of the job a thread runs now, so that the jobs it dispatches join its round."""
+
+    __slots__ = ("generation",)
+
+    def __init__(self) -> None:
+        self.generation: Generation | None = None
+
+
+role = _ThreadRole()
+
+
+def current_pool() -> Pool | None:
+    """Return the pool whose worker thread is calling, or ``None``."""
+    return role.pool
+
+
+def runs_jobs_of(owner: object) -> bool:
+    """Whether the calling thread is a worker of ``owner``'s dispatcher, or runs one of its jobs now.
+
+    The second covers a job run by the timer thread, or by the thread that
+    dispatched it, when its pool has no thread.
+    """
+    pool = role.pool
+    if pool is not None and pool.owner is owner:
+        return True
+    running = role.running
+    generation = None if running is None else running.generation
+    return generation is not None and generation.round.owner is owner
+
+
+class Round:
+    """The jobs dispatched to a dispatcher between two barriers, with every follow-up they dispatch.
+
+    A round has one `Generation` in each pool. `Dispatcher.wait` closes the
+    current round (new jobs from other threads go to the next one) and waits
+    until the closed rounds have no pending job. A job dispatched from inside
+    a job joins the round of the job that dispatched it, in whatever pool it
+    goes to, so a barrier also waits for the work its own round spawns.
+    """
+
+    __slots__ = ("generations", "owner")
+
+    def __init__(self, owner: object, pools: int) -> None:
+        self.owner = owner
+        self.generations = tuple(Generation(self) for _ in range(pools))
+
+
+class Generation:
+    """The jobs of one `Round` in one pool.
+
+    Its counters change under the pool's lock only. ``done`` is made by a
+    barrier that waits for a closed generation; it is set whenever
+    ``pending`` falls to zero, and cleared again if a follow-up job joins.
+    """
+
+    __slots__ = ("cancelled", "done", "follow_ups", "pending", "round", "waiters")
+
+    def __init__(self, round_: Round) -> None:
+        self.round = round_
+        self.pending = 0
+        self.follow_ups = 0  # jobs that joined from a running job of the round: they can reopen it
+        self.cancelled = False  # finalize(cancel_pending=True): workers drop its jobs
+        self.done: threading.Event | None = None
+        self.waiters: list[asyncio.Future[None]] = []
+
+
+def finish_generation(generation: Generation) -> None:
+    generation.pending -= 1
+    if not generation.pending and generation.done is not None:
+        generation_done(generation)
+
+
+def generation_done(generation: Generation) -> None:
+    assert generation.done is not None
+    generation.done.set()
+    for waiter in generation.waiters:
+        wake_future(waiter)
+    generation.waiters.clear()
+
+
+def wake_future(future: asyncio.Future[None]) -> bool:
+    """Resolve an asyncio future from any thread, unless it is done by then.
+
+    The future is only looked at on its loop's thread (asyncio futures are
+    not thread-safe), so a ``True`` does not promise that its task takes
+    the wake-up: it may be cancelled before the loop resolves the future.
+
+    Returns:
+        ``False`` if the future's loop is closed: nobody will be woken.
+    """
+
+    def resolve() -> None:
+        if not future.done():
+            future.set_result(None)
+
+    try:
+        future.get_loop().call_soon_threadsafe(resolve)
+    except RuntimeError:  # the loop is closed: its coroutine is gone and nobody waits
+        return False
+    return True

@@ -1,0 +1,92 @@
+"""The thread runner: the loop each worker thread of a pool runs."""
+
+from __future__ import annotations
+
+import time
+
+from ._outcome import CancelledBeforeStart, ReportedElsewhere, call_job, tell_cancelled
+from ._pool import Pool, count_worker_in
+from ._rounds import Running, generation_done, role
+
+__all__ = ["ThreadPool"]
+
+
+class ThreadPool(Pool):
+    """A pool whose jobs run on its own worker threads, started on demand."""
+
+    def _worker_main(self) -> None:
+        _work(self)
+
+
+def _work(pool: Pool) -> None:
+    """Run jobs from ``pool`` until a ``None`` sentinel arrives."""
+    if not count_worker_in(pool):
+        return
+    lock = pool._lock
+    role.pool = pool
+    running = role.running = Running()  # the jobs a job dispatches join its round
+    if pool.initializer is not None:
+        call_job(pool.initializer, None)
+    get = pool._jobs.get
+    put_slot = pool._slots.put
+    clock = time.perf_counter
+    acquire = lock.acquire
+    release = lock.release
+    while True:
+        item = get()
+        if item is None:
+            with lock:
+                pool._sentinels -= 1
+                pool._live -= 1
+            return
+        job, fn, generation, batch, context, place = item
+        del item
+        running.generation = generation
+        error: BaseException | type[CancelledBeforeStart | ReportedElsewhere] | None = None
+        if generation.cancelled:  # finalize(cancel_pending=True) dropped it
+            error = CancelledBeforeStart
+            tell_cancelled(fn)
+        else:
+            started = clock()
+            try:
+                if context is None:
+                    fn()
+                else:
+                    context.run(fn)
+            except CancelledBeforeStart:
+                error = CancelledBeforeStart
+            except ReportedElsewhere:
+                error = ReportedElsewhere
+            except BaseException as exc:
+                error = exc
+                pool._report(job, exc, batch, clock() - started)
+        # The accounting of `job_over`, inlined: the call would cost the
+        # worker a quarter of its time per job. Workers never see
+        # KeyboardInterrupt, so the cheaper explicit acquire/release is safe
+        # here (a `with` costs twice as much).
+        acquire()
+        try:
+            if error is None:
+                pool._completed += 1
+            else:
+                pool._left_otherwise += 1
+                if error is CancelledBeforeStart:
+                    pool.count_cancelled_locked()
+                else:
+                    pool._failed += 1
+            # Give the place back before the barrier can open, so that a
+            # wait() that returns leaves the pool with room.
+            if pool._slow_release:
+                pool._release_slot_locked(place)
+            else:
+                put_slot(place)
+            generation.pending -= 1
+            if not generation.pending and generation.done is not None:
+                generation_done(generation)
+        finally:
+            release()
+        if batch is not None:
+            running.generation = None  # the job is over: a progress report joins no round
+            batch._job_over(fn, cancelled=error is CancelledBeforeStart)
+        # Drop every reference before blocking, so no job outlives its run.
+        del job, fn, generation, batch, context, error, place
