@@ -67,3 +67,15 @@ class Counter:
 
 def threads_named(prefix: str) -> list[threading.Thread]:
     return [t for t in threading.enumerate() if t.name.startswith(prefix)]
+
+
+def on_round_closed(monkeypatch: pytest.MonkeyPatch, event: threading.Event) -> None:
+    """Set ``event`` each time a barrier of any dispatcher has closed its round (a test driver patch)."""
+    real = Dispatcher._close_round
+
+    def close_and_tell(self: Dispatcher) -> Any:
+        rounds = real(self)
+        event.set()
+        return rounds
+
+    monkeypatch.setattr(Dispatcher, "_close_round", close_and_tell)

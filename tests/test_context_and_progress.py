@@ -8,13 +8,12 @@ import sys
 import threading
 import time
 from pathlib import Path
-from typing import Any
 
 import pytest
 
 from jobdispatch import Dispatcher, PoolConfig
 from jobdispatch._progress import TqdmProgress, wait_reporting
-from support import wait_for
+from support import on_round_closed, wait_for
 
 request_id: contextvars.ContextVar[str] = contextvars.ContextVar("request_id", default="none")
 
@@ -276,24 +275,12 @@ class TestFailureLog:
         assert 0.05 <= record.duration <= elapsed  # type: ignore[attr-defined]
 
 
-def open_when_the_round_closes(monkeypatch: pytest.MonkeyPatch, gate: threading.Event) -> None:
-    """Open ``gate`` as soon as a barrier has closed its round (a test driver patch)."""
-    real = Dispatcher._close_round
-
-    def close_and_open(self: Dispatcher) -> Any:
-        rounds = real(self)
-        gate.set()
-        return rounds
-
-    monkeypatch.setattr(Dispatcher, "_close_round", close_and_open)
-
-
 class TestWaitProgress:
     def test_wait_reports_jobs_and_follow_ups_to_a_callable(self, monkeypatch: pytest.MonkeyPatch) -> None:
         """wait(progress=callback) reports (done, total) of the round, follow-ups included, ending at the total."""
         reports: list[tuple[int, int]] = []
         gate = threading.Event()
-        open_when_the_round_closes(monkeypatch, gate)
+        on_round_closed(monkeypatch, gate)
         with Dispatcher({0: 2}, name="test-wait-progress") as d:
 
             def parent() -> None:
@@ -313,7 +300,7 @@ class TestWaitProgress:
         """wait(progress=True) draws a tqdm bar that ends at the number of jobs waited for."""
         pytest.importorskip("tqdm")
         gate = threading.Event()
-        open_when_the_round_closes(monkeypatch, gate)
+        on_round_closed(monkeypatch, gate)
         with Dispatcher({0: 2}, name="test-wait-bar") as d:
             for _ in range(5):
                 d.dispatch(lambda: gate.wait(10))

@@ -5,12 +5,10 @@ from __future__ import annotations
 import functools
 import logging
 import threading
-import traceback
 
 import pytest
 
-from jobdispatch import DispatcherClosed, PoolConfig
-from support import WAIT, Kit, gated
+from support import WAIT, Kit
 
 
 def fail(what: str) -> None:
@@ -170,32 +168,3 @@ class TestRefused:
         with pytest.raises(KeyError) as caught:
             d.dispatch(Broken())
         assert caught.value.__notes__ == ["jobdispatch: raised by broken.priority(), called to choose its pool"]
-
-
-class TestTracebacks:
-    def test_blocked_dispatch_refused_by_finalize_has_no_chained_empty(self, kit: Kit) -> None:
-        """A dispatch blocked on a full pool and refused by finalize shows no internal queue.Empty."""
-        d = kit.dispatcher([PoolConfig(0, 1, queue_size=0)])
-        gate = kit.gate()
-        started = threading.Event()
-        d.dispatch(gated(gate, started))
-        assert started.wait(WAIT)
-        errors: list[BaseException] = []
-
-        def produce() -> None:
-            try:
-                d.dispatch(lambda: None)
-            except DispatcherClosed as error:
-                errors.append(error)
-
-        producer = threading.Thread(target=produce, name="test-producer")
-        producer.start()
-        while d._pools[0]._blocked_producers == 0 and producer.is_alive():
-            started.wait(0.001)
-        finalizer = threading.Thread(target=d.finalize, kwargs={"timeout": WAIT}, name="test-finalizer")
-        finalizer.start()
-        producer.join(WAIT)
-        gate.set()
-        finalizer.join(WAIT)
-        (error,) = errors
-        assert "Empty" not in "".join(traceback.format_exception(error))

@@ -20,23 +20,16 @@ from typing import Any
 import pytest
 
 from jobdispatch import Dispatcher, PoolConfig
-from support import WAIT, Counter, Kit, gated, wait_for
+from support import WAIT, Counter, Kit, gated, on_round_closed, wait_for
 
 NOT_BEFORE = 0.3  # seconds a barrier is given to return too early
 
 
 @pytest.fixture
 def round_closed(monkeypatch: pytest.MonkeyPatch) -> threading.Event:
-    """An event set each time a barrier has closed the current round (a test driver patch)."""
+    """An event set each time a barrier has closed the current round."""
     closed = threading.Event()
-    real = Dispatcher._close_round
-
-    def close_and_tell(self: Dispatcher) -> Any:
-        rounds = real(self)
-        closed.set()
-        return rounds
-
-    monkeypatch.setattr(Dispatcher, "_close_round", close_and_tell)
+    on_round_closed(monkeypatch, closed)
     return closed
 
 
