@@ -71,11 +71,12 @@ class Hold:
         """Return a thread target that runs ``fn`` under this hold."""
 
         def target() -> None:
+            previous_trace = sys.gettrace()  # coverage's tracer, if any: put back after
             sys.settrace(self.tracer)
             try:
                 fn()
             finally:
-                sys.settrace(None)
+                sys.settrace(previous_trace)
 
         return target
 
@@ -303,12 +304,13 @@ class TestDispatchManyInterrupted:
             if event == "call" and frame.f_code is start_reserved:
                 raise KeyboardInterrupt
 
+        previous_trace = sys.gettrace()  # coverage's tracer, if any: put back after
         sys.settrace(tracer)
         try:
             with pytest.raises(KeyboardInterrupt) as caught:
                 d.dispatch_many([ran] * 4, chunksize=2)
         finally:
-            sys.settrace(None)
+            sys.settrace(previous_trace)
         gate.set()
         assert d.wait(WAIT)
         match = re.search(r"dispatched (\d+) jobs", " ".join(getattr(caught.value, "__notes__", [])))

@@ -610,13 +610,14 @@ class TestCancelInterrupted:
                 return None
 
             def cancel(handle: Any = handle, tracer: Any = tracer) -> None:
+                previous_trace = sys.gettrace()  # coverage's tracer, if any: put back after
                 sys.settrace(tracer)
                 try:
                     handle.cancel()
                 except KeyboardInterrupt:
                     pass
                 finally:
-                    sys.settrace(None)
+                    sys.settrace(previous_trace)
 
             canceller = threading.Thread(target=cancel, name="test-canceller")
             canceller.start()

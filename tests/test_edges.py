@@ -116,11 +116,12 @@ class TestLifecycleReadOnce:
 
             return local
 
+        previous_trace = sys.gettrace()  # coverage's tracer, if any: put back after
         sys.settrace(pause_after_first_state_write)
         try:
             d.finalize(timeout=WAIT)
         finally:
-            sys.settrace(None)
+            sys.settrace(previous_trace)
         assert outcome == ["accepted"]
         assert d.stats(0).completed == 2
 

@@ -261,6 +261,7 @@ def _child_sweep(op_name: str, mode: str, stop_first: bool) -> None:
                     raise KeyboardInterrupt
 
         def run(d: Any = d, ran: Counter = ran, tracer: Any = tracer, errors: list[str] = errors) -> None:
+            previous_trace = sys.gettrace()  # coverage's tracer, if any: put back after
             sys.settrace(tracer)
             try:
                 op(d, ran)
@@ -269,7 +270,7 @@ def _child_sweep(op_name: str, mode: str, stop_first: bool) -> None:
             except BaseException as error:
                 errors.append(f"the interrupted call raised {error!r}")
             finally:
-                sys.settrace(None)
+                sys.settrace(previous_trace)
 
         worker = threading.Thread(target=run, name="op", daemon=True)
         worker.start()

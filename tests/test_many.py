@@ -199,12 +199,13 @@ class TestInterruptedAfterTheHandOver:
         gate = kit.gate()
         d.dispatch(gated(gate))  # one busy worker: the next dispatch reserves a second one
         ran = Counter()
+        previous_trace = sys.gettrace()  # coverage's tracer, if any: put back after
         sys.settrace(self._interrupt_as_the_worker_starts())
         try:
             with pytest.raises(KeyboardInterrupt) as caught:
                 d.dispatch(ran)
         finally:
-            sys.settrace(None)
+            sys.settrace(previous_trace)
         gate.set()
         assert d.wait(WAIT)
         assert caught.value.__notes__ == ["jobdispatch: the job was queued before this exception struck: it will run"]
@@ -219,11 +220,12 @@ class TestInterruptedAfterTheHandOver:
         ran = Counter()
         batch = d.batch()
         with pytest.raises(KeyboardInterrupt) as caught, batch:
+            previous_trace = sys.gettrace()  # coverage's tracer, if any: put back after
             sys.settrace(self._interrupt_as_the_worker_starts())
             try:
                 batch.dispatch(ran)
             finally:
-                sys.settrace(None)
+                sys.settrace(previous_trace)
         gate.set()
         assert d.wait(WAIT)
         assert getattr(caught.value, "__notes__", []) == []

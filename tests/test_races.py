@@ -546,13 +546,14 @@ class TestBatchExitInterleaving:
 
             group: BaseExceptionGroup[BaseException] | None = None
             exited.clear()
+            previous_trace = sys.gettrace()  # coverage's tracer, if any: put back after
             sys.settrace(tracer)
             try:
                 batch.__exit__(None, None, None)
             except BaseExceptionGroup as error:
                 group = error
             finally:
-                sys.settrace(None)
+                sys.settrace(previous_trace)
                 exited.set()
             for helper in helpers:
                 if helper.ident is not None:
