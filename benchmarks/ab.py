@@ -1,13 +1,13 @@
 """The hot path of two revisions, A and B, each on its own code.
 
-``python -m benchmarks.hotpath --against REV [--base REV2] [--quick | --smoke]``
-(or ``python -m benchmarks.ab REV ...``) takes ``src/`` of the git revision
-REV (A) out of the repository with ``git archive`` into a temporary
-directory, and runs part 3 of `benchmarks.hotpath` (every way of
+``python -m benchmarks.ab REV [--base REV2] [--quick | --smoke]`` takes
+``src/`` of the git revision REV (A) out of the repository with
+``git archive`` into a temporary directory, and runs part 3 of `benchmarks.hotpath` (every way of
 dispatching, end to end) in child processes of the same interpreter, with
 ``PYTHONPATH`` set to that ``src/``. B is the working tree's ``src/``, or
 REV2's with ``--base``. Both sides run the benchmark code of the working
-tree, so only the library differs.
+tree, so only the library differs; this process does not import the
+library, so it need not be installed for the interpreter that runs it.
 
 A and B alternate (A B, B A, A B ...), one trial per child, so drifts of a
 shared machine hit both alike. For each path the report gives the median
@@ -33,7 +33,9 @@ from pathlib import Path
 from typing import Any
 
 from ._harness import Mode, median
-from .hotpath import TPE_SUBMIT
+
+#: The label `benchmarks.hotpath` gives ThreadPoolExecutor.submit.
+TPE_SUBMIT = "TPE.submit"
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -163,27 +165,27 @@ def run(against: str, base: str | None, mode: Mode, trials: int | None = None) -
     return {"meta": meta, "paths": compare(sides["a"], sides["b"], n), "raw": sides}
 
 
-def main(against: str, base: str | None, mode: Mode, trials: int | None = None, json_path: Path | None = None) -> int:
+def main(argv: list[str] | None = None) -> int:
     """Run an A/B comparison, print it, and save it as JSON if asked."""
-    if trials is not None and trials < 1:
-        raise SystemExit(f"trials must be >= 1, got {trials}")
-    data = run(against, base, mode, trials)
-    print(report(data["meta"], data["paths"]))
-    if json_path:
-        json_path.write_text(json.dumps(data, indent=1) + "\n")
-        print(f"wrote {json_path}")
-    return 0
-
-
-if __name__ == "__main__":
     parser = argparse.ArgumentParser(prog="python -m benchmarks.ab", description=__doc__.split("\n", 1)[0])
     parser.add_argument("against", metavar="REV", help="the revision A")
     parser.add_argument("--base", metavar="REV", help="the revision B (default: the working tree)")
     size = parser.add_mutually_exclusive_group()
-    size.add_argument("--quick", action="store_true")
-    size.add_argument("--smoke", action="store_true")
-    parser.add_argument("--trials", type=int)
-    parser.add_argument("--json", type=Path, help="save the comparison as JSON here")
-    args = parser.parse_args()
+    size.add_argument("--quick", action="store_true", help="50,000 jobs, 5 trials of each side")
+    size.add_argument("--smoke", action="store_true", help="2,000 jobs, 2 trials: checks that it runs")
+    parser.add_argument("--trials", type=int, help="trials of each side (default: 7, or as the size says)")
+    parser.add_argument("--json", type=Path, help="save the comparison, every trial included, as JSON here")
+    args = parser.parse_args(argv)
+    if args.trials is not None and args.trials < 1:
+        parser.error(f"--trials must be >= 1, got {args.trials}")
     mode = Mode("quick" if args.quick else "smoke" if args.smoke else "full")
-    sys.exit(main(args.against, args.base, mode, args.trials, args.json))
+    data = run(args.against, args.base, mode, args.trials)
+    print(report(data["meta"], data["paths"]))
+    if args.json:
+        args.json.write_text(json.dumps(data, indent=1) + "\n")
+        print(f"wrote {args.json}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -14,9 +14,9 @@ Run alone with ``python -m benchmarks.hotpath [--quick | --smoke]``; a full
    ``ThreadPoolExecutor.submit`` (and ``.map`` for `dispatch_many`)
    measured in the same trials, with and without ``propagate_context``.
 
-``--against REV`` runs part 3 on the code of another revision and on this
-one, each in its own child processes, and reports how much slower or faster
-this code is per path (see `benchmarks.ab`).
+``python -m benchmarks.ab REV`` runs part 3 on the code of another revision
+and on this one, each in its own child processes, and reports how much
+slower or faster this code is per path (see `benchmarks.ab`).
 """
 
 from __future__ import annotations
@@ -403,26 +403,13 @@ def main(argv: list[str] | None = None) -> int:
     size = parser.add_mutually_exclusive_group()
     size.add_argument("--quick", action="store_true", help="smaller sizes and fewer trials")
     size.add_argument("--smoke", action="store_true", help="tiny sizes, checks that everything runs")
-    parser.add_argument(
-        "--against",
-        metavar="REV",
-        help="compare part 3 of this code (B) with that of the git revision REV (A), in child processes",
-    )
-    parser.add_argument("--base", metavar="REV", help="with --against: measure REV as B instead of the working tree")
-    parser.add_argument("--trials", type=int, help="with --against: trials of A and B (default by size)")
-    parser.add_argument("--json", type=Path, help="save the figures (or the comparison) as JSON here")
+    parser.add_argument("--json", type=Path, help="save the figures as JSON here")
     parser.add_argument("--child", type=int, metavar="N", help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
     if args.child:
         child(args.child)
         return 0
     mode = Mode("quick" if args.quick else "smoke" if args.smoke else "full")
-    if args.against:
-        from . import ab
-
-        return ab.main(args.against, args.base, mode, args.trials, args.json)
-    if args.base or args.trials:
-        parser.error("--base and --trials go with --against")
     data = measure(mode)
     print(report(data))
     if args.json:

@@ -145,9 +145,9 @@ class TestHotPath:
 
 class TestAgainstRevision:
     def test_compares_every_path_with_a_revision(self, tmp_path: Path) -> None:
-        """--against REV measures REV's src/ and the working tree's in child processes and gives B/A for every path."""
+        """The A/B measures REV's src/ and the working tree's in child processes and gives B/A for every path."""
         out = tmp_path / "ab.json"
-        done = _run("benchmarks.hotpath", "--against", "HEAD", "--trials", "2", "--json", str(out))
+        done = _run("benchmarks.ab", "HEAD", "--trials", "2", "--json", str(out))
         assert done.returncode == 0, done.stderr
         data = json.loads(out.read_text())
         assert len(data["raw"]["a"]) == len(data["raw"]["b"]) == 2
@@ -176,8 +176,8 @@ class TestAgainstRevision:
         assert "b_over_a" not in entries["dispatch_many(jobs)"]
 
     def test_refuses_an_unknown_revision(self) -> None:
-        """--against with a revision git does not know exits non-zero and names it."""
-        done = _run("benchmarks.hotpath", "--against", "no-such-revision")
+        """The A/B of a revision git does not know exits non-zero and names it."""
+        done = _run("benchmarks.ab", "no-such-revision")
         assert done.returncode != 0
         assert "no-such-revision" in done.stderr
 
