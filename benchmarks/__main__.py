@@ -1,9 +1,9 @@
 """Run the benchmark suite: ``python -m benchmarks [--quick | --smoke] [--json PATH] [--plots DIR] [--page PATH]``.
 
-A full run of every scenario publishes itself, unless --json / --plots /
---page say otherwise. On the main Python (`MAIN_PYTHON`) it writes
-docs/assets/benchmarks/latest.json and the PNG plots next to it; on any
-other Python, latest-X.Y.json only. Either way it then rewrites the
+A full run of every scenario publishes itself, unless --json names a file
+outside docs/assets/benchmarks/. On the main Python (`MAIN_PYTHON`) it
+writes docs/assets/benchmarks/latest.json and the PNG plots next to it; on
+any other Python, latest-X.Y.json only. Either way it then rewrites the
 generated section of docs/benchmarks.md from every latest*.json there: one
 commit on one machine, one run per Python version. A run of some scenarios
 (--only), --quick and --smoke write files only when asked to.
@@ -215,8 +215,9 @@ def main(argv: list[str] | None = None) -> int:
     if mode.name == "full" and not args.only:
         json_path, plots = published(sys.version_info[:2])
         args.json = args.json or json_path
-        args.plots = args.plots or plots
-        args.page = args.page or PAGE
+        if args.json.resolve().parent == RESULTS.resolve():  # a published run
+            args.plots = args.plots or (RESULTS if args.json.name == "latest.json" else None)
+            args.page = args.page or PAGE
     if args.page and not args.json:
         print("--page needs --json: the page is drawn from the runs saved next to it", file=sys.stderr)
         return 2

@@ -216,7 +216,7 @@ def coherent(runs: Sequence[Run]) -> tuple[list[Run], list[str]]:
 
 
 def _python(meta: dict[str, Any]) -> str:
-    return meta["python"]
+    return str(meta["python"])
 
 
 def render(runs: Sequence[Run]) -> str:
