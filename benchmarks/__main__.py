@@ -166,11 +166,11 @@ def publish(
         print(f"wrote {page} from {', '.join(name for name, _ in published)}")
 
 
-def published(version: tuple[int, int]) -> tuple[Path, Path | None]:
-    """Where a full run on Python ``version`` publishes its JSON and its plots (None: no plots)."""
+def published(version: tuple[int, int]) -> Path:
+    """Where a full run on Python ``version`` publishes its JSON (the main run's plots go next to it)."""
     if version == MAIN_PYTHON:
-        return RESULTS / "latest.json", RESULTS
-    return RESULTS / "latest-{}.{}.json".format(*version), None
+        return RESULTS / "latest.json"
+    return RESULTS / "latest-{}.{}.json".format(*version)
 
 
 def parse(argv: list[str] | None) -> argparse.Namespace:
@@ -213,8 +213,7 @@ def main(argv: list[str] | None = None) -> int:
         return 0
     mode = Mode("quick" if args.quick else "smoke" if args.smoke else "full")
     if mode.name == "full" and not args.only:
-        json_path, plots = published(sys.version_info[:2])
-        args.json = args.json or json_path
+        args.json = args.json or published(sys.version_info[:2])
         if args.json.resolve().parent == RESULTS.resolve():  # a published run
             args.plots = args.plots or (RESULTS if args.json.name == "latest.json" else None)
             args.page = args.page or PAGE
