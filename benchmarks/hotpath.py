@@ -336,7 +336,7 @@ def rows(data: dict[str, Any]) -> list[Row]:
         if label in (TPE_SUBMIT, TPE_MAP):
             continue
         path, context = split(label)
-        scenario = f"hot path, propagate_context={context}"
+        scenario = f"hot path ({n:,} no-op jobs, 1 producer -> 1 pool x {data['workers']}), propagate_context={context}"
         against = [TPE_SUBMIT] + ([TPE_MAP] if path.startswith("dispatch_many") and TPE_MAP in ns else [])
         for competitor in against:
             out.append(ratio_row(scenario, path, "ns/job", values, competitor, ns[competitor], higher_is_better=False))

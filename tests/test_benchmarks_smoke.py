@@ -97,7 +97,7 @@ class TestSmokeRun:
         assert len(rows) == 2 * (6 + 2)  # 6 paths and 2 more for TPE.map, with and without the context
         assert {row["unit"] for row in rows} == {"ns/job"}
         assert all(row["ratio"] > 0 for row in rows)
-        assert "hot path, propagate_context=False" in done.stdout
+        assert "hot path (2,000 no-op jobs, 1 producer -> 1 pool x 8), propagate_context=False" in done.stdout
 
 
 class TestHotPath:
@@ -125,6 +125,7 @@ class TestHotPath:
         """A row's ratio is the median of TPE's time over the path's, trial by trial; its figure is in ns per job."""
         data = {
             "jobs": 1000,
+            "workers": 8,
             "seconds": {
                 "TPE.submit": [4.0, 1.0, 6.0],
                 "TPE.map": [8.0, 2.0, 12.0],
