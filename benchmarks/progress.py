@@ -11,7 +11,6 @@ must stay a few lines, however many jobs the batch has.
 from __future__ import annotations
 
 import contextlib
-import importlib.util
 import io
 import time
 from collections.abc import Callable
@@ -53,8 +52,13 @@ def run(mode: Mode, results: Results) -> None:
     jobs = mode.pick(20_000, 20_000, 500)
     trials = mode.pick(21, 7, 1)
     progress: dict[str, object] = {PLAIN: None, BAR: True, CALLBACK: _ignore}
-    has_tqdm = importlib.util.find_spec("tqdm") is not None
-    if not has_tqdm:  # the bench extra alone does not install it
+    try:
+        import tqdm  # noqa: F401
+    except ImportError:  # the bench extra alone does not install it
+        has_tqdm = False
+    else:
+        has_tqdm = True
+    if not has_tqdm:
         del progress[BAR]
     written: dict[str, list[int]] = {name: [] for name in progress}
     cpu: dict[str, list[float]] = {name: [] for name in progress}

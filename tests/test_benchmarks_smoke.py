@@ -5,6 +5,7 @@ from __future__ import annotations
 import copy
 import importlib.util
 import json
+import os
 import subprocess
 import sys
 from pathlib import Path
@@ -87,6 +88,22 @@ class TestSmokeRun:
         done = _run_suite("--only", "nosuch")
         assert done.returncode == 2
         assert "nosuch" in done.stderr
+
+    def test_runs_without_tqdm(self, tmp_path: Path) -> None:
+        """Without tqdm (the bench extra alone), scenario 7 leaves the bar out with a note instead of failing."""
+        (tmp_path / "sitecustomize.py").write_text("import sys\nsys.modules['tqdm'] = None  # as if not installed\n")
+        done = subprocess.run(
+            [sys.executable, "-m", "benchmarks", "--smoke", "--only", "progress"],
+            cwd=ROOT,
+            env={**os.environ, "PYTHONPATH": str(tmp_path)},
+            capture_output=True,
+            text=True,
+            timeout=50,
+            check=False,
+        )
+        assert done.returncode == 0, done.stderr
+        assert "batch(progress=callback)" in done.stdout
+        assert "tqdm is not installed" in done.stdout
 
     def test_hotpath_rows_join_the_table(self, tmp_path: Path) -> None:
         """--only hotpath adds one row per path against TPE.submit, and one against TPE.map per dispatch_many path."""
