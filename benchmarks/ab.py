@@ -2,8 +2,10 @@
 
 ``python -m benchmarks.ab REV [--base REV2] [--quick | --smoke]`` takes
 ``src/`` of the git revision REV (A) out of the repository with
-``git archive`` into a temporary directory, and runs part 3 of `benchmarks.hotpath` (every way of
-dispatching, end to end) in child processes of the same interpreter, with
+``git archive`` into a temporary directory, and runs part 3 of
+`benchmarks.hotpath` (every way of dispatching, end to end) and its part 2
+(the producer alone and the worker alone, which tell which side of a
+hand-off changed) in child processes of the same interpreter, with
 ``PYTHONPATH`` set to that ``src/``. B is the working tree's ``src/``, or
 REV2's with ``--base``. Both sides run the benchmark code of the working
 tree, so only the library differs; this process does not import the

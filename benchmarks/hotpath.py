@@ -140,7 +140,10 @@ def _park(submit: Callable[[Callable[[], None]], object]) -> threading.Event:
     return gate
 
 
-def real_halves(n: int, trials: int) -> dict[str, dict[str, float]]:
+HALVES = ("jobdispatch", "jobdispatch, propagate_context=False", "ThreadPoolExecutor")
+
+
+def real_halves(n: int, trials: int, names: tuple[str, ...] = HALVES) -> dict[str, dict[str, float]]:
     """Return ns per job of the producer alone and of the worker alone, best of ``trials``.
 
     The only worker is parked while a chunk of `CHUNK` jobs is submitted (the
@@ -149,7 +152,6 @@ def real_halves(n: int, trials: int) -> dict[str, dict[str, float]]:
     """
     chunks = max(1, n // CHUNK)
     out: dict[str, dict[str, list[float]]] = {}
-    names = ("jobdispatch", "jobdispatch, propagate_context=False", "ThreadPoolExecutor")
     with _GcOff():
         for _ in range(trials):
             for name in names:
@@ -398,7 +400,7 @@ def run(mode: Mode, results: Results) -> None:
 
 
 def child(n: int) -> None:
-    """One trial of part 3 in this process, printed as one line of JSON (see `benchmarks.ab`)."""
+    """One trial of part 3, and of part 2's two halves, printed as one line of JSON (see `benchmarks.ab`)."""
     import jobdispatch
 
     contenders = runners(n, tpe_map=False)
@@ -407,6 +409,11 @@ def child(n: int) -> None:
     for label, run_once in contenders.items():
         gc.collect()
         seconds[label] = run_once()
+    # Part 2's halves too, as if they were paths: which side of a hand-off changed.
+    for name, halves in real_halves(n, 1, HALVES[:2]).items():
+        suffix = NO_CONTEXT if name.endswith("False") else ""
+        for half, ns in halves.items():
+            seconds[f"dispatch(fn), {half} alone{suffix}"] = ns * n / 1e9
     print(json.dumps({"jobdispatch": jobdispatch.__file__, "python": sys.version.split()[0], "seconds": seconds}))
 
 

@@ -172,7 +172,7 @@ class TestAgainstRevision:
         imported = {Path(run["jobdispatch"]).parent.parent for side in "ab" for run in data["raw"][side]}
         assert ROOT / "src" in imported  # the working tree
         assert len(imported) == 2  # and the exported revision
-        assert len(data["paths"]) == 12
+        assert len(data["paths"]) == 12 + 4  # and the two halves, with and without the context
         assert all(entry["b_over_a"] > 0 for entry in data["paths"])
         assert "B/A" in done.stdout
 
