@@ -1,11 +1,14 @@
 """Run the benchmark suite: ``python -m benchmarks [--quick | --smoke] [--json PATH] [--plots DIR] [--page PATH]``.
 
-A full run of every scenario publishes one coherent run: it writes
-docs/assets/benchmarks/latest.json, the PNG plots next to it and the
-generated section of docs/benchmarks.md, unless --json / --plots / --page
-say otherwise. A run of some scenarios (--only), --quick and --smoke write
-files only when asked to. ``--from-json PATH`` runs nothing: it redraws the
-plots and the page from a saved run.
+A full run of every scenario publishes itself, unless --json names a file
+outside docs/assets/benchmarks/. On the main Python (`MAIN_PYTHON`) it
+writes docs/assets/benchmarks/latest.json and the PNG plots next to it; on
+any other Python, latest-X.Y.json only. Either way it then rewrites the
+generated section of docs/benchmarks.md from every latest*.json there: one
+commit on one machine, one run per Python version. A run of some scenarios
+(--only), --quick and --smoke write files only when asked to.
+``--from-json PATH`` runs nothing: it redraws the plots from a saved run,
+and the page from the runs next to it.
 """
 
 from __future__ import annotations
@@ -26,6 +29,9 @@ from typing import Any
 from ._harness import Mode, Results, markdown_table, text_table
 
 ROOT = Path(__file__).resolve().parent.parent
+#: The oldest Python the package supports (``requires-python``): its full run
+#: is the main one, published as latest.json with the plots.
+MAIN_PYTHON = (3, 11)
 RESULTS = ROOT / "docs" / "assets" / "benchmarks"
 PAGE = ROOT / "docs" / "benchmarks.md"
 SCENARIOS = {
@@ -75,6 +81,7 @@ def machine(mode: Mode) -> dict[str, Any]:
         "src_modified": bool(_git("status", "--porcelain", "--", "src")),
         "date_utc": datetime.datetime.now(datetime.UTC).strftime("%Y-%m-%d %H:%M UTC"),
         "python": f"{platform.python_implementation()} {platform.python_version()}",
+        "python_version": f"{sys.version_info.major}.{sys.version_info.minor}",
         "gil": getattr(sys, "_is_gil_enabled", lambda: True)(),
         "platform": platform.platform(),
         "nproc": usable,
@@ -110,9 +117,19 @@ def _json_text(data: dict[str, Any]) -> str:
 
 
 def publish(
-    data: dict[str, Any], *, plots: Path | None, json_path: Path | None, markdown: Path | None, page: Path | None
+    data: dict[str, Any],
+    *,
+    plots: Path | None,
+    json_path: Path | None,
+    markdown: Path | None,
+    page: Path | None,
+    runs: Path | None = None,
 ) -> None:
-    """Write what one run produced: plots, JSON, Markdown table, docs page, each if asked for."""
+    """Write what one run produced: plots, JSON, Markdown table, docs page, each if asked for.
+
+    The page is drawn from every published run in ``runs`` (by default the
+    directory of ``json_path``), after the JSON file is written.
+    """
     data = json.loads(json.dumps(data, default=str))  # as a reader of the JSON file will see it
     scenarios = data.get("scenarios", {})
     if plots:
@@ -128,11 +145,6 @@ def publish(
             made.append(_plots.lifecycle(scenarios["scaling"], plots / "scaling-lifecycle.png", subtitle))
         for path in made:
             print(f"wrote {path}")
-    if page:
-        from . import _page
-
-        page.write_text(_page.replace_generated(page.read_text(), _page.render(data)))
-        print(f"wrote {page}")
     if json_path:
         json_path.parent.mkdir(parents=True, exist_ok=True)
         json_path.write_text(_json_text(dict(data)))
@@ -140,6 +152,26 @@ def publish(
     if markdown:
         markdown.write_text(data["table_markdown"] + "\n")
         print(f"wrote {markdown}")
+    if page:
+        from . import _page
+
+        published = _page.load_runs(runs or (json_path.parent if json_path else RESULTS))
+        if not published:
+            raise SystemExit(
+                f"no published run (latest*.json) in {runs or json_path or RESULTS}: the page is drawn from those"
+            )
+        _, problems = _page.coherent(published)
+        for problem in problems:
+            print(f"warning: {problem}")
+        page.write_text(_page.replace_generated(page.read_text(), _page.render(published)))
+        print(f"wrote {page} from {', '.join(name for name, _ in published)}")
+
+
+def published(version: tuple[int, int]) -> Path:
+    """Where a full run on Python ``version`` publishes its JSON (the main run's plots go next to it)."""
+    if version == MAIN_PYTHON:
+        return RESULTS / "latest.json"
+    return RESULTS / "latest-{}.{}.json".format(*version)
 
 
 def parse(argv: list[str] | None) -> argparse.Namespace:
@@ -150,12 +182,15 @@ def parse(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument("--json", type=Path, help="write the results as JSON here")
     parser.add_argument("--plots", type=Path, help="write the PNG plots into this directory")
     parser.add_argument("--markdown", type=Path, help="write the results table as Markdown here")
-    parser.add_argument("--page", type=Path, help="rewrite the generated section of this docs page")
+    parser.add_argument(
+        "--page", type=Path, help="rewrite the generated section of this docs page from the latest*.json next to --json"
+    )
     parser.add_argument(
         "--from-json",
         type=Path,
         metavar="PATH",
-        help="run nothing: draw the plots and the page (docs/ by default) from this saved run",
+        help="run nothing: draw the plots (docs/ by default, for latest.json) from this saved run, "
+        "and the page from every latest*.json next to it",
     )
     parser.add_argument(
         "--only",
@@ -168,13 +203,24 @@ def main(argv: list[str] | None = None) -> int:
     args = parse(argv)
     if args.from_json:
         data = json.loads(args.from_json.read_text())
-        publish(data, plots=args.plots or RESULTS, json_path=args.json, markdown=args.markdown, page=args.page or PAGE)
+        publish(
+            data,
+            plots=args.plots or (RESULTS if args.from_json.name == "latest.json" else None),
+            json_path=args.json,
+            markdown=args.markdown,
+            page=args.page or PAGE,
+            runs=args.from_json.parent,
+        )
         return 0
     mode = Mode("quick" if args.quick else "smoke" if args.smoke else "full")
     if mode.name == "full" and not args.only:
-        args.json = args.json or RESULTS / "latest.json"
-        args.plots = args.plots or RESULTS
-        args.page = args.page or PAGE
+        args.json = args.json or published(sys.version_info[:2])
+        if args.json.resolve().parent == RESULTS.resolve():  # a published run
+            args.plots = args.plots or (RESULTS if args.json.name == "latest.json" else None)
+            args.page = args.page or PAGE
+    if args.page and not args.json:
+        print("--page needs --json: the page is drawn from the runs saved next to it", file=sys.stderr)
+        return 2
     if args.only:
         chosen = [name.strip() for name in args.only.split(",") if name.strip()]
         unknown = sorted(set(chosen) - set(SCENARIOS))

@@ -129,6 +129,8 @@ def fmt(value: float | None, unit: str) -> str:
         if abs(value) >= 1e-3:
             return f"{value * 1e3:.2f} ms"
         return f"{value * 1e6:.0f} us"
+    if unit == "ns/job":
+        return f"{value:.0f} ns"
     if unit == "MB":
         if value >= 1000:
             return f"{value / 1000:.2f} GB"

@@ -1,21 +1,30 @@
-"""The generated part of docs/benchmarks.md: one run's machine, targets, results, plots and hot path.
+"""The generated part of docs/benchmarks.md: the runs' machine, targets, results, plots and hot path.
 
-Everything between the two markers of the page is rendered from one
-``latest.json``, so the page names one run. ``python -m benchmarks`` (a full
-run) rewrites it; ``python -m benchmarks --from-json PATH`` redraws it and
-the plots from a saved run.
+Everything between the two markers of the page is rendered from the
+published runs in docs/assets/benchmarks/: ``latest.json``, the main run
+(whose plots the page shows), and one ``latest-X.Y.json`` per other Python
+version the suite was run on, all of one commit on one machine. A full run
+of ``python -m benchmarks`` writes its file and rewrites the page from all of
+them; ``python -m benchmarks --from-json PATH`` redraws the plots from a
+saved run and the page from the runs next to it.
 """
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+import json
+from collections.abc import Iterable, Sequence
+from pathlib import Path
 from typing import Any
 
 from ._harness import Row, fmt, fmt_ratio_range
 
 START = "<!-- generated:start -->"
 END = "<!-- generated:end -->"
-NOTICE = "<!-- written by `python -m benchmarks` from docs/assets/benchmarks/latest.json: edit benchmarks/_page.py -->"
+NOTICE = "<!-- written by `python -m benchmarks` from docs/assets/benchmarks/latest*.json: edit benchmarks/_page.py -->"
+MAIN = "latest.json"
+
+#: A published run: its file name and its contents.
+Run = tuple[str, dict[str, Any]]
 
 #: The plots the page shows, when the run has their scenario: (scenario, file, caption).
 PLOTS = [
@@ -55,21 +64,49 @@ def _table(header: Iterable[str], lines: Iterable[Iterable[str]]) -> list[str]:
     return out
 
 
-def _run(meta: dict[str, Any]) -> list[str]:
-    load_before, load_after = meta.get("load_average_before"), meta.get("load_average_after")
-    code = f"commit `{meta['commit']}`" + (" with local changes to src/" if meta.get("src_modified") else "")
+def _load(meta: dict[str, Any]) -> str:
+    before, after = meta.get("load_average_before"), meta.get("load_average_after")
+    return f"{before[0]} before the run, {after[0]} after" if before and after else "-"
+
+
+def _packages(meta: dict[str, Any]) -> str:
     versions = meta.get("versions", {})
-    others = ", ".join(f"{name} {version}" for name, version in versions.items() if name != "jobdispatch")
-    lines = [
-        ("Code", f"{code}, jobdispatch {versions.get('jobdispatch', '?')}"),
-        ("Date", f"{meta['date_utc']}, {meta['mode']} run of {meta.get('duration_s', '?')} s"),
-        ("Machine", f"{meta['nproc']} CPUs ({meta['cpu']}), {meta['platform']}"),
-        ("Python", f"{meta['python']}, GIL {'enabled' if meta.get('gil', True) else 'disabled'}"),
-        ("Other packages", others or "-"),
+    return ", ".join(f"{name} {version}" for name, version in versions.items() if name != "jobdispatch") or "-"
+
+
+def _gil(meta: dict[str, Any]) -> str:
+    return f"GIL {'enabled' if meta.get('gil', True) else 'disabled'}"
+
+
+def _run(metas: list[dict[str, Any]]) -> list[str]:
+    meta = metas[0]
+    code = f"commit `{meta['commit']}`" + (" with local changes to src/" if meta.get("src_modified") else "")
+    jobdispatch = meta.get("versions", {}).get("jobdispatch", "?")
+    machine = ("Machine", f"{meta['nproc']} CPUs ({meta['cpu']}), {meta['platform']}")
+    if len(metas) == 1:
+        lines = [
+            ("Code", f"{code}, jobdispatch {jobdispatch}"),
+            ("Date", f"{meta['date_utc']}, {meta['mode']} run of {meta.get('duration_s', '?')} s"),
+            machine,
+            ("Python", f"{meta['python']}, {_gil(meta)}"),
+            ("Other packages", _packages(meta)),
+        ]
+        if _load(meta) != "-":
+            lines.append(("Load average (1 min)", _load(meta)))
+        return _table(["", ""], lines)
+    runs = ("Runs", f"{meta['mode']}, one per Python version")
+    out = _table(["", ""], [("Code", f"{code}, jobdispatch {jobdispatch}"), machine, runs])
+    rows = [
+        (
+            f"{m['python']}, {_gil(m)}",
+            m["date_utc"],
+            f"{m.get('duration_s', '?')} s",
+            _load(m),
+            _packages(m),
+        )
+        for m in metas
     ]
-    if load_before and load_after:
-        lines.append(("Load average (1 min)", f"{load_before[0]} before the run, {load_after[0]} after"))
-    return _table(["", ""], lines)
+    return [*out, "", *_table(["Python", "date", "duration", "load average (1 min)", "other packages"], rows)]
 
 
 def _targets(rows: list[Row]) -> list[str]:
@@ -114,55 +151,119 @@ def _results(rows: list[Row]) -> list[str]:
     return out
 
 
-def _hotpath(data: dict[str, Any]) -> list[str]:
+def _hotpath(data: dict[str, Any], python: str | None) -> list[str]:
     from .hotpath import report
 
-    text = report(data).split("\n", 1)[1]  # the first line names the source the model copies
+    text = report(data).split("\n", 1)[1]  # the first line is a title
     body = ["    " + line if line else "" for line in ["```text", *text.splitlines(), "```"]]
+    run = f"the {python} run" if python else "this run"
     return [
-        '??? info "Hot-path figures of this run (ns per operation or per job)"',
+        f'??? info "Hot-path figures of {run} (ns per operation or per job)"',
         "",
-        "    From `benchmarks/hotpath.py`: primitives, the two halves of a hand-off in",
-        "    isolation, an ablation of a line-for-line model of `dispatch()` and of the",
-        "    worker loop, and a ladder of hand-offs up to the full model.",
+        "    From `benchmarks/hotpath.py`: the primitives the hot path is made of,",
+        "    the two halves of a hand-off in isolation, and every way of dispatching",
+        "    end to end against ThreadPoolExecutor.",
         "",
         *body,
     ]
 
 
-def render(data: dict[str, Any]) -> str:
-    """Render the generated section of the page from one run's JSON."""
-    meta, rows, scenarios = data["meta"], _rows(data), data.get("scenarios", {})
+def python_version(meta: dict[str, Any]) -> str:
+    """The ``major.minor`` Python version of a run (read from its full version in older files)."""
+    version = meta.get("python_version") or meta["python"].split()[-1]
+    return ".".join(str(version).split(".")[:2])
+
+
+def _version_key(meta: dict[str, Any]) -> tuple[int, ...]:
+    return tuple(int(part) for part in python_version(meta).split(".") if part.isdigit())
+
+
+def run_file(version: str, main: bool) -> str:
+    """The file name of a published run: `MAIN` for the main Python, ``latest-X.Y.json`` for the others."""
+    return MAIN if main else f"latest-{version}.json"
+
+
+def load_runs(directory: Path) -> list[Run]:
+    """The published runs in ``directory``: `MAIN` first, then every ``latest-X.Y.json`` by Python version."""
+    runs = [(path.name, json.loads(path.read_text())) for path in directory.glob("latest*.json")]
+    return sorted(runs, key=lambda run: (run[0] != MAIN, _version_key(run[1]["meta"]), run[0]))
+
+
+def coherent(runs: Sequence[Run]) -> tuple[list[Run], list[str]]:
+    """Split ``runs`` into those that belong with the first (same commit, machine and mode) and why the others do not.
+
+    The page shows one commit on one machine; a run of another commit, on
+    another machine, of another size or of a Python version already shown
+    is left out of it.
+    """
+    if not runs:
+        raise ValueError("runs must hold at least one published run, got none")
+    (_, first), kept, problems = runs[0], [runs[0]], []
+    seen = {python_version(first["meta"])}
+    for name, data in runs[1:]:
+        meta, why = data["meta"], []
+        for key in ("commit", "src_modified", "mode", "nproc", "cpu"):
+            if meta.get(key) != first["meta"].get(key):
+                why.append(f"{key} {meta.get(key)!r}, not {first['meta'].get(key)!r}")
+        if python_version(meta) in seen:
+            why.append(f"Python {python_version(meta)} is shown already")
+        if why:
+            problems.append(f"{name} left off the page: {'; '.join(why)}")
+        else:
+            kept.append((name, data))
+            seen.add(python_version(meta))
+    return kept, problems
+
+
+def _python(meta: dict[str, Any]) -> str:
+    return str(meta["python"])
+
+
+def render(runs: Sequence[Run]) -> str:
+    """Render the generated section of the page from the published runs (`load_runs`).
+
+    The first run is the main one: its plots are shown. Every other run that
+    belongs with it (see `coherent`) adds its own targets, results and
+    hot-path figures.
+    """
+    kept, _ = coherent(runs)
+    main, several = kept[0][1], len(kept) > 1
     out = [START, NOTICE, "", "## The run", ""]
+    if several:
+        names = ", ".join(_python(data["meta"]) for _, data in kept)
+        out += [
+            "Every figure, table and plot below comes from `python -m benchmarks`,",
+            f"run on one commit and one machine, once per Python version ({names}).",
+        ]
+    else:
+        out += ["Every figure, table and plot below comes from this one run of", "`python -m benchmarks`."]
+    out += ["", *_run([data["meta"] for _, data in kept]), "", "## Targets", ""]
+    for _, data in kept:
+        out += ([f"**{_python(data['meta'])}**", ""] if several else []) + [*_targets(_rows(data)), ""]
     out += [
-        "Every figure, table and plot below comes from this one run of",
-        "`python -m benchmarks`.",
-        "",
-        *_run(meta),
-        "",
-        "## Targets",
-        "",
-        *_targets(rows),
-        "",
         "## Results",
         "",
         "Figures are medians over trials; a ratio above 1 means jobdispatch is better",
         "(rates divided, times and sizes inverted), with the range of the per-trial",
         "ratios in brackets.",
-        *_results(rows),
     ]
+    for _, data in kept:
+        if several:
+            out += ["", f"### {_python(data['meta'])}"]
+        out += _results(_rows(data))
+    scenarios = main.get("scenarios", {})
     plots = [(file, caption) for scenario, file, caption in PLOTS if scenario in scenarios]
     if plots:
         out += ["", "## Plots"]
+        if several:
+            out += ["", f"From the {_python(main['meta'])} run."]
         for file, caption in plots:
             out += ["", caption, "", f"![{caption}](assets/benchmarks/{file})"]
-        out += [
-            "",
-            "The raw figures of every trial are in",
-            "[docs/assets/benchmarks/latest.json](assets/benchmarks/latest.json).",
-        ]
-    if "hotpath" in scenarios:
-        out += ["", *_hotpath(scenarios["hotpath"])]
+    files = ", ".join(f"[{name}](assets/benchmarks/{name})" for name, _ in kept)
+    out += ["", "The raw figures of every trial are in", f"{files}."]
+    for _, data in kept:
+        if "hotpath" in data.get("scenarios", {}):
+            out += ["", *_hotpath(data["scenarios"]["hotpath"], _python(data["meta"]) if several else None)]
     out += ["", END]
     return "\n".join(line.rstrip() for line in out)
 

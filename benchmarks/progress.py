@@ -51,9 +51,17 @@ def run(mode: Mode, results: Results) -> None:
     """Run scenario 7 and add its rows."""
     jobs = mode.pick(20_000, 20_000, 500)
     trials = mode.pick(21, 7, 1)
-    written: dict[str, list[int]] = {PLAIN: [], BAR: [], CALLBACK: []}
-    cpu: dict[str, list[float]] = {PLAIN: [], BAR: [], CALLBACK: []}
     progress: dict[str, object] = {PLAIN: None, BAR: True, CALLBACK: _ignore}
+    try:
+        import tqdm  # noqa: F401
+    except ImportError:  # the bench extra alone does not install it
+        has_tqdm = False
+    else:
+        has_tqdm = True
+    if not has_tqdm:
+        del progress[BAR]
+    written: dict[str, list[int]] = {name: [] for name in progress}
+    cpu: dict[str, list[float]] = {name: [] for name in progress}
     makers: dict[str, Callable[[], float]] = {
         name: (lambda value=value, out=written[name], used=cpu[name]: _batch(jobs, value, out, used))
         for name, value in progress.items()
@@ -64,23 +72,19 @@ def run(mode: Mode, results: Results) -> None:
         out.clear()
     seconds = interleave(makers, trials)
     label = f"7 batch progress, {jobs:,} no-op jobs"
-    bar = ratio_row(
-        label,
-        "time",
-        "s",
-        seconds[PLAIN],
-        BAR,
-        seconds[BAR],
-        higher_is_better=False,
-    )
-    cost = (bar.ratio or 0.0) - 1  # the ratio is the time with the bar over the time without
-    cpu_cost = median([b / p for b, p in zip(cpu[BAR], cpu[PLAIN], strict=True)]) - 1
-    bar.note = (
-        f"the bar costs {cost:.0%} of the batch's time, {cpu_cost:.0%} of its CPU time (aim: under "
-        f"{MAX_COST:.0%}), and wrote {median(written[BAR]):.0f} bytes to a non-terminal stream per batch"
-    )
     callback = ratio_row(label, "time", "s", seconds[PLAIN], CALLBACK, seconds[CALLBACK], higher_is_better=False)
-    results.rows += [bar, callback]
+    if has_tqdm:
+        bar = ratio_row(label, "time", "s", seconds[PLAIN], BAR, seconds[BAR], higher_is_better=False)
+        cost = (bar.ratio or 0.0) - 1  # the ratio is the time with the bar over the time without
+        cpu_cost = median([b / p for b, p in zip(cpu[BAR], cpu[PLAIN], strict=True)]) - 1
+        bar.note = (
+            f"the bar costs {cost:.0%} of the batch's time, {cpu_cost:.0%} of its CPU time (aim: under "
+            f"{MAX_COST:.0%}), and wrote {median(written[BAR]):.0f} bytes to a non-terminal stream per batch"
+        )
+        results.rows += [bar, callback]
+    else:
+        callback.note = "tqdm is not installed (pip install -e '.[bench,progress]'): the bar was not measured"
+        results.rows.append(callback)
     results.scenarios["progress"] = {
         "jobs": jobs,
         "workers": WORKERS,

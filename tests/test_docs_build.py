@@ -5,13 +5,13 @@ from __future__ import annotations
 import html
 import importlib
 import importlib.util
-import json
 import os
 import re
 import subprocess
 import sys
 import tomllib
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -118,21 +118,34 @@ class TestProductVoice:
         assert COMMIT.findall(text) == []
 
 
+@pytest.fixture
+def benchmarks_page(monkeypatch: pytest.MonkeyPatch) -> Any:
+    """The module that renders the benchmarks page (benchmarks/ is not installed)."""
+    monkeypatch.syspath_prepend(str(ROOT))
+    return importlib.import_module("benchmarks._page")
+
+
 class TestBenchmarksPage:
-    def test_page_names_exactly_one_run(self) -> None:
-        """The benchmarks page names one commit, the one of the published latest.json."""
-        text = (DOCS / "benchmarks.md").read_text()
-        meta = json.loads((DOCS / "assets" / "benchmarks" / "latest.json").read_text())["meta"]
-        assert set(COMMIT.findall(text)) == {meta["commit"]}
+    def test_published_runs_are_one_commit_on_one_machine(self, benchmarks_page: Any) -> None:
+        """The published runs (latest.json first, then latest-X.Y.json) are full runs of one commit on one machine."""
+        runs = benchmarks_page.load_runs(DOCS / "assets" / "benchmarks")
+        assert runs[0][0] == "latest.json"
+        _, problems = benchmarks_page.coherent(runs)
+        assert problems == []
+        assert {data["meta"]["mode"] for _, data in runs} == {"full"}
 
-    def test_generated_section_matches_latest_json(self, monkeypatch: pytest.MonkeyPatch) -> None:
-        """The page's generated section is what the benchmark suite renders from latest.json."""
-        monkeypatch.syspath_prepend(str(ROOT))
-        _page = importlib.import_module("benchmarks._page")
-
+    def test_page_names_exactly_one_commit(self, benchmarks_page: Any) -> None:
+        """The benchmarks page names one commit, the one of every published run."""
         text = (DOCS / "benchmarks.md").read_text()
-        data = json.loads((DOCS / "assets" / "benchmarks" / "latest.json").read_text())
-        assert _page.replace_generated(text, _page.render(data)) == text
+        runs = benchmarks_page.load_runs(DOCS / "assets" / "benchmarks")
+        assert set(COMMIT.findall(text)) == {data["meta"]["commit"] for _, data in runs}
+        assert len(set(COMMIT.findall(text))) == 1
+
+    def test_generated_section_matches_the_published_runs(self, benchmarks_page: Any) -> None:
+        """The page's generated section is what the benchmark suite renders from every latest*.json."""
+        text = (DOCS / "benchmarks.md").read_text()
+        runs = benchmarks_page.load_runs(DOCS / "assets" / "benchmarks")
+        assert benchmarks_page.replace_generated(text, benchmarks_page.render(runs)) == text
 
 
 class TestPackaging:
