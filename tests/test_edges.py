@@ -300,3 +300,39 @@ class TestBatchInOwnJob:
         d.dispatch(job)
         assert d.wait(WAIT)
         assert len(errors) == 1
+
+
+class TestFastPath:
+    def test_plain_functions_methods_and_known_job_classes_skip_routing(
+        self, kit: Kit, monkeypatch: pytest.MonkeyPatch
+    ) -> None:
+        """dispatch() routes a function, a bound method and a Job of a class seen before inline, on every pool."""
+        routed = Counter()
+        real_route = Dispatcher._route
+
+        def counting_route(self: Dispatcher, *args: Any) -> Any:
+            routed()
+            return real_route(self, *args)
+
+        monkeypatch.setattr(Dispatcher, "_route", counting_route)
+
+        class Job:
+            def do(self) -> None:
+                pass
+
+            def priority(self) -> int:
+                return 0
+
+            def method(self) -> None:
+                pass
+
+        for config in ({0: 2}, {0: 2, 1: 2}):
+            d = kit.dispatcher(config)
+            d.dispatch(Job())  # the first Job of its class is routed (and then known)
+            before = routed.value
+            for _ in range(5):
+                d.dispatch(lambda: None, priority=0)
+                d.dispatch(Job().method, priority=0)
+                d.dispatch(Job())
+            assert routed.value == before, f"{routed.value - before} dispatches were routed with {config}"
+            assert d.wait(WAIT)

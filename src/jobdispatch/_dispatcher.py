@@ -14,7 +14,7 @@ from collections.abc import Callable, Iterable
 from concurrent.futures import Future
 from contextvars import copy_context
 from queue import Empty
-from types import FunctionType, MethodType, TracebackType
+from types import BuiltinFunctionType, FunctionType, MethodType, TracebackType
 from typing import Any, TypeAlias, TypeVar, overload
 
 from . import _aio
@@ -69,7 +69,9 @@ def _is_async(fn: object) -> bool:
 # _route the first time it sees a Job of the class; only ever grows.
 _PLAIN_JOB_CLASSES: dict[type, FunctionType] = {}  # the class, and the do function seen on it
 _PLAIN_GETATTRIBUTE: object = object.__getattribute__
-_PRIORITY_TYPES = frozenset({int, type(None)})  # NoneType only for a plain function on the only pool
+_last_sync_function: object = None  # the last plain function dispatch() found not to be a coroutine function
+# Callables that cannot be Jobs: _route looks for no ``do`` on them.
+_PLAIN_CALLABLES = frozenset({FunctionType, MethodType, BuiltinFunctionType, functools.partial})
 
 
 def _plain_do(cls: type) -> FunctionType | None:
@@ -174,8 +176,8 @@ class Dispatcher:
         }
         self._only_pool = next(iter(self._pools.values())) if len(self._pools) == 1 else None
         # The pools on threads, for the hot path of dispatch; a pool with a backend serialises jobs in _route.
-        self._thread_pools = {p: pool for p, pool in self._pools.items() if type(pool) is Pool}
-        self._only_thread_pool = self._only_pool if type(self._only_pool) is Pool else None
+        self._thread_pools = {p: pool for p, pool in self._pools.items() if type(pool) is ThreadPool}
+        self._only_thread_pool = self._only_pool if type(self._only_pool) is ThreadPool else None
         self._propagate_context = propagate_context
         self._scheduler = Scheduler(f"{name}-timer")
         self._state = State.OPEN  # one value, read once by each caller
@@ -238,13 +240,20 @@ class Dispatcher:
             raise DispatcherClosed(self._closed_reason)
         # The hot paths, inlined: a plain function, or a Job of a class seen
         # before, for a known pool. Anything else is routed by _route.
+        global _last_sync_function
         kind = type(job)
         pool = None
         fn: Callable[[], object] = job  # type: ignore[assignment]
         if args or name is not None:
             pass
-        elif kind is FunctionType:
-            if not job.__code__.co_flags & _ASYNC_FLAGS:  # type: ignore[union-attr]
+        elif kind is FunctionType or kind is MethodType:
+            # A function (a method's function) checked once, not each time it
+            # is dispatched: a producer loop sends the same one over and over.
+            function = job if kind is FunctionType else job.__func__  # type: ignore[union-attr]
+            if function is _last_sync_function or (
+                type(function) is FunctionType and not function.__code__.co_flags & _ASYNC_FLAGS
+            ):
+                _last_sync_function = function
                 if priority is None:
                     pool = self._only_thread_pool
                 elif type(priority) is int:
@@ -264,7 +273,7 @@ class Dispatcher:
                         priority = _checked_priority(job, priority, "priority()")
                 if type(priority) is int:
                     pool = self._thread_pools.get(priority)
-        if pool is None or type(priority) not in _PRIORITY_TYPES:
+        if pool is None:  # a pool is found above only for an int priority, or None on the only pool
             pool, fn, reported = self._route(job, priority, args, name)
         else:
             reported = job
@@ -421,15 +430,21 @@ class Dispatcher:
         Every check of what can be dispatched lives here; error texts are
         built only when raised.
         """
-        fn = getattr(job, "do", None)
+        kind = type(job)
+        fn = None if kind in _PLAIN_CALLABLES else getattr(job, "do", None)
         if fn is None or not callable(fn):
+            if kind is FunctionType and job.__code__.co_flags & _ASYNC_FLAGS:  # type: ignore[union-attr]
+                raise TypeError(f"job {job_name(job)} is a coroutine function{_USE_ASYNCIO}")
             if not callable(job):
                 if inspect.isawaitable(job):
                     raise TypeError(f"job must be a Job or a callable, got {safe_repr(job)}{_USE_ASYNCIO}")
                 raise TypeError(f"job must be a Job or a callable, got {safe_repr(job)}")
             fn = job
             if args:  # reports name the call with its arguments
+                if kind is not FunctionType and _is_async(job):
+                    raise TypeError(f"job {job_name(job)} is a coroutine function{_USE_ASYNCIO}")
                 job = fn = functools.partial(job, *args)
+                kind = FunctionType  # checked
         else:
             if isinstance(job, type):
                 raise TypeError(
@@ -440,7 +455,7 @@ class Dispatcher:
                 raise TypeError(f"positional arguments are for a callable job, not for the Job {safe_repr(job)}")
             if priority is None:
                 priority = self._job_priority(job)
-        if _is_async(fn):
+        if kind is not FunctionType and kind is not BuiltinFunctionType and _is_async(fn):
             raise TypeError(f"job {job_name(job)} is a coroutine function{_USE_ASYNCIO}")
         if fn is not job and (do := _plain_do(type(job))) is not None:
             _PLAIN_JOB_CLASSES[type(job)] = do
