@@ -242,7 +242,7 @@ class Dispatcher:
         # before, for a known pool. Anything else is routed by _route.
         global _last_sync_function
         kind = type(job)
-        pool = None
+        pool: Pool | None = None
         fn: Callable[[], object] = job  # type: ignore[assignment]
         if args or name is not None:
             pass
