@@ -21,6 +21,13 @@ EXPECTED = {
         "same as the one-thread computation: True",
         "glider moved 2 cells diagonally, blinker back in place: True",
     ],
+    "link_crawler.py": [
+        "failed: HTTP Error 404: Not Found | jobdispatch: raised by job visit /missing in pool 0",
+        "failed: HTTP Error 404: Not Found | jobdispatch: raised by job visit /gone in pool 0",
+        "crawled 9 pages: ['/', '/blog', '/blog/1', '/blog/2', '/docs', '/docs/api', '/docs/api/batches',"
+        " '/docs/api/pools', '/docs/install']",
+        "completed=9, failed=2, cancelled=0",
+    ],
     "priority_crawler.py": [
         "one shared pool, 4 threads:",
         "bulkheads, 2 threads for bulk and 2 for pages:",
