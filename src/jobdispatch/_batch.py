@@ -8,7 +8,7 @@ import threading
 from collections.abc import Callable, Iterable
 from time import monotonic
 from types import TracebackType
-from typing import TYPE_CHECKING, TypeAlias
+from typing import TYPE_CHECKING, TypeAlias, TypeVarTuple
 
 from ._errors import DispatcherClosed, DispatcherError
 from ._outcome import QUEUED_NOTE, CancelledBeforeStart, logger, was_queued
@@ -18,7 +18,10 @@ from ._scheduler import Run
 
 if TYPE_CHECKING:
     from ._dispatcher import Dispatcher, JobLike
+    from ._job import Job
     from ._scheduler import DelayedJob
+
+_Ts = TypeVarTuple("_Ts")
 
 __all__ = ["Batch", "BatchCall", "ProgressCallback"]
 
@@ -125,9 +128,9 @@ class Batch:
 
     def dispatch(
         self,
-        job: JobLike,
+        job: Job | Callable[[*_Ts], object],
         /,
-        *args: object,
+        *args: *_Ts,
         priority: int | None = None,
         timeout: float | None = None,
         name: str | None = None,
@@ -174,7 +177,13 @@ class Batch:
         return count
 
     def dispatch_later(
-        self, delay: float, job: JobLike, /, *args: object, priority: int | None = None, name: str | None = None
+        self,
+        delay: float,
+        job: Job | Callable[[*_Ts], object],
+        /,
+        *args: *_Ts,
+        priority: int | None = None,
+        name: str | None = None,
     ) -> DelayedJob:
         """Dispatch ``job`` as part of this batch, ``delay`` seconds from now.
 

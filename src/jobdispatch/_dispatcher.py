@@ -15,7 +15,7 @@ from concurrent.futures import Future
 from contextvars import copy_context
 from queue import Empty
 from types import BuiltinFunctionType, FunctionType, MethodType, TracebackType
-from typing import Any, TypeAlias, TypeVar, overload
+from typing import Any, TypeAlias, TypeVar, TypeVarTuple, overload
 
 from . import _aio
 from ._backed import BackedPool
@@ -35,6 +35,8 @@ from ._scheduler import DelayedJob, Run, Scheduler, describe_job, join_thread
 from ._state import State
 from ._stats import PoolStats
 from ._threads import ThreadPool
+
+_Ts = TypeVarTuple("_Ts")
 
 __all__ = ["Dispatcher", "JobLike"]
 
@@ -192,9 +194,9 @@ class Dispatcher:
 
     def dispatch(
         self,
-        job: JobLike,
+        job: Job | Callable[[*_Ts], object],
         /,
-        *args: object,
+        *args: *_Ts,
         priority: int | None = None,
         timeout: float | None = None,
         name: str | None = None,
@@ -345,7 +347,13 @@ class Dispatcher:
         return submit_call(self, fn, args, kwargs, priority=priority, timeout=timeout, name=name)
 
     def dispatch_later(
-        self, delay: float, job: JobLike, /, *args: object, priority: int | None = None, name: str | None = None
+        self,
+        delay: float,
+        job: Job | Callable[[*_Ts], object],
+        /,
+        *args: *_Ts,
+        priority: int | None = None,
+        name: str | None = None,
     ) -> DelayedJob:
         """Dispatch ``job`` ``delay`` seconds from now, without blocking.
 

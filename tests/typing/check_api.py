@@ -99,3 +99,18 @@ if __name__ == "__main__":
     use_the_api()
     use_the_thread_pool()
     asyncio.run(use_asyncio())
+
+
+def fetch(url: str, *, retries: int = 1) -> bytes:
+    return url.encode() * retries
+
+
+def use_arguments() -> None:
+    with Dispatcher(2) as dispatcher:
+        for url in ["a", "b"]:
+            dispatcher.dispatch(fetch, url)  # arguments bound at the call, checked against fetch
+            dispatcher.dispatch_later(0.1, fetch, url, name=f"fetch {url}")
+        with dispatcher.batch() as batch:
+            batch.dispatch(fetch, "c")
+            handle: DelayedJob = batch.dispatch_later(0.0, fetch, "d")
+            handle.cancel()
