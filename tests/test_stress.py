@@ -592,7 +592,7 @@ class TestFormerDefects:
         interval = sys.getswitchinterval()
         sys.setswitchinterval(1e-6)  # switch threads every few bytecodes: the window is a handful wide
         try:
-            for attempt in range(500):  # the defect shows within a few; more for the free-threaded build
+            for attempt in range(100):  # the defect showed within a few attempts
                 d = Dispatcher([PoolConfig(0, 2, 50)], name=unique("stress-cancelled"))
                 made.append(d)
                 self._cancel_and_watch(d, attempt)
