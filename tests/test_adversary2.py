@@ -8,10 +8,12 @@ a test that would hang fails instead.
 from __future__ import annotations
 
 import asyncio
+import functools
 import multiprocessing
 import threading
 from collections.abc import Iterator
 from concurrent.futures import ProcessPoolExecutor
+from pathlib import Path
 
 import pytest
 
@@ -69,3 +71,27 @@ def test_run_returns_the_result_from_a_backed_pool(backed: Dispatcher) -> None:
 
     assert asyncio.run(main()) == 49
     assert backed.stats(0).completed == 1
+
+
+@pytest.mark.xfail(strict=True, reason="send() asserts a RemoteCall while a cancelled delayed job leaves a Run")
+def test_cancelling_a_delayed_job_queued_in_a_backed_pool_counts_it_cancelled(
+    engine: ProcessPoolExecutor, thread_errors: list[BaseException], tmp_path: Path
+) -> None:
+    """Cancelling a delayed job queued in a backed pool counts it cancelled, and the feeder lives on."""
+    d = Dispatcher([PoolConfig(0, 1, queue_size=2, backend=engine)])
+    try:
+        d.dispatch(functools.partial(remote_jobs.gated, str(tmp_path), 1), priority=0)  # holds the one slot in flight
+        wait_for(lambda: (tmp_path / "started-1").exists(), "the gated job to start")
+        handle = d.dispatch_later(0, remote_jobs.noop, priority=0)
+        wait_for(lambda: d.stats(0).queued == 1, "the timer to hand the delayed job to the pool")
+        assert handle.cancel()
+        (tmp_path / "open").touch()
+        wait_for(lambda: d.stats(0).completed == 1, "the gated job to complete")
+        wait_for(lambda: d.stats(0).cancelled == 1 or thread_errors, "the cancel to be counted or a thread to die")
+        assert thread_errors == []
+        assert d.wait(WAIT)
+        stats = d.stats(0)
+        assert (stats.completed, stats.cancelled, stats.busy, stats.queued) == (1, 1, 0, 0)
+    finally:
+        (tmp_path / "open").touch()
+        d.finalize(cancel_pending=True, timeout=WAIT)
