@@ -49,7 +49,6 @@ def backed(engine: ProcessPoolExecutor) -> Iterator[Dispatcher]:
     d.finalize(cancel_pending=True, timeout=WAIT)
 
 
-@pytest.mark.xfail(strict=True, reason="send() asserts a RemoteCall and gets a Chunk: the feeder dies")
 def test_dispatch_many_in_chunks_runs_every_job_on_a_backed_pool(
     backed: Dispatcher, thread_errors: list[BaseException]
 ) -> None:
@@ -62,18 +61,19 @@ def test_dispatch_many_in_chunks_runs_every_job_on_a_backed_pool(
     assert (stats.completed, stats.failed, stats.cancelled, stats.busy, stats.queued) == (4, 0, 0, 0, 0)
 
 
-@pytest.mark.xfail(strict=True, reason="run() serialises its own wrapper (a Future): JobNotSerializable")
-def test_run_returns_the_result_from_a_backed_pool(backed: Dispatcher) -> None:
-    """Dispatcher.run of a picklable function on a pool backed by processes returns its result."""
+def test_run_on_a_backed_pool_is_refused_clearly_and_the_executor_view_works(backed: Dispatcher) -> None:
+    """Dispatcher.run on a pool backed by processes says what to use instead, which returns the result."""
 
     async def main() -> int:
-        return await asyncio.wait_for(backed.run(remote_jobs.square, 7), WAIT)
+        with pytest.raises(TypeError, match=r"run\(\) runs a call on a pool of threads.*run_in_executor"):
+            await backed.run(remote_jobs.square, 7)
+        loop = asyncio.get_running_loop()
+        return await asyncio.wait_for(loop.run_in_executor(backed.executor(0), remote_jobs.square, 7), WAIT)
 
     assert asyncio.run(main()) == 49
     assert backed.stats(0).completed == 1
 
 
-@pytest.mark.xfail(strict=True, reason="send() asserts a RemoteCall while a cancelled delayed job leaves a Run")
 def test_cancelling_a_delayed_job_queued_in_a_backed_pool_counts_it_cancelled(
     engine: ProcessPoolExecutor, thread_errors: list[BaseException], tmp_path: Path
 ) -> None:
