@@ -24,6 +24,7 @@ from collections.abc import Callable
 from concurrent.futures import Future
 from typing import TYPE_CHECKING, Any, TypeVar
 
+from ._backed import BackedPool
 from ._config import check_timeout
 from ._errors import DispatcherClosed, PoolFull
 from ._outcome import CancelledBeforeStart, ReportedElsewhere, safe_repr
@@ -142,6 +143,12 @@ async def run(
     if name is not None and not isinstance(name, str):
         raise TypeError(f"name must be a str or None, got {name!r}")
     dispatcher._check_open()
+    target = dispatcher._only_pool if priority is None else dispatcher._pools.get(priority)
+    if isinstance(target, BackedPool):
+        raise TypeError(
+            f"run() runs a call on a pool of threads, and pool {target.label} runs its jobs on an engine: "
+            "use await loop.run_in_executor(dispatcher.executor(priority), fn, *args) there"
+        )
     call = _Call(fn, args, kwargs, name)
     pool, _, _ = dispatcher._route(call, priority)
     # Cancelled while waiting for room: the call never entered the pool.

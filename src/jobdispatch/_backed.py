@@ -140,10 +140,11 @@ class BackedPool(Pool):
                 remote = remote.handle._claim()
             except CancelledBeforeStart:
                 started = False
-        assert isinstance(remote, RemoteCall)
-        if started and not isinstance(fn, BatchCall):
-            started = remote.start()
         if not started:
+            job_over(self, CancelledBeforeStart, place, generation, batch, fn)
+            return False
+        assert isinstance(remote, RemoteCall)  # what prepare() made, and all that reaches a backed pool
+        if not isinstance(fn, BatchCall) and not remote.start():
             job_over(self, CancelledBeforeStart, place, generation, batch, fn)
             return False
         began = time.perf_counter()

@@ -530,7 +530,8 @@ class Dispatcher:
                 one worker, take one place in the pool, and show as one in
                 ``stats().busy`` and ``queued`` (``completed``, ``failed``
                 and ``cancelled`` count them one by one). A job cannot be
-                cancelled on its own once its chunk has started.
+                cancelled on its own once its chunk has started. A pool with
+                a backend sends each job on its own whatever ``chunksize``.
 
         Returns:
             How many jobs were dispatched.
@@ -560,6 +561,11 @@ class Dispatcher:
                 if state is not _OPEN and self._refuses(state):
                     raise DispatcherClosed(self._closed_reason)
                 pool, fn, reported = self._route(job, priority)
+                if type(pool) is not ThreadPool:  # an engine runs each job on its own: no chunks
+                    sending = 1
+                    pool.submit(reported, fn, None, None, timeout)
+                    count += 1
+                    continue
                 group = groups.setdefault(pool, [])
                 group.append((reported, fn))
                 if len(group) >= size:
