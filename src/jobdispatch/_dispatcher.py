@@ -395,9 +395,7 @@ class Dispatcher:
         """Dispatch for a batch (``call``) or a caller off the hot path."""
         if timeout is not None:
             timeout = check_timeout(timeout)
-        state = self._state
-        if state is not _OPEN and self._refuses(state):
-            raise DispatcherClosed(self._closed_reason)
+        self._check_open()
         pool, fn, reported = self._route(job, priority, args, name)
         context = copy_context() if self._propagate_context else None
         if call is None:
@@ -416,9 +414,7 @@ class Dispatcher:
         name: str | None = None,
     ) -> DelayedJob:
         due = time.monotonic() + check_delay(delay)
-        state = self._state
-        if state is not _OPEN and self._refuses(state):
-            raise DispatcherClosed(self._closed_reason)
+        self._check_open()
         pool, fn, reported = self._route(job, priority, args, name)
         context = copy_context() if self._propagate_context else None
         handle = DelayedJob(self._scheduler, due, fn, describe_job(reported))
@@ -557,9 +553,7 @@ class Dispatcher:
                 return count
             groups: dict[Pool, list[tuple[object, Callable[[], object]]]] = {}
             for job in jobs:
-                state = self._state
-                if state is not _OPEN and self._refuses(state):
-                    raise DispatcherClosed(self._closed_reason)
+                self._check_open()
                 pool, fn, reported = self._route(job, priority)
                 if type(pool) is not ThreadPool:  # an engine runs each job on its own: no chunks
                     sending = 1
