@@ -199,12 +199,12 @@ class TestDrainPass:
         assert third_ran.is_set(), f"the follow-up was accepted but never ran: {d.stats()}"
 
 
-WAIT_FOR_SLOT = _pool.Pool._wait_for_slot.__code__
-BLOCKING_GET = line_of(WAIT_FOR_SLOT, "self._slots.get(True, remaining)")
+SLEEP_UNTIL_WOKEN = _pool.Pool.sleep_until_woken.__code__
+BLOCKING_WAIT = line_of(SLEEP_UNTIL_WOKEN, "woken = waiter.acquire(")
 
 
 class TestWakeUpsGoToBlockedProducers:
-    """finalize() wakes each producer blocked on a full pool; nobody else may use up its wake-up."""
+    """finalize() wakes each producer blocked on a full pool; nobody else may keep it waiting."""
 
     def _outsider_blocked(self, d: Dispatcher, outcome: list[str]) -> tuple[threading.Thread, Hold]:
         """Start an outsider that dispatches to full pool 0; hold it counted as blocked, just before it blocks."""
@@ -217,7 +217,7 @@ class TestWakeUpsGoToBlockedProducers:
             else:
                 outcome.append("queued")
 
-        hold = Hold(WAIT_FOR_SLOT, BLOCKING_GET)
+        hold = Hold(SLEEP_UNTIL_WOKEN, BLOCKING_WAIT)
         return held_thread(hold, produce, "test-adv-outsider"), hold
 
     def _refused_while_full(
@@ -252,7 +252,7 @@ class TestWakeUpsGoToBlockedProducers:
         wait_for(lambda: d.closed, "finalize to begin")
         go.set()
         pool = d._pools[0]
-        came = lambda: pool._slots.qsize() == 0 or pool._blocked_producers == 2  # noqa: E731 (took it, or waits)
+        came = lambda: len(pool._room_waiters) == 1  # noqa: E731 (the own job waits, the outsider was woken)
         try:
             self._refused_while_full(d, gate, outsider, hold, outcome, came)
         finally:
@@ -261,7 +261,7 @@ class TestWakeUpsGoToBlockedProducers:
             finalizer.join(WAIT)
 
     def test_timer_does_not_use_up_an_outsiders_wake_up(self, kit: Kit, monkeypatch: pytest.MonkeyPatch) -> None:
-        """The timer, offering places to a due delayed job, leaves the outsider's wake-up alone."""
+        """A due delayed job waiting for a place keeps no blocked outsider from being refused."""
         d = kit.dispatcher([PoolConfig(0, 1, 0)], name="test-adv-wake-timer")
         gate, started = kit.gate(), threading.Event()
         d.dispatch(lambda: (started.set(), gate.wait(WAIT)))
@@ -270,21 +270,10 @@ class TestWakeUpsGoToBlockedProducers:
         outsider, hold = self._outsider_blocked(d, outcome)
         d.dispatch_later(0, lambda: None)
         wait_for(lambda: len(d._pools[0]._due) == 1, "the due job to wait for a place")
-        served_after_close = threading.Event()
-        real_serve = _pool.Pool.serve_due
-
-        def serve_and_tell(pool: _pool.Pool) -> bool:
-            closed = pool._state is not _pool.State.OPEN
-            result = real_serve(pool)
-            if closed:
-                served_after_close.set()
-            return result
-
-        monkeypatch.setattr(_pool.Pool, "serve_due", serve_and_tell)
         finalizer = threading.Thread(target=lambda: d.finalize(timeout=WAIT), name="test-adv-finalizer")
         finalizer.start()
         try:
-            self._refused_while_full(d, gate, outsider, hold, outcome, served_after_close.is_set)
+            self._refused_while_full(d, gate, outsider, hold, outcome, lambda: d.closed)
         finally:
             gate.set()
             hold.release.set()

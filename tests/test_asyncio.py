@@ -243,6 +243,12 @@ def gate() -> Iterator[threading.Event]:
     event.set()
 
 
+def free_one_place(pool: Pool) -> None:
+    """Free one place of ``pool``, as a job that ends does."""
+    with pool._lock:
+        pool.free_place_locked()
+
+
 class TestWakeUps:
     """A wake-up for room is never lost: every free place reaches a waiting producer."""
 
@@ -285,8 +291,8 @@ class TestWakeUps:
         pool = d._pools[0]
         lock = WatchedLock()
         pool._lock = lock  # type: ignore[assignment]
-        place = pool._wait_for_slot(0)  # the only place, held as by a thread that cannot start a worker
-        assert place is not None
+        with pool._lock:
+            pool._room -= 1  # the only place, held as by a job that has not ended
         ran = Counter()
         lines, first = inspect.getsourcelines(Pool.add_room_waiter)
         register = first + next(i for i, line in enumerate(lines) if "_room_waiters.append(" in line)
@@ -296,7 +302,7 @@ class TestWakeUps:
             if event == "line" and frame.f_lineno == register and not givers:
                 # The producer found no room and is about to register: the
                 # place comes back now, from another thread.
-                giver = threading.Thread(target=pool.give_back, args=(place,), name="test-giver")
+                giver = threading.Thread(target=free_one_place, args=(pool,), name="test-giver")
                 givers.append(giver)
                 giver.start()
                 wait_for(lambda: not giver.is_alive() or lock.contended.is_set(), "the giver to end or wait")

@@ -259,7 +259,7 @@ class TestBulkhead:
 
         thread = threading.Thread(target=producer, name="test-producer")
         thread.start()
-        wait_for(lambda: backed._pools[0]._blocked_producers == 1, "the producer to block")
+        wait_for(lambda: len(backed._pools[0]._room_waiters) == 1, "the producer to block")
         assert not done.is_set()
         gate.open()
         thread.join(WAIT)

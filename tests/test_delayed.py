@@ -574,8 +574,20 @@ class TestDelayedJobHandle:
         """A handle inherited through fork() cancels nothing in the child."""
         d = kit.dispatcher(1)
         handle = d.dispatch_later(LONG, lambda: None)
+        timer, thread = d._scheduler._condition, d._scheduler._thread
+        assert thread is not None
         d._forget_after_fork()  # what the child's fork handler does
-        assert handle.cancel() is False
+        try:
+            assert handle.cancel() is False
+        finally:
+            # A child has no timer thread; this process does, waiting (or
+            # about to wait) on the condition the fork handler replaced:
+            # wake it until it leaves.
+            deadline = time.monotonic() + WAIT
+            while thread.is_alive() and time.monotonic() < deadline:
+                with timer:
+                    timer.notify_all()
+                thread.join(0.05)
 
 
 def in_or_called_by_jobdispatch(frame: Any) -> bool:

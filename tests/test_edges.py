@@ -44,7 +44,7 @@ class TestCapacityWhileDraining:
 
         d.dispatch(job_blocked_on_pool_0, priority=1)
         pool = d._pools[0]
-        wait_for(lambda: pool._blocked_producers == 1, "the job to block on pool 0")
+        wait_for(lambda: len(pool._room_waiters) == 1, "the job to block on pool 0")
         finalizer = threading.Thread(target=d.finalize, kwargs={"timeout": WAIT}, name="test-finalizer")
         finalizer.start()
         wait_for(lambda: d.closed, "finalize to begin")
@@ -74,7 +74,7 @@ class TestCapacityWhileDraining:
 
         producer = threading.Thread(target=produce, name="test-producer")
         producer.start()
-        wait_for(lambda: d._pools[0]._blocked_producers == 1, "the producer to block")
+        wait_for(lambda: len(d._pools[0]._room_waiters) == 1, "the producer to block")
         finalizer = threading.Thread(target=d.finalize, kwargs={"timeout": WAIT}, name="test-finalizer")
         finalizer.start()
         producer.join(WAIT)

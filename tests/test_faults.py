@@ -549,12 +549,14 @@ class TestThreadStartFailure:
         d = make(made, [PoolConfig(0, 1, 0)], name="heldthread")
         d.dispatch(lambda: None)  # runs in the caller; the pool has made its one place
         pool = d._pools[0]
-        place = pool._slots.get(False)  # held, as by a dispatch in progress
+        with pool._lock:
+            pool._room -= 1  # the one place held, as by a job not over yet
         ran_in, record_thread = thread_recorder()
         d.dispatch_later(0, record_thread)
         assert d.wait(WAIT)
         assert ran_in == ["heldthread-timer"]
-        pool.give_back(place)
+        with pool._lock:
+            pool.free_place_locked()
         d.dispatch(lambda: None, timeout=0)  # the place is back
 
     def test_ctrl_c_during_a_job_run_by_the_main_thread_propagates(

@@ -163,8 +163,27 @@ def _op_batch(d: Any, ran: Counter) -> None:
         batch.dispatch(ran, priority=1)
 
 
+def _op_dispatch_full(d: Any, ran: Counter) -> None:
+    gate = threading.Event()
+    pool = d._pools[1]
+
+    def open_once_blocked() -> None:
+        deadline = time.monotonic() + 1.0
+        while not pool._room_waiters and not gate.is_set() and time.monotonic() < deadline:
+            time.sleep(0.001)  # polling for a state (the producer waits for room), bounded
+        gate.set()
+
+    try:
+        d.dispatch(lambda: gate.wait(1.0), priority=1)  # pool 1 (one worker, no queue) is now full
+        threading.Thread(target=open_once_blocked, name="opener", daemon=True).start()
+        d.dispatch(ran, priority=1)  # blocks until the job above ends
+    finally:
+        gate.set()  # interrupted before it blocked: the job above ends now
+
+
 SWEEP_OPS: dict[str, tuple[Callable[[Any, Counter], None] | None, Callable[[Any, Counter], None]]] = {
     "dispatch": (None, _op_dispatch),
+    "dispatch_full": (None, _op_dispatch_full),
     "dispatch_later": (None, _op_dispatch_later),
     "batch": (None, _op_batch),
     "wait": (_some_jobs, lambda d, ran: d.wait()),
@@ -380,109 +399,50 @@ class TestBlockedCalls:
         assert err.rstrip().endswith("KeyboardInterrupt"), err
 
 
-PLACE_SCRIPT = """
-import os, threading
-from jobdispatch import Dispatcher, PoolConfig, PoolFull
+class TestWakeUpInterrupted:
+    def test_producer_interrupted_as_it_is_woken_hands_the_wake_up_on(self, monkeypatch: pytest.MonkeyPatch) -> None:
+        """Ctrl-C just as a blocked producer is woken for room: the next blocked producer gets the room."""
+        from jobdispatch import Dispatcher, PoolConfig, _pool
+        from support import WAIT, wait_for
 
-d = Dispatcher([PoolConfig(0, 1, 0)], name="place")
-pool = d._pools[0]
-if not hasattr(pool, "_slots"):
-    print("skip: the pool no longer hands places over through _slots", flush=True)
-    os._exit(0)
-gate, started = threading.Event(), threading.Event()
-d.dispatch(lambda: (started.set(), gate.wait(10)))
-started.wait(10)
-real = pool._slots
+        real_sleep = _pool.Pool.sleep_until_woken
 
+        def interrupted_once_woken(pool: _pool.Pool, *args: Any) -> None:
+            real_sleep(pool, *args)
+            if threading.current_thread().name == "test-first":
+                raise KeyboardInterrupt  # as CPython delivers Ctrl-C when the call that woke it returns
 
-class InterruptedHandOver:
-    # A Ctrl-C that CPython delivers as the blocked get() returns the place: the C call
-    # has taken the place, and the KeyboardInterrupt is raised right after it.
-    def __getattr__(self, name):
-        return getattr(real, name)
-
-    def get(self, block=True, timeout=None):
-        real.get(block, timeout)
-        raise KeyboardInterrupt
-
-
-pool._slots = InterruptedHandOver()
-threading.Timer(0.1, gate.set).start()  # frees the place while the dispatch below waits for it
-try:
-    d.dispatch(lambda: None)
-except KeyboardInterrupt:
-    pass
-pool._slots = real
-try:
-    d.dispatch(lambda: None, timeout=2)
-    print("place kept", flush=True)
-except PoolFull:
-    print("place lost", flush=True)
-os._exit(0)
-"""
-
-
-class TestPlaceHandOver:
-    def test_interrupt_as_place_arrives_keeps_the_place(self) -> None:
-        """A KeyboardInterrupt raised as a blocked dispatch gets its place gives the place back."""
-        result = subprocess.run([sys.executable, "-c", PLACE_SCRIPT], capture_output=True, text=True, timeout=60)
-        assert result.returncode == 0, result.stderr
-        if result.stdout.startswith("skip:"):
-            pytest.skip(result.stdout.strip())
-        assert result.stdout.strip() == "place kept"
-
-    def test_dropped_place_returns_to_its_pool(self) -> None:
-        """A place taken and dropped without being given back (as Ctrl-C drops it) is back in the pool."""
-        from jobdispatch import Dispatcher, PoolConfig, PoolFull
-
-        d = Dispatcher([PoolConfig(0, 1, 0)], name="test-drop")
+        monkeypatch.setattr(_pool.Pool, "sleep_until_woken", interrupted_once_woken)
+        d = Dispatcher([PoolConfig(0, 1, 0)], name="test-woken")
         try:
-            d.dispatch(_tiny)  # the pool makes its one place
-            assert d.wait(10)
-            place = d._pools[0]._slots.get(False)
-            with pytest.raises(PoolFull):
-                d.dispatch(_tiny, timeout=0)
-            del place
-            d.dispatch(_tiny, timeout=0)
-            assert d.wait(10)
-            assert d.stats()[0].completed == 2
-        finally:
-            d.finalize(timeout=10)
-
-    def test_places_go_with_their_pool(self) -> None:
-        """A collected pool takes its places with it: no place outlives or resurrects its queue."""
-        import gc
-        import weakref
-
-        from jobdispatch import Dispatcher, PoolConfig
-
-        d = Dispatcher([PoolConfig(0, 2, 3)], name="test-gone")
-        d.dispatch(_tiny)
-        d.finalize(timeout=10)
-        slots = weakref.ref(d._pools[0]._slots)
-        del d
-        gc.collect()
-        assert slots() is None
-
-    def test_place_dropped_while_a_due_job_waits_reaches_that_job(self) -> None:
-        """A place dropped (as Ctrl-C drops it) while a due delayed job waits for room still goes to that job."""
-        from jobdispatch import Dispatcher, PoolConfig
-        from support import wait_for
-
-        d = Dispatcher([PoolConfig(0, 1, 0)], name="test-duedrop")
-        try:
-            d.dispatch(_tiny)
-            assert d.wait(10)  # one idle worker; its one place is free
+            gate, started = threading.Event(), threading.Event()
+            d.dispatch(lambda: (started.set(), gate.wait(WAIT)))
+            assert started.wait(WAIT)
             pool = d._pools[0]
-            ran = threading.Event()
-            place = pool._slots.get(False)  # a dispatch takes the place ...
-            d.dispatch_later(0, ran.set)
-            wait_for(lambda: pool._due, "the due job to wait for room")  # ... the due job finds the pool full ...
-            del place  # ... and Ctrl-C drops the place: no worker frees one
-            assert ran.wait(10)
-            assert d.wait(10)
+            outcomes: list[str] = []
+
+            def produce() -> None:
+                try:
+                    d.dispatch(lambda: None)
+                    outcomes.append("queued")
+                except KeyboardInterrupt:
+                    outcomes.append("interrupted")
+
+            first = threading.Thread(target=produce, name="test-first")
+            first.start()
+            wait_for(lambda: len(pool._room_waiters) == 1, "the first producer to wait for room")
+            second = threading.Thread(target=produce, name="test-second")
+            second.start()
+            wait_for(lambda: len(pool._room_waiters) == 2, "the second producer to wait for room")
+            gate.set()  # the job ends: its place wakes the first producer, which is interrupted
+            first.join(WAIT)
+            second.join(WAIT)
+            assert not second.is_alive(), "the second producer slept on next to a free place"
+            assert sorted(outcomes) == ["interrupted", "queued"]
+            assert d.wait(WAIT)
+            d.dispatch(lambda: None, timeout=0)  # and the place is free again
         finally:
-            d.finalize(timeout=10)
+            d.finalize(timeout=WAIT)
 
 
 class TestTimerWakeUp:
@@ -727,7 +687,7 @@ def _sweep(op_name: str, mode: str) -> dict[str, Any]:
 
 SWEEP_CASES = [
     pytest.param(op, mode, id=f"{op}-{mode}")
-    for op in ("dispatch", "dispatch_later", "batch", "wait", "finalize", "finalize_cancel")
+    for op in ("dispatch", "dispatch_full", "dispatch_later", "batch", "wait", "finalize", "finalize_cancel")
     for mode in ("with", "exit", "continue")
 ]
 

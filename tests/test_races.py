@@ -436,24 +436,9 @@ class TestPlaceFreedBeforeBarrier:
         """Once wait() returned, the places of the jobs it waited for are free again."""
         d = Dispatcher([PoolConfig(0, 1, 0)], name=unique("race-place"))
         made.append(d)
-        pool = d._pools[0]
-        if not hasattr(pool, "_slots"):
-            pytest.skip("the pool no longer hands places over through _slots")
-        # The worker ends a job in two steps: it wakes the waiters of wait(), then gives
-        # the place back. CPython's GIL switch (or a free-threaded build) lets the woken
-        # waiter run in between, at random; here the worker, which binds _slots.put
-        # when it starts, gives the place back 50 ms late to make that window certain.
-        real = pool._slots
-        given_back = threading.Event()
-
-        class LateSlots:
-            def __getattr__(self, attribute: str) -> Any:
-                return getattr(real, attribute)
-
-            def put(self, item: bool, *args: Any) -> None:
-                given_back.wait(0.05)
-                real.put(item, *args)
-
+        # The worker frees a job's place and ends its generation in one
+        # hold of the pool's lock, the place first: a wait() that the
+        # job's end wakes finds the place free.
         gate = threading.Event()
         main = threading.get_ident()
 
@@ -470,7 +455,6 @@ class TestPlaceFreedBeforeBarrier:
                 time.sleep(0.001)  # polling for a state (main blocked in wait), not guessing a duration
             gate.set()
 
-        pool._slots = LateSlots()  # type: ignore[assignment]
         opener = threading.Thread(target=open_gate_once_main_waits, name="test-opener")
         try:
             d.dispatch(lambda: gate.wait(WAIT) and None, timeout=WAIT)
@@ -481,8 +465,6 @@ class TestPlaceFreedBeforeBarrier:
             except PoolFull:
                 pytest.fail("PoolFull right after wait() returned, on an empty pool")
         finally:
-            pool._slots = real
-            given_back.set()
             gate.set()
             opener.join(WAIT)
 

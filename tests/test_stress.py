@@ -573,7 +573,7 @@ class TestFormerDefects:
         try:
             for thread in outsiders:
                 thread.start()
-            wait_for(lambda: pool._blocked_producers == blocked, "the producers to block on the full pool")
+            wait_for(lambda: len(pool._room_waiters) == blocked, "the producers to block on the full pool")
             finalizer.start()
             for thread in outsiders:
                 thread.join(WAIT)

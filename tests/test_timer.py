@@ -125,7 +125,7 @@ class TestHugeTimeouts:
 
         producer = threading.Thread(target=produce, name="test-producer")
         producer.start()
-        wait_for(lambda: d._pools[0]._blocked_producers == 1, "the producer to block on the full pool")
+        wait_for(lambda: len(d._pools[0]._room_waiters) == 1, "the producer to block on the full pool")
         gate.set()
         producer.join(WAIT)
         assert not producer.is_alive()

@@ -28,7 +28,6 @@ from ._calls import _Call
 from ._config import PoolConfig
 from ._errors import EngineBroken
 from ._outcome import CancelledBeforeStart, ReportedElsewhere, safe_repr
-from ._places import Place
 from ._pool import ErrorHandler, Pool, count_worker_in, job_over
 from ._remote import Payload
 from ._rounds import Generation, Round
@@ -124,15 +123,13 @@ class BackedPool(Pool):
     def _worker_main(self) -> None:
         _feed(self)
 
-    def send(
-        self, job: object, fn: Callable[[], object], generation: Generation, batch: Batch | None, place: Place
-    ) -> bool:
+    def send(self, job: object, fn: Callable[[], object], generation: Generation, batch: Batch | None) -> bool:
         """Submit one queued job to the engine; return whether it took the in-flight slot."""
         remote = fn.fn if isinstance(fn, BatchCall) else fn
         if generation.cancelled:  # finalize(cancel_pending=True) dropped it
             if isinstance(remote, RemoteCall | Run):
                 remote.cancel_unstarted()
-            job_over(self, CancelledBeforeStart, place, generation, batch, fn)
+            job_over(self, CancelledBeforeStart, generation, batch, fn)
             return False
         started = fn.batch._start(fn) if isinstance(fn, BatchCall) else True
         if started and type(remote) is Run:  # a delayed job: its handle decides between cancel and send
@@ -141,11 +138,11 @@ class BackedPool(Pool):
             except CancelledBeforeStart:
                 started = False
         if not started:
-            job_over(self, CancelledBeforeStart, place, generation, batch, fn)
+            job_over(self, CancelledBeforeStart, generation, batch, fn)
             return False
         assert isinstance(remote, RemoteCall)  # what prepare() made, and all that reaches a backed pool
         if not isinstance(fn, BatchCall) and not remote.start():
-            job_over(self, CancelledBeforeStart, place, generation, batch, fn)
+            job_over(self, CancelledBeforeStart, generation, batch, fn)
             return False
         began = time.perf_counter()
         try:
@@ -156,9 +153,9 @@ class BackedPool(Pool):
                 f"{self._engine.describe()}, refused it ({type(error).__name__}: {error})"
             )
             broken.__cause__ = error
-            self._over(job, fn, remote, generation, batch, place, began, None, broken)
+            self._over(job, fn, remote, generation, batch, began, None, broken)
             return False
-        self._engine.when_done(future, partial(self._done, job, fn, remote, generation, batch, place, began))
+        self._engine.when_done(future, partial(self._done, job, fn, remote, generation, batch, began))
         return True
 
     def _done(
@@ -168,7 +165,6 @@ class BackedPool(Pool):
         remote: RemoteCall,
         generation: Generation,
         batch: Batch | None,
-        place: Place,
         began: float,
         future: Any,
     ) -> None:
@@ -179,7 +175,7 @@ class BackedPool(Pool):
             except BaseException as problem:  # the engine could not say: count it failed
                 result, error = None, problem
             del future
-            self._over(job, fn, remote, generation, batch, place, began, result, error)
+            self._over(job, fn, remote, generation, batch, began, result, error)
         finally:
             self._in_flight.release()
 
@@ -190,7 +186,6 @@ class BackedPool(Pool):
         remote: RemoteCall,
         generation: Generation,
         batch: Batch | None,
-        place: Place,
         began: float,
         result: object,
         error: BaseException | None,
@@ -209,7 +204,7 @@ class BackedPool(Pool):
             if type(run) is Run:
                 run.handle._finish()
         finally:
-            job_over(self, kind, place, generation, batch, fn)
+            job_over(self, kind, generation, batch, fn)
 
 
 def _feed(pool: BackedPool) -> None:
@@ -231,8 +226,8 @@ def _feed(pool: BackedPool) -> None:
                 pool._sentinels -= 1
                 pool._live -= 1
             return
-        job, fn, generation, batch, _, place = item
+        job, fn, generation, batch, _ = item
         del item
-        if pool.send(job, fn, generation, batch, place):
+        if pool.send(job, fn, generation, batch):
             holding = False  # the job holds it now; its done-callback frees it
-        del job, fn, generation, batch, place
+        del job, fn, generation, batch

@@ -13,7 +13,6 @@ import weakref
 from collections.abc import Callable, Iterable
 from concurrent.futures import Future
 from contextvars import copy_context
-from queue import Empty
 from types import BuiltinFunctionType, FunctionType, MethodType, TracebackType
 from typing import Any, TypeAlias, TypeVar, TypeVarTuple, overload
 
@@ -281,38 +280,34 @@ class Dispatcher:
             reported = job
         context = copy_context() if self._propagate_context else None
         running = _thread_role.running
-        # Pool.submit inlined for the common case, a free place: the call
-        # alone would add a tenth to the cost of a dispatch.
-        try:
-            place = pool._take_slot(False)
-        except Empty:
-            place = None
-        if place is None:  # outside the except block: no chained Empty in the caller's traceback
-            pool.submit(reported, fn, None, context, timeout)
-            return
+        # Pool.submit inlined for the common case, room in the pool: the
+        # call alone would add a tenth to the cost of a dispatch.
         queued = False
         spawn = None
         try:
             with pool._lock:
-                if pool._state is not _OPEN:
-                    place = pool.check_open_locked(place)
-                # Every call first, then the counters, then the hand-off (a C
-                # call) last: Ctrl-C strikes only at a call, so it cannot leave
-                # a counted job out of the queue.
-                spawn = pool._spawning and pool._reserve_worker_locked()
-                generation = pool._generation if running is None else pool.join_round_locked(running)
-                queued = True
-                generation.pending += 1
-                pool._entered += 1
-                pool._put_job((reported, fn, generation, None, context, place))
+                if pool._state is not _OPEN and pool.refuses():
+                    raise DispatcherClosed(self._closed_reason)
+                if pool._room:
+                    # Every call first, then the counters, then the hand-off
+                    # (a C call) last: Ctrl-C strikes only at a call, so it
+                    # cannot leave a counted job out of the queue.
+                    spawn = pool._spawning and pool._reserve_worker_locked()
+                    generation = pool._generation if running is None else pool.join_round_locked(running)
+                    queued = True
+                    pool._room -= 1
+                    generation.pending += 1
+                    pool._entered += 1
+                    pool._put_job((reported, fn, generation, None, context))
             if spawn:
                 pool.start_reserved(spawn)
         except BaseException as error:
-            if not queued:
-                pool._slots.put(place)  # first, one C call: even a RecursionError cannot lose the place
-            else:
+            if queued:
                 mark_queued(error)
-            pool.enqueue_failed(error, spawn, reported, fn, None, context, timeout)
+            pool.enqueue_failed(error, spawn, reported, fn, None, context)
+            return
+        if not queued:  # the pool is full (outside the except block: no chained error)
+            pool.submit(reported, fn, None, context, timeout)
 
     def submit(
         self,

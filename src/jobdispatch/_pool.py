@@ -1,13 +1,14 @@
-"""One bulkhead: a bounded queue of jobs, its places, its counters, and the threads it starts.
+"""One bulkhead: a bounded queue of jobs, its room, its counters, and the threads it starts.
 
-The hand-off is built only from C-implemented primitives. A pool owns two
-`queue.SimpleQueue` objects: ``_jobs`` carries work items to the workers,
-and ``_slots`` holds the free places of the pool as `Place` tokens
-(``workers + queue_size`` of them, made as the pool first needs them). A
-producer takes a place before it enqueues a job, the place travels with the
-job, and the worker gives it back when the job is over, so a producer blocks,
-inside C, exactly while the pool is full. Every counter is
-changed under the pool's own lock, which no other pool ever takes: pools share
+A pool has ``workers + queue_size`` places. A job takes one as it is
+queued and frees it when it is over, so a producer blocks exactly while
+the pool is full. The places are a counter, ``_room``, changed under the
+pool's own lock in the same hold that queues the job or counts it over:
+no place is ever held by a value that Ctrl-C could drop, and nothing
+depends on when an object is freed. Producers that find the pool full
+wait in ``_room_waiters`` (a lock each, or an asyncio future), and a job
+that ends wakes the first of them. Jobs travel to the workers through a
+`queue.SimpleQueue`. No other pool ever takes the lock: pools share
 nothing.
 """
 
@@ -21,10 +22,10 @@ import threading
 import time
 from collections import deque
 from collections.abc import Callable
-from queue import Empty, SimpleQueue
+from queue import SimpleQueue
 from typing import TYPE_CHECKING, Any, TypeAlias
 
-from ._config import PoolConfig
+from ._config import LONGEST_WAIT, PoolConfig
 from ._errors import DispatcherClosed, PoolFull
 from ._job import job_name, unwrap
 from ._outcome import (
@@ -37,7 +38,6 @@ from ._outcome import (
     mark_queued,
     tell_cancelled,
 )
-from ._places import NOWHERE, Place, WakeUp
 from ._rounds import Generation, Round, Running, finish_generation, generation_done, role, runs_jobs_of, wake_future
 from ._state import State
 from ._stats import PoolStats
@@ -61,8 +61,10 @@ ErrorHandler: TypeAlias = Callable[[Any, BaseException], object]
 _Item: TypeAlias = "tuple[object, Callable[[], object], Generation, Batch | None, contextvars.Context | None]"
 
 
-# A queued job: the same, and the place it holds in the pool.
-_Queued: TypeAlias = "tuple[object, Callable[[], object], Generation, Batch | None, contextvars.Context | None, Place]"
+# A queued job: the same tuple, which takes one place in the pool.
+_Queued: TypeAlias = _Item
+
+_LockType = type(threading.Lock())
 
 
 _OPEN = State.OPEN
@@ -95,10 +97,8 @@ class Pool:
         self.initializer: Callable[[], object] | None = None
         self._lock = threading.Lock()
         self._jobs: SimpleQueue[_Queued | None] = SimpleQueue()
-        self._slots: SimpleQueue[Place] = SimpleQueue()
-        self._take_slot = self._slots.get  # bound once: the hot path saves a lookup
         self._put_job = self._jobs.put
-        self._unissued = config.workers + config.queue_size  # places not made yet
+        self._room = config.workers + config.queue_size  # free places
         self._thread_limit = config.workers  # a subclass that runs jobs elsewhere lowers it
         # Worker threads. Ctrl-C can interrupt Thread.start() before or after
         # the thread really starts, so a worker counts itself in ``_live``
@@ -109,12 +109,12 @@ class Pool:
         self._spawning = True  # fewer threads than workers so far
         self._generation = round_.generations[index]
         self._due: deque[_Item] = deque()
-        self._room_waiters: deque[asyncio.Future[None]] = deque()
+        # Producers waiting for room, first come first woken: a blocked
+        # thread's lock, or an async producer's future.
+        self._room_waiters: deque[threading.Lock | asyncio.Future[None]] = deque()
         self._state = _OPEN  # OPEN, DRAINING (own jobs may still dispatch) or CLOSED
         self._stopping = False
         self._sentinels = 0
-        self._blocked_producers = 0
-        self._wake_ups = 0  # WakeUp tokens in _slots: not room
         # Counters, all changed under _lock. Items that went through _jobs and
         # completed are counted in _completed alone (the hot path); every
         # other way out of _jobs is counted in _left_otherwise as well, so
@@ -126,7 +126,7 @@ class Pool:
         self._delayed = 0
         self._failed = 0
         self._cancelled = 0
-        self._slow_release = False  # _due or _room_waiters is not empty
+        self._wanted = False  # _due or _room_waiters is not empty: a freed place goes to them
         self._queue_cancelled = False  # every job still queued or due will be dropped
         self._precounted = 0  # of those, how many are counted cancelled already
 
@@ -169,48 +169,42 @@ class Pool:
             PoolFull: No room came before ``timeout`` ran out.
             DispatcherClosed: The pool was closed.
         """
-        try:
-            place: Place | None = self._take_slot(False)
-        except Empty:
-            place = None
-        if place is None:  # outside the except block: no chained Empty in the caller's traceback
-            place = self._wait_for_slot(timeout)
-            if place is None:
-                self._run_inline(job, fn, batch, context)
-                return
-        self._submit_with(place, job, fn, batch, context, timeout)
-
-    def _submit_with(
-        self,
-        place: Place,
-        job: object,
-        fn: Callable[[], object],
-        batch: Batch | None,
-        context: contextvars.Context | None,
-        timeout: float | None,
-    ) -> None:
-        """Queue a job with the place it took (the body of `submit`, and what `Dispatcher.dispatch` inlines)."""
         running = role.running
+        deadline: float | None = None
         queued = False
         spawn = None
         try:
-            with self._lock:
-                if self._state is not _OPEN:
-                    place = self.check_open_locked(place)
-                spawn = self._spawning and self._reserve_worker_locked()
-                generation = self._generation if running is None else self.join_round_locked(running)
-                queued = True
-                generation.pending += 1
-                self._entered += 1
-                self._put_job((job, fn, generation, batch, context, place))  # the last call: see Dispatcher.dispatch
+            while True:
+                with self._lock:
+                    if self._state is not _OPEN and self.refuses():
+                        raise DispatcherClosed("cannot dispatch after finalize() was called")
+                    if self._room:
+                        # Every call first, then the counters, then the hand-off
+                        # (a C call) last: Ctrl-C strikes only at a call, so it
+                        # cannot leave a counted job out of the queue.
+                        spawn = self._spawning and self._reserve_worker_locked()
+                        generation = self._generation if running is None else self.join_round_locked(running)
+                        queued = True
+                        self._room -= 1
+                        generation.pending += 1
+                        self._entered += 1
+                        self._put_job((job, fn, generation, batch, context))
+                        break
+                    waiter = self.block_locked(timeout)
+                if waiter is None:  # a job of this pool, which is full: it runs the new job itself
+                    break
+                if deadline is None and timeout is not None:
+                    deadline = time.monotonic() + timeout
+                self.sleep_until_woken(waiter, deadline, timeout)
             if spawn:
                 self.start_reserved(spawn)
         except BaseException as error:
-            if not queued:
-                self._slots.put(place)  # first, one C call: even a RecursionError cannot lose the place
-            else:
+            if queued:
                 mark_queued(error)
-            self.enqueue_failed(error, spawn, job, fn, batch, context, timeout)
+            self.enqueue_failed(error, spawn, job, fn, batch, context)
+            return
+        if not queued:
+            self._run_here(job, fn, batch, context, None)
 
     def join_round_locked(self, running: Running) -> Generation:
         """Return the generation for a job dispatched from a thread that runs jobs.
@@ -223,21 +217,6 @@ class Pool:
             return self._generation
         return self.follow_up_locked(parent)
 
-    def check_open_locked(self, place: Place) -> Place:
-        """Refuse a dispatch to a pool that is not open, unless the caller may still dispatch.
-
-        Raises:
-            DispatcherClosed: The caller is refused.
-        """
-        if self.refuses():
-            raise DispatcherClosed("cannot dispatch after finalize() was called")
-        if type(place) is WakeUp:
-            # One of the dispatcher's own jobs, while finalize drains, took a
-            # wake-up meant for a blocked producer: it gives it back and
-            # waits for room (`enqueue_failed`).
-            raise _WokenInstead
-        return place
-
     def enqueue_failed(
         self,
         error: BaseException,
@@ -246,139 +225,76 @@ class Pool:
         fn: Callable[[], object],
         batch: Batch | None,
         context: contextvars.Context | None,
-        timeout: float | None,
     ) -> None:
         """Clean up after an enqueue (`submit`, `Dispatcher.dispatch`) that raised; re-raise but for `NoThread`.
 
-        The caller has put back the place already, unless the job was queued
-        with it. `NoThread`: the pool has no thread and cannot start one, so
-        the caller runs the job. A wake-up taken instead of a place: wait for
-        room. Anything else (DispatcherClosed, Ctrl-C): a reserved worker
+        A job is counted and takes its place only in the same hold of the
+        lock that queues it, so nothing needs giving back. `NoThread`: the
+        pool has no thread and cannot start one, so the caller runs the job.
+        Anything else (DispatcherClosed, PoolFull, Ctrl-C): a reserved worker
         that did not start is counted out.
         """
-        self.pass_room_on()  # under the lock: the place the caller put back may be what an async producer awaits
+        # A producer woken for room may fail before it takes it (Ctrl-C just
+        # after the wake-up): the next waiter gets the wake-up instead.
+        self.pass_room_on()
         if isinstance(error, NoThread):
-            self._run_inline(job, fn, batch, context)
-            return
-        if isinstance(error, _WokenInstead):
-            place = self._wait_for_slot(timeout)
-            if place is None:
-                self._run_inline(job, fn, batch, context)
-            else:
-                self._submit_with(place, job, fn, batch, context, timeout)
+            self._run_here(job, fn, batch, context, None)
             return
         if isinstance(spawn, threading.Thread):
             self.forget_reservation(spawn)
         raise error
 
-    def _wait_for_slot(self, timeout: float | None) -> Place | None:
-        """Block until the pool has room; ``None`` means run the job inline."""
-        if self._unissued:
-            with self._lock:
-                if self._unissued:
-                    return self._issue_place_locked()
-        if role.pool is self:
-            # A job is dispatching into its own full pool. Blocking here could
-            # deadlock once every worker does it, so the caller runs the job.
-            if timeout == 0:
-                raise PoolFull(f"pool {self.priority} is full ({self.capacity})")
-            return None
-        if timeout == 0:
-            raise PoolFull(f"pool {self.priority} is full ({self.capacity})")
-        deadline = None if timeout is None else time.monotonic() + timeout
-        with self._lock:
-            if self._state is not _OPEN and self.refuses():
-                raise DispatcherClosed("cannot dispatch after finalize() was called")
-            self._blocked_producers += 1
-        try:
-            while self._state is _OPEN:
-                remaining = None if deadline is None else max(0.0, deadline - time.monotonic())
-                try:
-                    place = self._slots.get(True, remaining)
-                except Empty:
-                    raise PoolFull(f"pool {self.priority} stayed full ({self.capacity}) for {timeout} s") from None
-                if type(place) is not WakeUp:
-                    return place
-                with self._lock:
-                    if self.refuses():
-                        self._wake_ups -= 1  # it was meant for a producer like this one
-                        raise DispatcherClosed("cannot dispatch after finalize() was called")
-                    self._slots.put(place)  # for a blocked producer that is refused: not this one
-            # Finalize drains, and this is one of the dispatcher's own jobs: it
-            # may still dispatch. It never takes from the queue of places in
-            # a blocking call, where it would take the wake-ups meant for the
-            # producers that are refused; it looks for a real place now and
-            # then instead (a rare wait: its job holds up only the drain).
-            return self._poll_for_place(deadline, timeout)
-        finally:
-            with self._lock:
-                self._blocked_producers -= 1
+    def block_locked(self, timeout: float | None) -> threading.Lock | None:
+        """Queue the calling producer to wait for room in the full pool; return what it sleeps on.
 
-    def give_back(self, place: Place) -> None:
-        """Return a place no job used, and wake an async producer waiting for room.
-
-        One C call puts the place back, so Ctrl-C (this runs on producer
-        threads) cannot lose it. The waiters are then looked at under the
-        lock, never through a flag read without it: `add_room_waiter` checks
-        for room and registers its waiter in one hold of that lock, so
-        either it sees this place or this call sees its waiter, whatever
-        the interleaving, with or without a GIL. A due delayed job waiting
-        for room gets it from the timer, which offers free places to such
-        jobs every few milliseconds (`serve_due`).
-        """
-        self._slots.put(place)
-        self.pass_room_on()
-
-    def _poll_for_place(self, deadline: float | None, timeout: float | None) -> Place:
-        """Wait for a real place by looking now and then, leaving wake-ups where they are."""
-        pause = 0.0005
-        while True:
-            with self._lock:
-                if self.refuses():
-                    raise DispatcherClosed("cannot dispatch after finalize() was called")
-                if self._unissued:
-                    return self._issue_place_locked()
-                with contextlib.suppress(Empty):
-                    return self._free_place_locked()
-            now = time.monotonic()
-            if deadline is not None and now >= deadline:
-                raise PoolFull(f"pool {self.priority} stayed full ({self.capacity}) for {timeout} s")
-            time.sleep(pause if deadline is None else min(pause, deadline - now))
-            pause = min(2 * pause, 0.005)
-
-    def _free_place_locked(self) -> Place:
-        """Take a free place without blocking, leaving wake-ups for the producers they are for.
+        ``None``: the caller is one of this pool's own jobs, which runs the
+        new job itself instead: blocking there could deadlock the pool once
+        every worker did it.
 
         Raises:
-            Empty: No place is free.
+            PoolFull: ``timeout`` is 0.
         """
-        wake_ups = 0
+        if timeout == 0:
+            raise PoolFull(f"pool {self.priority} is full ({self.capacity})")
+        if role.pool is self:
+            return None
+        waiter = threading.Lock()
+        waiter.acquire()
+        self._room_waiters.append(waiter)
+        self._wanted = True
+        return waiter
+
+    def sleep_until_woken(self, waiter: threading.Lock, deadline: float | None, timeout: float | None) -> None:
+        """Sleep until the pool wakes ``waiter`` (room came, or the pool closed); then look again.
+
+        A wake-up promises nothing: another producer may take the room
+        first. One that this producer cannot use (it timed out or was
+        interrupted just as it was woken) goes to the next waiter, so room
+        never sits unused next to a sleeping producer.
+
+        Raises:
+            PoolFull: ``deadline`` passed first.
+        """
+        woken = False
         try:
-            while True:
-                place = self._slots.get(False)
-                if type(place) is not WakeUp:
-                    return place
-                wake_ups += 1
+            if deadline is None:
+                woken = waiter.acquire()
+            else:
+                woken = waiter.acquire(True, min(max(0.0, deadline - time.monotonic()), LONGEST_WAIT))
         finally:
-            for _ in range(wake_ups):
-                self._slots.put(WakeUp(NOWHERE))
+            if not woken:
+                self._forget_waiter(waiter)
+        if not woken and deadline is not None and time.monotonic() >= deadline:
+            raise PoolFull(f"pool {self.priority} stayed full ({self.capacity}) for {timeout} s")
 
-    def _issue_place_locked(self) -> Place:
-        """Make one of the places not made yet."""
-        self._unissued -= 1  # first: a place dropped by Ctrl-C as it is made goes into _slots
-        return Place(self._slots)
-
-    def _run_inline(
-        self,
-        job: object,
-        fn: Callable[[], object],
-        batch: Batch | None,
-        context: contextvars.Context | None,
-    ) -> None:
+    def _forget_waiter(self, waiter: threading.Lock | asyncio.Future[None]) -> None:
         with self._lock:
-            if self._state is not _OPEN and self.refuses():
-                raise DispatcherClosed("cannot dispatch after finalize() was called")
-        self._run_here(job, fn, batch, context, None)
+            try:
+                self._room_waiters.remove(waiter)
+            except ValueError:  # woken already: the wake-up goes to the next waiter
+                self._pass_room_on_locked()
+            else:
+                self._wanted = bool(self._due or self._room_waiters)
 
     def _run_here(
         self,
@@ -440,58 +356,31 @@ class Pool:
             generation = self._generation if running is None else self.join_round_locked(running)
             scheduler.push_locked(self, generation, job, fn, batch, context, handle)
 
-    def submit_due(self, item: _Item) -> bool:
+    def submit_due(self, item: _Item) -> None:
         """Enqueue a delayed job whose time has come, without ever blocking.
 
-        If the pool is full, the item waits in ``_due`` and the next worker
-        that frees a place hands it over, ahead of blocked producers; the
-        timer also offers it again now and then (`serve_due`). Returns
-        whether the item waits.
+        If the pool is full, the item waits in ``_due``, and the next job of
+        the pool to end hands its place over to it, ahead of blocked
+        producers.
         """
-        place: Place | None = None
         try:
             with self._lock:
-                try:
-                    place = self._free_place_locked()
-                except Empty:
-                    if not self._unissued:
-                        if self._planned:
-                            self._due.append(item)  # the next worker to free a place hands it over
-                            self._slow_release = True
-                            return True
-                        raise NoThread from None  # no place, and no thread to free one
-                    place = self._issue_place_locked()
+                if not self._room:
+                    if self._planned:
+                        self._due.append(item)
+                        self._wanted = True
+                        return
+                    raise NoThread  # no room, and no thread to free any
                 spawn = self._spawning and self._reserve_worker_locked()
-                self._hand_over_due_locked(item, place)
+                self._room -= 1
+                self._hand_over_due_locked(item)
         except NoThread:
             # No thread can run it: the timer thread does (even while finalize drains).
-            if place is not None:
-                self.give_back(place)
             job, fn, generation, batch, context = item
             self._run_here(job, fn, batch, context, generation)
-            return False
+            return
         if spawn:
             self.start_reserved(spawn)
-        return False
-
-    def serve_due(self) -> bool:
-        """Hand free places to waiting due jobs and async producers; ``True`` once no due job waits.
-
-        Workers do this as they free places; the timer calls it too, so that
-        a place given back some other way (dropped by Ctrl-C, say) cannot
-        leave a due job waiting next to it.
-        """
-        with self._lock:
-            while self._due:
-                try:
-                    place = self._free_place_locked()
-                except Empty:
-                    if not self._unissued:
-                        break
-                    place = self._issue_place_locked()
-                self._hand_over_due_locked(self._due.popleft(), place)
-            self._pass_room_on_locked()
-            return not self._due
 
     def _reserve_worker_locked(self) -> threading.Thread | None:
         """Return a new worker to start if the jobs, with the one about to come, outnumber the threads.
@@ -561,32 +450,34 @@ class Pool:
                 self._planned = self._planned - 1 if self._planned > self._live else self._live
                 self._spawning = True
 
-    def _hand_over_due_locked(self, item: _Item, place: Place) -> None:
+    def _hand_over_due_locked(self, item: _Item) -> None:
         """Queue a due delayed job with the place it got."""
         self._delayed -= 1
         self._entered += 1
-        self._jobs.put((*item, place))  # the last call: Ctrl-C cannot leave it counted and not queued
+        self._jobs.put(item)  # the last call: Ctrl-C cannot leave it counted and not queued
 
-    def _release_slot_locked(self, place: Place) -> None:
+    def free_place_locked(self) -> None:
+        """Free the place of a job that is over: for a due delayed job, or for the next producer that waits."""
         if self._due:
-            self._hand_over_due_locked(self._due.popleft(), place)
+            self._hand_over_due_locked(self._due.popleft())  # the place goes with it
         else:
-            self._slots.put(place)
-        self._pass_room_on_locked()
+            self._room += 1
+            self._pass_room_on_locked()
+        self._wanted = bool(self._due or self._room_waiters)
 
     def add_room_waiter(self, waiter: asyncio.Future[None]) -> bool:
         """Resolve ``waiter`` when a place frees up; ``False`` if one is free now."""
         with self._lock:
             if self._state is not _OPEN and self.refuses():
                 raise DispatcherClosed("cannot dispatch after finalize() was called")
-            if self._slots.qsize() > self._wake_ups or self._unissued:
+            if self._room:
                 return False
             self._room_waiters.append(waiter)
-            self._slow_release = True
+            self._wanted = True
             return True
 
     def pass_room_on(self) -> None:
-        """Wake the next async producer if the pool has room."""
+        """Wake the next waiting producer if the pool has room."""
         with self._lock:
             self._pass_room_on_locked()
 
@@ -594,22 +485,24 @@ class Pool:
         """Forget ``waiter``, whose task stopped waiting, and hand on any wake-up it was given.
 
         The pool may have woken ``waiter`` just before its task was
-        cancelled, or may wake a cancelled one still in the queue: whenever
-        the pool has room, that wake-up goes to the next waiter, so a
-        cancelled waiter never keeps a place from the others.
+        cancelled: whenever the pool has room, that wake-up goes to the next
+        waiter, so a cancelled waiter never keeps a place from the others.
         """
-        with self._lock:
-            with contextlib.suppress(ValueError):
-                self._room_waiters.remove(waiter)
-            self._pass_room_on_locked()
+        self._forget_waiter(waiter)
 
     def _pass_room_on_locked(self) -> None:
-        # A waiter whose loop is closed cannot take the place: the next one
-        # is woken instead. A cancelled one hands it on (remove_room_waiter).
-        while self._room_waiters and (self._slots.qsize() > self._wake_ups or self._unissued):
-            if wake_future(self._room_waiters.popleft()):
+        # Wake the first waiter, a blocked thread or an async producer. One
+        # that cannot take the wake-up (its loop is closed) passes it on at
+        # once; a woken one that does not take the room passes it on too.
+        waiters = self._room_waiters
+        while self._room and waiters:
+            waiter = waiters.popleft()
+            if type(waiter) is _LockType:
+                waiter.release()
                 break
-        self._slow_release = bool(self._due or self._room_waiters)
+            if wake_future(waiter):  # type: ignore[arg-type]
+                break
+        self._wanted = bool(self._due or waiters)
 
     def add_generation_waiter(self, generation: Generation, waiter: asyncio.Future[None]) -> bool:
         """Resolve ``waiter`` when ``generation`` has no pending job; ``False`` if it has none now."""
@@ -702,11 +595,10 @@ class Pool:
         return not runs_jobs_of(self.owner)
 
     def close(self, *, draining: bool) -> None:
-        """Refuse new jobs and wake the producers blocked on a full pool.
+        """Refuse new jobs and wake the producers waiting for room.
 
-        Blocked producers get a `WakeUp` each, not a place: the pool never
-        holds more than its capacity, even while the dispatcher's own jobs
-        may still dispatch.
+        A woken producer looks again: it is refused, unless it is one of the
+        dispatcher's own jobs while finalize drains, which goes on waiting.
 
         Args:
             draining: Keep accepting follow-up jobs from the dispatcher's own
@@ -714,12 +606,14 @@ class Pool:
         """
         with self._lock:
             self._state = _DRAINING if draining else State.CLOSED
-            for _ in range(self._blocked_producers):
-                self._wake_ups += 1  # count first: room checks subtract them from the queue of places
-                self._slots.put(WakeUp(NOWHERE))
-            while self._room_waiters:
-                wake_future(self._room_waiters.popleft())
-            self._slow_release = bool(self._due)
+            waiters = self._room_waiters
+            while waiters:
+                waiter = waiters.popleft()
+                if type(waiter) is _LockType:
+                    waiter.release()
+                else:
+                    wake_future(waiter)  # type: ignore[arg-type]
+            self._wanted = bool(self._due)
 
     def cancel_queued(self, generations: list[Generation]) -> None:
         """Cancel the jobs of ``generations`` that wait in the queue or for room (not yet started).
@@ -763,7 +657,7 @@ class Pool:
         while self._due:
             self._delayed -= 1
             self._cancel_item_locked(self._due.popleft(), cancelled)
-        self._slow_release = bool(self._room_waiters)
+        self._wanted = bool(self._room_waiters)
 
     def cancel_delayed(self, item: _Item) -> None:
         """Drop a delayed job whose time has not come."""
@@ -783,7 +677,7 @@ class Pool:
                     del self._due[index]
                     self._delayed -= 1
                     self._cancel_item_locked(item, cancelled)
-                    self._slow_release = bool(self._due or self._room_waiters)
+                    self._wanted = bool(self._due or self._room_waiters)
                     break
             else:
                 return False
@@ -882,10 +776,6 @@ def _warn_no_thread(priority: int, error: Exception, outcome: str) -> None:
     logger.warning("pool %d could not start a worker thread (%s): %s", priority, error, outcome)
 
 
-class _WokenInstead(Exception):
-    """Raised by `Pool.check_open_locked` when a dispatch that may go on took a wake-up instead of a place."""
-
-
 def _log(message: str, name: str, pool: Pool, error: BaseException, duration: float) -> None:
     # A logging handler that raises, whatever it raises, must not kill the
     # worker; the failure is still counted in the pool's stats.
@@ -919,7 +809,6 @@ def count_worker_in(pool: Pool) -> bool:
 def job_over(
     pool: Pool,
     error: BaseException | type[BaseException] | None,
-    place: Place,
     generation: Generation,
     batch: Batch | None,
     fn: Callable[[], object],
@@ -945,10 +834,10 @@ def job_over(
                 pool._failed += 1
         # Give the place back before the barrier can open, so that a
         # wait() that returns leaves the pool with room.
-        if pool._slow_release:
-            pool._release_slot_locked(place)
+        if pool._wanted:
+            pool.free_place_locked()
         else:
-            pool._slots.put(place)
+            pool._room += 1
         generation.pending -= 1
         if not generation.pending and generation.done is not None:
             generation_done(generation)

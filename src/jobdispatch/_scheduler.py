@@ -401,10 +401,9 @@ class Scheduler:
             # timer again).
             if self._thread is not threading.current_thread():
                 return
-        parked: set[Pool] = set()  # pools where a due job waits for a place
         while True:
             try:
-                if not self._step(parked):
+                if not self._step():
                     return
             except BaseException as error:
                 # A defect, not a job's failure (those never reach here): the
@@ -417,9 +416,9 @@ class Scheduler:
                         exc_info=error,
                     )
                 del error
-                time.sleep(_SERVE_EVERY)  # no busy loop if the error repeats
+                time.sleep(_PAUSE_AFTER_ERROR)  # no busy loop if the error repeats
 
-    def _step(self, parked: set[Pool]) -> bool:
+    def _step(self) -> bool:
         """Sleep until something is due or asked for, then release and count; ``False``: exit.
 
         Everything taken from the heap lives in this frame only, so nothing
@@ -429,20 +428,14 @@ class Scheduler:
             while not self._requests:
                 heap = self._heap
                 if len(heap) == self._dead:  # nothing to wait for
-                    if self._stopping and not parked:
+                    if self._stopping:
                         self._thread = None
                         self._heap, self._dead = [], 0
                         return False
-                    if parked:
-                        self._condition.wait(_SERVE_EVERY)
-                        break
                     self._condition.wait()
                     continue
                 delay = heap[0][0] - time.monotonic()
                 if delay <= 0:
-                    break
-                if parked:
-                    self._condition.wait(min(delay, _SERVE_EVERY))
                     break
                 self._condition.wait(min(delay, LONGEST_WAIT))
             popped = self._pop_due_locked(time.monotonic())
@@ -450,14 +443,11 @@ class Scheduler:
         try:
             self._count_cancelled(requests)
         finally:
-            self._release(popped, parked)
+            self._release(popped)
             self._acknowledge(requests)
-        # Workers hand freed places to waiting due jobs; offering them
-        # again here covers places given back by any other way.
-        parked.difference_update([pool for pool in parked if pool.serve_due()])
         return True
 
-    def _release(self, popped: list[DelayedJob], parked: set[Pool]) -> None:
+    def _release(self, popped: list[DelayedJob]) -> None:
         """Hand each due job to its pool, or count it if it was cancelled meanwhile."""
         for handle in popped:
             try:
@@ -469,8 +459,7 @@ class Scheduler:
                     pool, item = handle._pool, handle._item
                     assert pool is not None
                     assert item is not None
-                    if pool.submit_due(item):
-                        parked.add(pool)
+                    pool.submit_due(item)
                     del pool, item
             except BaseException as error:
                 self._lost(handle, error)
@@ -583,6 +572,6 @@ def join_thread(thread: threading.Thread, deadline: float | None) -> None:
 
 
 _INTERRUPTED_START_GRACE = 0.2  # seconds
-_SERVE_EVERY = 0.005  # seconds between two offers of free places to due jobs that wait
+_PAUSE_AFTER_ERROR = 0.005  # seconds the timer pauses after an unexpected error
 _STOP_RENOTIFY = 0.1  # seconds between two wake-ups of a timer that stop() waits for
 _COMPACT_AFTER = 64  # cancelled entries the heap may keep before it is rebuilt without them

@@ -2,13 +2,23 @@
 
 from __future__ import annotations
 
+import sys
 import time
+from queue import Empty
 
 from ._outcome import CancelledBeforeStart, ReportedElsewhere, call_job, tell_cancelled
 from ._pool import Pool, count_worker_in
 from ._rounds import Running, generation_done, role
 
 __all__ = ["ThreadPool"]
+
+# Without the GIL, CPython frees an object that another thread let go of
+# only once the thread that made it runs Python code again (biased
+# reference counting). An idle worker blocked on its queue runs none: it
+# would keep a result or an exception made by one of its jobs alive for as
+# long as it idles. Idle workers on such a build wake this often to let
+# CPython free them; with the GIL they sleep until work comes.
+IDLE_WAKE_UP = None if getattr(sys, "_is_gil_enabled", lambda: True)() else 0.5
 
 
 class ThreadPool(Pool):
@@ -28,18 +38,21 @@ def _work(pool: Pool) -> None:
     if pool.initializer is not None:
         call_job(pool.initializer, None)
     get = pool._jobs.get
-    put_slot = pool._slots.put
     clock = time.perf_counter
     acquire = lock.acquire
     release = lock.release
+    idle_wake_up = IDLE_WAKE_UP
     while True:
-        item = get()
+        try:
+            item = get(True, idle_wake_up)
+        except Empty:
+            continue  # the jump back lets CPython free what others let go of
         if item is None:
             with lock:
                 pool._sentinels -= 1
                 pool._live -= 1
             return
-        job, fn, generation, batch, context, place = item
+        job, fn, generation, batch, context = item
         del item
         running.generation = generation
         error: BaseException | type[CancelledBeforeStart | ReportedElsewhere] | None = None
@@ -76,10 +89,10 @@ def _work(pool: Pool) -> None:
                     pool._failed += 1
             # Give the place back before the barrier can open, so that a
             # wait() that returns leaves the pool with room.
-            if pool._slow_release:
-                pool._release_slot_locked(place)
+            if pool._wanted:
+                pool.free_place_locked()
             else:
-                put_slot(place)
+                pool._room += 1
             generation.pending -= 1
             if not generation.pending and generation.done is not None:
                 generation_done(generation)
@@ -89,4 +102,4 @@ def _work(pool: Pool) -> None:
             running.generation = None  # the job is over: a progress report joins no round
             batch._job_over(fn, cancelled=error is CancelledBeforeStart)
         # Drop every reference before blocking, so no job outlives its run.
-        del job, fn, generation, batch, context, error, place
+        del job, fn, generation, batch, context, error
