@@ -332,7 +332,7 @@ class WatchedLock:
     """A lock that tells when a thread had to wait for it."""
 
     def __init__(self) -> None:
-        self._lock = threading.Lock()
+        self._lock = threading.RLock()  # as the pool's own
         self.contended = threading.Event()
 
     def acquire(self, blocking: bool = True, timeout: float = -1) -> bool:
@@ -346,8 +346,8 @@ class WatchedLock:
     def release(self) -> None:
         self._lock.release()
 
-    def locked(self) -> bool:
-        return self._lock.locked()
+    def _is_owned(self) -> bool:
+        return self._lock._is_owned()  # type: ignore[attr-defined, no-any-return]
 
     def __enter__(self) -> bool:
         return self.acquire()

@@ -445,6 +445,91 @@ class TestWakeUpInterrupted:
             d.finalize(timeout=WAIT)
 
 
+class _StruckLock:
+    """The pool's lock, seen through a wrapper that raises KeyboardInterrupt once, just after one of its calls.
+
+    CPython delivers a pending Ctrl-C as a C call returns: the lock is then
+    taken (or given back) and the caller gets KeyboardInterrupt instead.
+    """
+
+    def __init__(self, real: Any, after: str, nth: int, thread: int) -> None:
+        self.real, self.after, self.nth, self.thread, self.struck = real, after, nth, thread, False
+
+    def _strike(self, call: str) -> None:
+        if call == self.after and not self.struck and threading.get_ident() == self.thread:
+            self.nth -= 1
+            if not self.nth:
+                self.struck = True
+                raise KeyboardInterrupt
+
+    def acquire(self, *args: Any) -> bool:
+        taken: bool = self.real.acquire(*args)
+        self._strike("acquire")
+        return taken
+
+    def release(self) -> None:
+        self.real.release()
+        self._strike("release")
+
+    def _is_owned(self) -> bool:
+        return bool(self.real._is_owned())
+
+    def __enter__(self) -> bool:
+        return self.acquire()
+
+    def __exit__(self, *exc: object) -> None:
+        self.real.release()
+
+
+class TestInterruptAsTheLockCallReturns:
+    @pytest.mark.parametrize(("after", "nth"), [("acquire", 1), ("acquire", 2), ("release", 1), ("release", 2)])
+    @pytest.mark.parametrize("how", ["dispatch", "batch", "full pool"])
+    def test_lock_is_free_and_job_counted_right(self, after: str, nth: int, how: str) -> None:
+        """Ctrl-C as the pool's lock is taken or given back in a dispatch leaves the lock free and the job counted."""
+        from jobdispatch import Dispatcher, PoolConfig
+        from support import WAIT
+
+        d = Dispatcher([PoolConfig(0, 2, 0 if how == "full pool" else 4)], name="test-struck")
+        try:
+            pool = d._pools[0]
+            ran = Counter()
+            gate, started = threading.Event(), threading.Event()
+            d.dispatch(lambda: (started.set(), gate.wait(WAIT)))  # a worker runs; so the next dispatch starts none
+            assert started.wait(WAIT)
+            if how == "full pool":
+                d.dispatch(lambda: gate.wait(WAIT))
+            pool._lock = _StruckLock(pool._lock, after, nth, threading.get_ident())
+            if how == "full pool":
+                threading.Timer(0.05, gate.set).start()  # room comes while the dispatch below waits
+            with pytest.raises(KeyboardInterrupt) if how == "full pool" or nth == 1 else contextlib.nullcontext():
+                if how == "batch":
+                    with d.batch() as batch:
+                        batch.dispatch(ran)
+                else:
+                    d.dispatch(ran)
+            pool._lock.thread = -1  # no strike from here on
+            assert not pool._room_waiters, "the interrupted producer is still registered as waiting for room"
+            if how == "full pool" or nth == 1:  # a dispatch into a pool with room takes the lock once
+                assert pool._lock.struck
+            gate.set()
+            free = threading.Thread(target=lambda: pool._lock.real.acquire(True, WAIT) and pool._lock.real.release())
+            free.start()
+            free.join(WAIT)
+            assert not free.is_alive(), "the pool's lock was left held"
+            assert d.wait(WAIT)
+            stats = d.stats(0)
+            blockers = 2 if how == "full pool" else 1
+            assert (stats.busy, stats.queued, stats.failed) == (0, 0, 0)
+            assert stats.completed == blockers + ran.value  # it ran, or ...
+            assert ran.value + stats.cancelled <= 1  # ... was counted cancelled, or never accepted
+            assert not pool._room_waiters, "an interrupted producer was left waiting for room"
+            assert pool._room == pool._places
+            d.dispatch(ran, timeout=0)  # the pool has its room
+            assert d.wait(WAIT)
+        finally:
+            d.finalize(cancel_pending=True, timeout=10)
+
+
 class TestTimerWakeUp:
     def test_stale_waiter_left_by_an_interrupted_notify_does_not_keep_the_timer_asleep(
         self, monkeypatch: pytest.MonkeyPatch

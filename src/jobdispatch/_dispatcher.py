@@ -251,10 +251,11 @@ class Dispatcher:
             # A function (a method's function) checked once, not each time it
             # is dispatched: a producer loop sends the same one over and over.
             function = job if kind is FunctionType else job.__func__  # type: ignore[union-attr]
-            if function is _last_sync_function or (
+            if function is not _last_sync_function and (
                 type(function) is FunctionType and not function.__code__.co_flags & _ASYNC_FLAGS
             ):
                 _last_sync_function = function
+            if function is _last_sync_function:
                 if priority is None:
                     pool = self._only_thread_pool
                 elif type(priority) is int:
@@ -281,27 +282,32 @@ class Dispatcher:
         context = copy_context() if self._propagate_context else None
         running = _thread_role.running
         # Pool.submit inlined for the common case, room in the pool: the
-        # call alone would add a tenth to the cost of a dispatch.
+        # call alone would add a tenth to the cost of a dispatch. The lock is
+        # taken inside the try block: a Ctrl-C that strikes as acquire()
+        # returns finds it owned below (a `with` costs twice as much).
+        lock = pool._lock
         queued = False
         spawn = None
         try:
-            with pool._lock:
-                if pool._state is not _OPEN and pool.refuses():
-                    raise DispatcherClosed(self._closed_reason)
-                if pool._room:
-                    # Every call first, then the counters, then the hand-off
-                    # (a C call) last: Ctrl-C strikes only at a call, so it
-                    # cannot leave a counted job out of the queue.
-                    spawn = pool._spawning and pool._reserve_worker_locked()
-                    generation = pool._generation if running is None else pool.join_round_locked(running)
-                    queued = True
-                    pool._room -= 1
-                    generation.pending += 1
-                    pool._entered += 1
-                    pool._put_job((reported, fn, generation, None, context))
+            lock.acquire()
+            if pool._state is not _OPEN and pool.refuses():
+                raise DispatcherClosed(self._closed_reason)
+            if pool._room:
+                # Every call first, then the counters, then the hand-off
+                # (a C call) last: Ctrl-C strikes only at a call, so it
+                # cannot leave a counted job out of the queue.
+                spawn = pool._spawning and pool._reserve_worker_locked()
+                generation = pool._generation if running is None else pool.join_round_locked(running)
+                queued = True
+                pool._room -= 1
+                generation.pending += 1
+                pool._put_job((reported, fn, generation, None, context))
+            lock.release()
             if spawn:
                 pool.start_reserved(spawn)
         except BaseException as error:
+            if lock._is_owned():  # type: ignore[attr-defined]
+                lock.release()
             if queued:
                 mark_queued(error)
             pool.enqueue_failed(error, spawn, reported, fn, None, context)

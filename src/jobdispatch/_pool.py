@@ -95,10 +95,15 @@ class Pool:
         # Run once by each worker thread before its first job (the initializer
         # of a `ThreadPoolExecutor`, which handles its own failure).
         self.initializer: Callable[[], object] | None = None
-        self._lock = threading.Lock()
+        # An RLock, for its owner check: the hot paths take it with a plain
+        # acquire() inside their try block (a `with` costs twice as much),
+        # and a Ctrl-C that strikes just after acquire() returned finds it
+        # owned in the except block, which releases it.
+        self._lock = threading.RLock()
         self._jobs: SimpleQueue[_Queued | None] = SimpleQueue()
         self._put_job = self._jobs.put
-        self._room = config.workers + config.queue_size  # free places
+        self._places = config.workers + config.queue_size
+        self._room = self._places  # free places
         self._thread_limit = config.workers  # a subclass that runs jobs elsewhere lowers it
         # Worker threads. Ctrl-C can interrupt Thread.start() before or after
         # the thread really starts, so a worker counts itself in ``_live``
@@ -117,9 +122,10 @@ class Pool:
         self._sentinels = 0
         # Counters, all changed under _lock. Items that went through _jobs and
         # completed are counted in _completed alone (the hot path); every
-        # other way out of _jobs is counted in _left_otherwise as well, so
-        # that busy = _entered - _completed - _left_otherwise - queued.
-        self._entered = 0  # items ever put into _jobs
+        # other way out of _jobs is counted in _left_otherwise as well. An
+        # item holds one place from the moment it is queued to the moment
+        # it is counted over, so the items in the pool (queued or running)
+        # are the places taken: capacity - _room.
         self._completed = 0  # items from _jobs that returned normally
         self._left_otherwise = 0  # items from _jobs that failed or were cancelled
         self._inline_completed = 0  # jobs run by the dispatching worker itself
@@ -170,37 +176,54 @@ class Pool:
             DispatcherClosed: The pool was closed.
         """
         running = role.running
+        lock = self._lock
         deadline: float | None = None
+        waiter: threading.Lock | None = None  # what this producer sleeps on while the pool is full
         queued = False
         spawn = None
         try:
             while True:
-                with self._lock:
-                    if self._state is not _OPEN and self.refuses():
-                        raise DispatcherClosed("cannot dispatch after finalize() was called")
-                    if self._room:
-                        # Every call first, then the counters, then the hand-off
-                        # (a C call) last: Ctrl-C strikes only at a call, so it
-                        # cannot leave a counted job out of the queue.
-                        spawn = self._spawning and self._reserve_worker_locked()
-                        generation = self._generation if running is None else self.join_round_locked(running)
-                        queued = True
-                        self._room -= 1
-                        generation.pending += 1
-                        self._entered += 1
-                        self._put_job((job, fn, generation, batch, context))
-                        break
-                    waiter = self.block_locked(timeout)
-                if waiter is None:  # a job of this pool, which is full: it runs the new job itself
+                lock.acquire()
+                if self._state is not _OPEN and self.refuses():
+                    raise DispatcherClosed("cannot dispatch after finalize() was called")
+                if self._room:
+                    # Every call first, then the counters, then the hand-off
+                    # (a C call) last: Ctrl-C strikes only at a call, so it
+                    # cannot leave a counted job out of the queue.
+                    spawn = self._spawning and self._reserve_worker_locked()
+                    generation = self._generation if running is None else self.join_round_locked(running)
+                    queued = True
+                    self._room -= 1
+                    generation.pending += 1
+                    self._put_job((job, fn, generation, batch, context))
+                    lock.release()
                     break
+                if timeout == 0:
+                    raise PoolFull(f"pool {self.priority} is full ({self.capacity})")
+                if role.pool is self:
+                    # A job of this pool, which is full: it runs the new job
+                    # itself. Blocking here could deadlock the pool once every
+                    # worker did it.
+                    lock.release()
+                    break
+                if waiter is None:
+                    waiter = threading.Lock()
+                    waiter.acquire()
+                self._room_waiters.append(waiter)  # the caller knows it first: Ctrl-C cannot leave it unknown
+                self._wanted = True
+                lock.release()
                 if deadline is None and timeout is not None:
                     deadline = time.monotonic() + timeout
                 self.sleep_until_woken(waiter, deadline, timeout)
             if spawn:
                 self.start_reserved(spawn)
         except BaseException as error:
+            if lock._is_owned():  # type: ignore[attr-defined]
+                lock.release()
             if queued:
                 mark_queued(error)
+            elif waiter is not None:
+                self._forget_waiter(waiter)  # it may be registered still: Ctrl-C struck before it slept
             self.enqueue_failed(error, spawn, job, fn, batch, context)
             return
         if not queued:
@@ -243,26 +266,6 @@ class Pool:
         if isinstance(spawn, threading.Thread):
             self.forget_reservation(spawn)
         raise error
-
-    def block_locked(self, timeout: float | None) -> threading.Lock | None:
-        """Queue the calling producer to wait for room in the full pool; return what it sleeps on.
-
-        ``None``: the caller is one of this pool's own jobs, which runs the
-        new job itself instead: blocking there could deadlock the pool once
-        every worker did it.
-
-        Raises:
-            PoolFull: ``timeout`` is 0.
-        """
-        if timeout == 0:
-            raise PoolFull(f"pool {self.priority} is full ({self.capacity})")
-        if role.pool is self:
-            return None
-        waiter = threading.Lock()
-        waiter.acquire()
-        self._room_waiters.append(waiter)
-        self._wanted = True
-        return waiter
 
     def sleep_until_woken(self, waiter: threading.Lock, deadline: float | None, timeout: float | None) -> None:
         """Sleep until the pool wakes ``waiter`` (room came, or the pool closed); then look again.
@@ -390,7 +393,7 @@ class Pool:
         the caller, outside the lock: starting a thread takes long enough to
         stall the pool.
         """
-        in_pool = self._entered - self._completed - self._left_otherwise + 1
+        in_pool = self._places - self._room + 1
         if in_pool <= self._planned:
             return None
         thread = threading.Thread(
@@ -453,7 +456,6 @@ class Pool:
     def _hand_over_due_locked(self, item: _Item) -> None:
         """Queue a due delayed job with the place it got."""
         self._delayed -= 1
-        self._entered += 1
         self._jobs.put(item)  # the last call: Ctrl-C cannot leave it counted and not queued
 
     def free_place_locked(self) -> None:
@@ -733,7 +735,7 @@ class Pool:
         The child has none of the parent's threads, and the lock may have been
         held by one of them at the fork, so it is replaced.
         """
-        self._lock = threading.Lock()
+        self._lock = threading.RLock()
         self._state = State.CLOSED
         self._stopping = True
         self._threads = []
@@ -743,7 +745,7 @@ class Pool:
         """Return a consistent snapshot of the pool's counters."""
         with self._lock:
             queued = max(0, self._jobs.qsize() - self._sentinels)
-            busy = self._entered - self._completed - self._left_otherwise - queued
+            busy = self._places - self._room - queued
             delayed, cancelled = self._delayed, self._cancelled
             if self._queue_cancelled:  # counted cancelled already; the workers drop them as they reach them
                 delayed -= len(self._due)
