@@ -29,6 +29,22 @@ def _gated_first(gate: threading.Event, started: threading.Event, ran: list[int]
     return call
 
 
+def _meet_at_chunk_starts(chunks: int, chunksize: int) -> Callable[[int], int]:
+    """Return a call that gives its thread's identity; the first call of each chunk waits for the others.
+
+    So every chunk is running at once, each on its own worker: calls not
+    grouped would spread over the workers.
+    """
+    barrier = threading.Barrier(chunks, timeout=WAIT)
+
+    def call(n: int) -> int:
+        if n % chunksize == 0:
+            barrier.wait()
+        return threading.get_ident()
+
+    return call
+
+
 class TestResults:
     @pytest.mark.parametrize("chunksize", [1, 3, 64])
     def test_results_come_in_input_order(self, kit: Kit, chunksize: int) -> None:
@@ -78,11 +94,12 @@ class TestResults:
 
 class TestChunks:
     def test_a_chunk_runs_on_one_worker(self, kit: Kit) -> None:
-        """With chunksize=n, each run of n consecutive calls runs on one thread, one after another."""
+        """With chunksize=n, each run of n consecutive calls runs on one thread; the chunks on different ones."""
         d = kit.dispatcher(4)
-        idents = list(d.executor(0).map(lambda _: threading.get_ident(), range(40), chunksize=5))
-        for start in range(0, 40, 5):
-            assert len(set(idents[start : start + 5])) == 1, idents
+        idents = list(d.executor(0).map(_meet_at_chunk_starts(4, 5), range(20), chunksize=5))
+        groups = [set(idents[start : start + 5]) for start in range(0, 20, 5)]
+        assert [len(group) for group in groups] == [1, 1, 1, 1], idents
+        assert len(set(idents)) == 4  # the four chunks ran at once, each on its own worker
 
     @pytest.mark.parametrize(("chunksize", "queued"), [(1, 12), (4, 3), (5, 3), (12, 1), (100, 1)])
     def test_a_chunk_is_one_queue_item(self, kit: Kit, chunksize: int, queued: int) -> None:
@@ -102,8 +119,9 @@ class TestChunks:
     def test_thread_pool_executor_sends_chunks_too(self) -> None:
         """ThreadPoolExecutor.map(chunksize=) groups its calls the same way."""
         with ThreadPoolExecutor(2) as executor:
-            idents = list(executor.map(lambda _: threading.get_ident(), range(12), chunksize=6))
+            idents = list(executor.map(_meet_at_chunk_starts(2, 6), range(12), chunksize=6))
             assert len(set(idents[:6])) == len(set(idents[6:])) == 1
+            assert idents[0] != idents[6]
         assert executor.stats().completed == 12
 
     def test_backed_pool_gets_each_call_on_its_own(self, kit: Kit) -> None:
