@@ -144,11 +144,26 @@ def submit_calls(
         if not checked:  # once there is a call to make, as submit does
             _check_callable(fn)
             checked = True
+        if len(group) == 1:
+            future: Future[Any] = Future()
+            future.add_done_callback(discard)  # before it is in the set: Ctrl-C cannot leave it there
+            _hand_over(
+                dispatcher,
+                priority,
+                pool,
+                pending,
+                (_Call(future, fn, group[0], {}, None, pending),),
+                (future,),
+                deadline,
+                loop,
+            )
+            futures.append(future)
+            continue
         fresh: list[Future[Any]] = []
         calls: list[_Call] = []
         for args in group:
-            future: Future[Any] = Future()
-            future.add_done_callback(discard)  # before it is in the set: Ctrl-C cannot leave it there
+            future = Future()
+            future.add_done_callback(discard)
             fresh.append(future)
             calls.append(_Call(future, fn, args, {}, None, pending))
         _hand_over(dispatcher, priority, pool, pending, calls, fresh, deadline, loop)
@@ -170,8 +185,8 @@ def _hand_over(
     priority: int,
     pool: Pool,
     pending: Pending,
-    calls: list[_Call],
-    futures: list[Future[Any]],
+    calls: Sequence[_Call],
+    futures: Sequence[Future[Any]],
     deadline: float | None,
     loop: asyncio.AbstractEventLoop | None,
 ) -> None:
