@@ -416,3 +416,46 @@ class TestEventLoopThread:
         assert asyncio.run(main()) == list(range(6, 0, -1))
         assert d.wait(WAIT)
         assert d.stats(0).completed == 7
+
+
+class TestInsideTheirOwnPool:
+    def test_map_into_its_own_full_pool_runs_the_chunks_in_the_job(self, kit: Kit) -> None:
+        """A job that maps into its own full pool runs each chunk itself, as dispatch does, instead of deadlocking."""
+        d = kit.dispatcher([PoolConfig(0, 1, queue_size=0)])
+        here: list[int] = []
+
+        def outer() -> list[int]:
+            here.append(threading.get_ident())
+            return list(d.executor(0).map(lambda n: (n, threading.get_ident()), range(6), chunksize=3))
+
+        results = d.submit(outer).result(WAIT)
+        assert [n for n, _ in results] == list(range(6))
+        assert {ident for _, ident in results} == set(here)
+        assert d.wait(WAIT)
+        assert d.stats(0).completed == 7
+
+
+class TestBrokenExecutor:
+    def test_chunked_calls_of_a_broken_executor_get_broken_thread_pool(self, caplog: pytest.LogCaptureFixture) -> None:
+        """When a thread initializer fails, every call of a chunk not started settles with BrokenThreadPool."""
+        from concurrent.futures.thread import BrokenThreadPool
+
+        gate = threading.Event()
+
+        def boom() -> None:
+            assert gate.wait(WAIT)  # both chunks are queued by then
+            raise RuntimeError("initializer failed")
+
+        executor = ThreadPoolExecutor(1, initializer=boom)
+        try:
+            with caplog.at_level(logging.CRITICAL, logger="concurrent.futures"):
+                results = executor.map(abs, range(6), chunksize=3)
+                assert executor.stats().queued == 2
+                gate.set()
+                with pytest.raises(BrokenThreadPool):
+                    next(results)
+        finally:
+            gate.set()
+            executor.shutdown()
+        stats = executor.stats()
+        assert (stats.completed, stats.failed, stats.cancelled) == (0, 0, 6)
