@@ -305,6 +305,18 @@ class TestPendingAndRounds:
         assert executor._pending.snapshot() == []
         assert sorted(ran) == list(range(1, 9))
 
+    def test_workers_never_wait_for_the_executors_lock(self, kit: Kit) -> None:
+        """Calls end, their futures settled, while another thread holds the executor's lock: no worker queues on it."""
+        d = kit.dispatcher(2)
+        executor = d.executor(0)
+        gate, started, ran = kit.gate(), threading.Event(), []
+        results = executor.map(_gated_first(gate, started, ran), range(8), chunksize=2)
+        assert started.wait(WAIT)
+        with executor._pending.lock:  # as a submit or a shutdown on another thread would, switched out meanwhile
+            gate.set()
+            assert d.wait(WAIT)
+        assert list(results) == list(range(8))
+
     def test_map_after_shutdown_is_refused(self) -> None:
         """map() on a shut-down ThreadPoolExecutor raises its RuntimeError, chunked or not."""
         executor = ThreadPoolExecutor(1)
