@@ -141,4 +141,4 @@ def run(mode: Mode, results: Results) -> None:
             no_context.note = f"propagate_context=True costs {ns_per_job:.0f} ns per job here (difference of medians)"
         results.rows.append(no_context)
     results.scenarios["throughput"] = raw
-    run_map(n // 4, trials, results)  # a call through map costs ten to twenty times a dispatch
+    run_map(n // 4, trials, results)  # a call through map costs about ten times a dispatch

@@ -4,8 +4,10 @@ from __future__ import annotations
 
 import asyncio
 import concurrent.futures as cf
+import gc
 import logging
 import threading
+import weakref
 from collections.abc import Callable, Iterator
 from typing import Any
 
@@ -471,3 +473,28 @@ class TestBrokenExecutor:
             executor.shutdown()
         stats = executor.stats()
         assert (stats.completed, stats.failed, stats.cancelled) == (0, 0, 6)
+
+
+class _Boom(Exception):
+    """What the failing calls raise."""
+
+
+def _boom(_: int) -> None:
+    raise _Boom
+
+
+class TestReferences:
+    def test_failure_in_a_chunk_is_freed_without_the_cycle_collector(self, kit: Kit) -> None:
+        """The exception a chunked call raises forms no cycle through the chunk, the call or its future."""
+        d = kit.dispatcher(2)
+        gc.disable()
+        try:
+            results = d.executor(0).map(_boom, [1, 2, 3], chunksize=3)
+            assert d.wait(WAIT)
+            with pytest.raises(_Boom) as info:
+                list(results)
+            ref = weakref.ref(info.value)
+            del info, results
+            wait_for(lambda: ref() is None, "the exception to be freed")
+        finally:
+            gc.enable()

@@ -79,14 +79,15 @@ class FuturesExecutor(Executor):
                 not ready, or a call the full pool had no room for, raises
                 `TimeoutError`; the calls not started are then cancelled.
             chunksize: Hand up to this many calls to a worker as one item
-                (>= 1), as `Dispatcher.dispatch_many` does: many tiny calls
-                get much cheaper. The calls of a chunk run one after another
-                on one worker, and show as one in ``stats().busy`` and
-                ``queued`` (``completed``, ``failed`` and ``cancelled`` count
-                them one by one); a call whose turn has not come can still
-                be cancelled through its future. With ``buffersize``, calls
-                are submitted a chunk at a time once there is room for one.
-                A pool with a backend gets each call on its own.
+                (>= 1), as `Dispatcher.dispatch_many` does: fewer hand-overs
+                make many tiny calls cheaper. The calls of a chunk run one
+                after another on one worker, and show as one in
+                ``stats().busy`` and ``queued`` (``completed``, ``failed``
+                and ``cancelled`` count them one by one); a call whose turn
+                has not come can still be cancelled through its future. With
+                ``buffersize``, calls are submitted a chunk at a time once
+                there is room for one. A pool with a backend gets each call
+                on its own.
             buffersize: Calls submitted ahead of the results taken, or
                 ``None`` to submit every call at once.
 
