@@ -3,19 +3,26 @@
 1a: one producer thread, one pool of 8 workers, jobdispatch with its default
 queue size. 1b: 8 producer threads into 2 pools of 8 workers (producer ``i``
 feeds pool ``i % 2``). The clock runs from the first submission until every
-job has finished (pool construction is not timed; the drain is).
+job has finished (pool construction is not timed; the drain is). 1c: the
+executors' ``map`` over a quarter as many no-op calls, 8 workers, every
+result read: ``jobdispatch.ThreadPoolExecutor`` (with ``chunksize`` 1 and
+32) against the standard library's.
 """
 
 from __future__ import annotations
 
+import concurrent.futures
 import threading
 import time
 from collections.abc import Callable, Sequence
+
+import jobdispatch
 
 from ._contenders import JobDispatchPools, Pools, contenders
 from ._harness import Mode, Results, compare, interleave, median, noop
 
 NO_CONTEXT = "jobdispatch, propagate_context=False"
+MAP_CHUNKED = "jobdispatch, chunksize=32"
 
 
 def run_once(factory: Callable[[Sequence[int]], Pools], workers: Sequence[int], producers: int, n: int) -> float:
@@ -45,6 +52,55 @@ def run_once(factory: Callable[[Sequence[int]], Pools], workers: Sequence[int], 
         return time.perf_counter() - start
     finally:
         pools.close()
+
+
+def map_once(make: Callable[[int], concurrent.futures.Executor], n: int, chunksize: int) -> float:
+    """Return the seconds an executor's ``map`` of ``n`` no-op calls takes, every result read."""
+    executor = make(8)
+    items = [None] * n
+    try:
+        start = time.perf_counter()
+        for _ in executor.map(_noop_arg, items, chunksize=chunksize):
+            pass
+        return time.perf_counter() - start
+    finally:
+        executor.shutdown()
+
+
+def _map_runner(make: Callable[[int], concurrent.futures.Executor], n: int, chunksize: int) -> Callable[[], float]:
+    """Return a runner that gives the calls per second of one `map_once`."""
+    return lambda: n / map_once(make, n, chunksize)
+
+
+def _noop_arg(_: object) -> None:
+    """A call taking one argument that does nothing."""
+
+
+def run_map(n: int, trials: int, results: Results) -> None:
+    """Run scenario 1c and add its rows."""
+    makers: dict[str, tuple[Callable[[int], concurrent.futures.Executor], int]] = {
+        "jobdispatch": (jobdispatch.ThreadPoolExecutor, 1),
+        MAP_CHUNKED: (jobdispatch.ThreadPoolExecutor, 32),
+        "ThreadPoolExecutor": (concurrent.futures.ThreadPoolExecutor, 1),
+    }
+    for make, chunksize in makers.values():
+        map_once(make, min(n, 2_000), chunksize)
+    runners = {name: _map_runner(make, n, size) for name, (make, size) in makers.items()}
+    rates = interleave(runners, trials)
+    for reference, label in (
+        ("jobdispatch", "1c executor map, 1 pool x 8"),
+        (MAP_CHUNKED, "1c executor map, chunksize=32, 1 pool x 8"),
+    ):
+        results.rows += compare(
+            label,
+            "calls/s",
+            "calls/s",
+            rates,
+            higher_is_better=True,
+            reference=reference,
+            competitors=["ThreadPoolExecutor"],
+        )
+    results.scenarios["throughput"]["1c"] = {"calls": n, "workers": [8], "calls_per_s": rates}
 
 
 def run(mode: Mode, results: Results) -> None:
@@ -85,3 +141,4 @@ def run(mode: Mode, results: Results) -> None:
             no_context.note = f"propagate_context=True costs {ns_per_job:.0f} ns per job here (difference of medians)"
         results.rows.append(no_context)
     results.scenarios["throughput"] = raw
+    run_map(n // 4, trials, results)  # a call through map costs about ten times a dispatch

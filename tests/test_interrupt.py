@@ -181,6 +181,22 @@ def _op_dispatch_full(d: Any, ran: Counter) -> None:
         gate.set()  # interrupted before it blocked: the job above ends now
 
 
+# The executor views the map operations used, by dispatcher: after recovery
+# every future they made must be settled (a shutdown would wait for it).
+_views: list[tuple[Any, Any]] = []
+
+
+def _call_counter(counter: Counter) -> None:
+    counter()
+
+
+def _op_map(d: Any, ran: Counter, chunksize: int = 1) -> None:
+    view = d.executor(0)
+    _views.append((d, view))
+    for _ in view.map(_call_counter, [ran] * 5, chunksize=chunksize):
+        pass
+
+
 SWEEP_OPS: dict[str, tuple[Callable[[Any, Counter], None] | None, Callable[[Any, Counter], None]]] = {
     "dispatch": (None, _op_dispatch),
     "dispatch_full": (None, _op_dispatch_full),
@@ -189,6 +205,8 @@ SWEEP_OPS: dict[str, tuple[Callable[[Any, Counter], None] | None, Callable[[Any,
     "wait": (_some_jobs, lambda d, ran: d.wait()),
     "finalize": (_some_jobs, lambda d, ran: d.finalize()),
     "finalize_cancel": (_some_jobs, lambda d, ran: d.finalize(cancel_pending=True)),
+    "map": (None, _op_map),
+    "map_chunks": (None, lambda d, ran: _op_map(d, ran, chunksize=2)),
 }
 
 
@@ -246,6 +264,10 @@ def _recover(d: Any, name: str, mode: str, timeout: float) -> list[str]:
     for priority, stats in d.stats().items():
         if (stats.busy, stats.queued, stats.delayed) != (0, 0, 0):
             problems.append(f"pool {priority} after finalize: {stats}")
+    for owner, view in _views:
+        unsettled = [future for future in view._pending.snapshot() if owner is d]
+        if unsettled:
+            problems.append(f"futures of the executor view never settled: {unsettled}")
     return problems
 
 
@@ -772,7 +794,17 @@ def _sweep(op_name: str, mode: str) -> dict[str, Any]:
 
 SWEEP_CASES = [
     pytest.param(op, mode, id=f"{op}-{mode}")
-    for op in ("dispatch", "dispatch_full", "dispatch_later", "batch", "wait", "finalize", "finalize_cancel")
+    for op in (
+        "dispatch",
+        "dispatch_full",
+        "dispatch_later",
+        "batch",
+        "wait",
+        "finalize",
+        "finalize_cancel",
+        "map",
+        "map_chunks",
+    )
     for mode in ("with", "exit", "continue")
 ]
 

@@ -17,8 +17,9 @@ from itertools import islice
 from typing import TYPE_CHECKING, Any, ParamSpec, TypeVar
 
 from ._calls import Pending, dispatch_or_settle, running_loop, submit
-from ._config import check_timeout
+from ._config import check_int, check_timeout
 from ._errors import PoolFull
+from ._many import submit_calls
 from ._pool import Pool
 from ._rounds import current_pool
 
@@ -67,9 +68,9 @@ class FuturesExecutor(Executor):
         By default every call is submitted before ``map`` returns, as with
         ``ThreadPoolExecutor``: they all run even if the results are never
         read. With ``buffersize``, the input is read lazily: ``buffersize``
-        calls are submitted at first, and one more each time a result is
-        taken, so an endless or huge iterable is fine (keep a reference to
-        the executor while you iterate then).
+        calls are submitted at first, and more as results are taken, so an
+        endless or huge iterable is fine (keep a reference to the executor
+        while you iterate then).
 
         Args:
             fn: The function to call.
@@ -77,15 +78,27 @@ class FuturesExecutor(Executor):
             timeout: Seconds, from the call to ``map``, after which a result
                 not ready, or a call the full pool had no room for, raises
                 `TimeoutError`; the calls not started are then cancelled.
-            chunksize: Accepted for compatibility; ignored.
+            chunksize: Hand up to this many calls to a worker as one item
+                (>= 1), as `Dispatcher.dispatch_many` does: fewer hand-overs
+                make many tiny calls cheaper. The calls of a chunk run one
+                after another on one worker, and show as one in
+                ``stats().busy`` and ``queued`` (``completed``, ``failed``
+                and ``cancelled`` count them one by one); a call whose turn
+                has not come can still be cancelled through its future. With
+                ``buffersize``, calls are submitted a chunk at a time once
+                there is room for one. A pool with a backend gets each call
+                on its own.
             buffersize: Calls submitted ahead of the results taken, or
                 ``None`` to submit every call at once.
 
         Raises:
-            TypeError: ``buffersize`` is not an int, or ``timeout`` not a number.
-            ValueError: ``buffersize`` is less than 1, or ``timeout`` negative.
+            TypeError: ``chunksize`` or ``buffersize`` is not an int, or
+                ``timeout`` not a number.
+            ValueError: ``chunksize`` or ``buffersize`` is less than 1, or
+                ``timeout`` negative.
         """
         seconds = check_timeout(timeout)
+        size = check_int("chunksize", chunksize, 1)
         if buffersize is not None:
             if isinstance(buffersize, bool) or not isinstance(buffersize, int):
                 raise TypeError(f"buffersize must be an int or None, got {buffersize!r}")
@@ -96,10 +109,16 @@ class FuturesExecutor(Executor):
         futures: deque[Future[_T]] = deque()
         complete = True
         try:
-            for args in arguments if buffersize is None else islice(arguments, buffersize):
-                futures.append(
-                    submit(self._dispatcher, self._priority, self._pending, fn, args, {}, _remaining(deadline))
-                )
+            submit_calls(
+                self._dispatcher,
+                self._priority,
+                self._pending,
+                fn,
+                arguments if buffersize is None else islice(arguments, buffersize),
+                size,
+                deadline,
+                futures,
+            )
         except PoolFull:
             complete = False  # no room before the deadline: the iterator raises TimeoutError
         except BaseException:
@@ -109,7 +128,15 @@ class FuturesExecutor(Executor):
         refill = None
         if buffersize is not None and complete:
             refill = partial(
-                _refill, weakref.ref(self._dispatcher), self._priority, self._pending, fn, arguments, deadline
+                _refill,
+                weakref.ref(self._dispatcher),
+                self._priority,
+                self._pending,
+                fn,
+                arguments,
+                deadline,
+                size,
+                buffersize,
             )
         return _results(futures, deadline, complete, refill)
 
@@ -159,15 +186,26 @@ def _refill(
     fn: Callable[..., _T],
     arguments: Iterator[tuple[Any, ...]],
     deadline: float | None,
+    chunksize: int,
+    buffersize: int,
     futures: deque[Future[_T]],
 ) -> None:
-    """Submit the next call of a lazy `map`, if the input has one more item."""
-    for args in arguments:
-        owner = dispatcher()
-        if owner is None:
-            raise RuntimeError("cannot schedule new futures: the dispatcher of this map was garbage-collected")
-        futures.append(submit(owner, priority, pending, fn, args, {}, _remaining(deadline)))
+    """Submit the next calls of a lazy `map`, once there is room for a chunk and the input has more.
+
+    Called before each result is taken: ``buffersize`` calls stay submitted
+    ahead of the one being taken, a chunk at a time.
+    """
+    step = min(chunksize, buffersize)
+    room = buffersize + 1 - len(futures)
+    if room < step:
         return
+    items = list(islice(arguments, room - room % step))
+    if not items:
+        return
+    owner = dispatcher()
+    if owner is None:
+        raise RuntimeError("cannot schedule new futures: the dispatcher of this map was garbage-collected")
+    submit_calls(owner, priority, pending, fn, iter(items), chunksize, deadline, futures)
 
 
 def _results(
