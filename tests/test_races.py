@@ -547,3 +547,54 @@ class TestBatchExitInterleaving:
                 problems.append(f"point {point}: accepted, exit raised {group!r}, done {batch.done}/{batch.total}")
         assert point > 1
         assert not problems, problems
+
+
+class _SetChangedWhileScanned(set):  # type: ignore[type-arg]
+    """A batch's set of waiting calls, seen changing while something scans it item by item.
+
+    On a build without the GIL, a worker taking a call out of the set (the
+    batch's ``_start``, which takes no lock) can run in the middle of a scan
+    of the set by another thread. Here the scan itself makes the change, at
+    its first item, so that the interleaving is certain on any build. A copy
+    made in one step (``set.copy``) never sees it.
+    """
+
+    touched: threading.Event
+
+    def copy(self) -> set[Any]:
+        self.touched.set()
+        return set.copy(self)
+
+    def __iter__(self) -> Iterator[Any]:
+        self.touched.set()
+        items = set.__iter__(self)
+        yield next(items)
+        self.add(object())  # as a worker's remove would change the size
+        yield from items
+
+
+class TestBatchExitScansAtomically:
+    def test_exit_is_not_broken_by_a_worker_changing_the_waiting_calls(self, made: list[Dispatcher]) -> None:
+        """A batch's exit reads its waiting calls in one step: a worker taking one out meanwhile breaks nothing."""
+        d = Dispatcher({0: 1}, name=unique("race-bscan"))
+        made.append(d)
+        gate = threading.Event()
+        ran = Counter()
+        opener: threading.Thread | None = None
+        try:
+            with d.batch() as batch:
+                batch.dispatch(lambda: gate.wait(WAIT) and None)
+                for _ in range(3):
+                    batch.dispatch(ran)
+                waiting = _SetChangedWhileScanned(batch._waiting)
+                waiting.touched = threading.Event()
+                batch._waiting = waiting
+                # The jobs wait until the exit has read the set.
+                opener = threading.Thread(target=lambda: waiting.touched.wait(WAIT) and gate.set(), name="test-opener")
+                opener.start()
+        finally:
+            gate.set()
+            if opener is not None:
+                opener.join(WAIT)
+        assert ran.value == 3
+        assert (batch.total, batch.done) == (4, 4)
