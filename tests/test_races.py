@@ -7,7 +7,9 @@ with a timeout, so a lost wake-up fails the test instead of hanging it.
 
 from __future__ import annotations
 
+import gc
 import itertools
+import linecache
 import sys
 import threading
 import time
@@ -598,3 +600,66 @@ class TestBatchExitScansAtomically:
                 opener.join(WAIT)
         assert ran.value == 3
         assert (batch.total, batch.done) == (4, 4)
+
+
+def _at_line_of(frame: Any, event: str, file: str, text: str) -> bool:
+    """Whether a trace event is a line of ``file`` that contains ``text``."""
+    name = frame.f_code.co_filename
+    return event == "line" and name.endswith(file) and text in linecache.getline(name, frame.f_lineno)
+
+
+class TestRegistryReadWhileADispatcherIsCollected:
+    def test_exit_hook_lists_open_dispatchers_while_another_is_collected(self, made: list[Dispatcher]) -> None:
+        """The exit hook's list of open dispatchers survives a dispatcher collected by another thread meanwhile.
+
+        A thread that drops the last reference to a dispatcher may run the
+        registry's clean-up while the exit hook reads the registry. Without
+        the GIL the two run at once; here trace functions hold each thread at
+        the worst moment: the collecting thread just before it changes the
+        registry (after it checked that nobody reads it), the reading thread
+        in the middle of its read.
+        """
+        from jobdispatch import _dispatcher
+
+        kept = Dispatcher({0: 1}, name=unique("race-live-kept"))
+        made.append(kept)
+        doomed: list[Dispatcher] = [Dispatcher({0: 1}, name=unique("race-live-doomed"))]
+        collector_moved = threading.Event()  # at its change of the registry, or done
+        reading = threading.Event()  # the reader is in the middle of its read
+        changed = threading.Event()
+
+        def collector_trace(frame: Any, event: str, arg: Any) -> Any:
+            if _at_line_of(frame, event, "_weakrefset.py", "self.data.discard(item)"):
+                collector_moved.set()
+                reading.wait(WAIT)
+            return collector_trace
+
+        def collect() -> None:
+            previous = sys.gettrace()
+            sys.settrace(collector_trace)
+            try:
+                doomed.clear()
+                gc.collect()
+            finally:
+                sys.settrace(previous)
+                changed.set()
+                collector_moved.set()
+
+        def reader_trace(frame: Any, event: str, arg: Any) -> Any:
+            if _at_line_of(frame, event, "_weakrefset.py", "yield") and not reading.is_set():
+                reading.set()
+                changed.wait(WAIT)
+            return reader_trace
+
+        collector = threading.Thread(target=collect, name="test-collector")
+        collector.start()
+        assert collector_moved.wait(WAIT)
+        previous = sys.gettrace()
+        sys.settrace(reader_trace)
+        try:
+            live = _dispatcher._live()
+        finally:
+            sys.settrace(previous)
+            reading.set()
+            collector.join(WAIT)
+        assert kept in live
