@@ -75,6 +75,15 @@ _last_sync_function: object = None  # the last plain function dispatch() found n
 _PLAIN_CALLABLES = frozenset({FunctionType, MethodType, BuiltinFunctionType, functools.partial})
 
 
+def _remember_if_sync(function: object) -> bool:
+    """Whether ``function`` is a plain function, not a coroutine function; if so, dispatch() remembers it."""
+    global _last_sync_function
+    if type(function) is FunctionType and not function.__code__.co_flags & _ASYNC_FLAGS:
+        _last_sync_function = function
+        return True
+    return False
+
+
 def _plain_do(cls: type) -> FunctionType | None:
     """Return the ``do`` function of a Job class that dispatch() may route inline, or ``None``."""
     do = getattr(cls, "do", None)
@@ -241,7 +250,6 @@ class Dispatcher:
             raise DispatcherClosed(self._closed_reason)
         # The hot paths, inlined: a plain function, or a Job of a class seen
         # before, for a known pool. Anything else is routed by _route.
-        global _last_sync_function
         kind = type(job)
         pool: Pool | None = None
         fn: Callable[[], object] = job  # type: ignore[assignment]
@@ -251,11 +259,7 @@ class Dispatcher:
             # A function (a method's function) checked once, not each time it
             # is dispatched: a producer loop sends the same one over and over.
             function = job if kind is FunctionType else job.__func__  # type: ignore[union-attr]
-            if function is not _last_sync_function and (
-                type(function) is FunctionType and not function.__code__.co_flags & _ASYNC_FLAGS
-            ):
-                _last_sync_function = function
-            if function is _last_sync_function:
+            if function is _last_sync_function or _remember_if_sync(function):
                 if priority is None:
                     pool = self._only_thread_pool
                 elif type(priority) is int:
@@ -265,15 +269,17 @@ class Dispatcher:
             # The class's own do (not one the instance set, nor a later one of
             # the class), and a priority() method: else _route decides.
             if type(fn) is MethodType and fn.__func__ is do:
-                if priority is None and type(get_priority := job.priority) is MethodType:  # type: ignore[union-attr]
-                    try:
-                        priority = get_priority()
-                    except Exception as error:
-                        _note_priority_error(job, error)
-                        raise
-                    if type(priority) is not int:
-                        priority = _checked_priority(job, priority, "priority()")
-                if type(priority) is int:
+                if priority is None:
+                    if type(get_priority := job.priority) is MethodType:  # type: ignore[union-attr]
+                        try:
+                            priority = get_priority()
+                        except Exception as error:
+                            _note_priority_error(job, error)
+                            raise
+                        if type(priority) is not int:
+                            priority = _checked_priority(job, priority, "priority()")
+                        pool = self._thread_pools.get(priority)
+                elif type(priority) is int:
                     pool = self._thread_pools.get(priority)
         if pool is None:  # a pool is found above only for an int priority, or None on the only pool
             pool, fn, reported = self._route(job, priority, args, name)
