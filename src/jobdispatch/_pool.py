@@ -287,6 +287,10 @@ class Pool:
         finally:
             if not woken:
                 self._forget_waiter(waiter)
+                # The pool may have woken it all the same, as the wait ran out
+                # (the wake-up went on to the next waiter): lock it again, so
+                # that it puts this producer to sleep if it looks once more.
+                waiter.acquire(False)
         if not woken and deadline is not None and time.monotonic() >= deadline:
             raise PoolFull(f"pool {self.priority} stayed full ({self.capacity}) for {timeout} s")
 
