@@ -11,7 +11,9 @@ hang the test run at exit):
   finalize is interrupted promptly;
 - interrupt anywhere: the child raises KeyboardInterrupt, through a trace
   function, at the entry of each function called while one operation runs
-  (the points where CPython delivers a pending signal), then checks that the
+  (the points where CPython delivers a pending signal), or, through a
+  profile function, just after each C call jobdispatch makes returns (a
+  lock's acquire, release or owner check; a queue's put), then checks that the
   dispatcher recovers: ``finalize(cancel_pending=True)`` (what the ``with``
   statement does), ``finalize()`` (what the exit hook does), or simply going
   on (``wait()`` returns, no place in a pool is lost).
@@ -181,6 +183,40 @@ def _op_dispatch_full(d: Any, ran: Counter) -> None:
         gate.set()  # interrupted before it blocked: the job above ends now
 
 
+def _op_dispatch_full_now(d: Any, ran: Counter) -> None:
+    """A dispatch that may not wait, refused by a full pool (PoolFull is raised with the pool's lock once held)."""
+    from jobdispatch import PoolFull
+
+    gate = threading.Event()
+    try:
+        d.dispatch(lambda: gate.wait(1.0), priority=1)  # pool 1 (one worker, no queue) is now full
+        with contextlib.suppress(PoolFull):
+            d.dispatch(ran, priority=1, timeout=0)
+    finally:
+        gate.set()
+
+
+def _op_dispatch_async_full(d: Any, ran: Counter) -> None:
+    """An async producer waits for room in a full pool, woken as the job ahead of it ends."""
+    import asyncio
+
+    gate = threading.Event()
+    pool = d._pools[1]
+
+    def open_once_waiting() -> None:
+        deadline = time.monotonic() + 1.0
+        while not pool._room_waiters and not gate.is_set() and time.monotonic() < deadline:
+            time.sleep(0.001)  # polling for a state (the producer waits for room), bounded
+        gate.set()
+
+    try:
+        d.dispatch(lambda: gate.wait(1.0), priority=1)  # pool 1 is now full
+        threading.Thread(target=open_once_waiting, name="opener", daemon=True).start()
+        asyncio.run(d.dispatch_async(ran, priority=1))
+    finally:
+        gate.set()
+
+
 # The executor views the map operations used, by dispatcher: after recovery
 # every future they made must be settled (a shutdown would wait for it).
 _views: list[tuple[Any, Any]] = []
@@ -207,20 +243,26 @@ SWEEP_OPS: dict[str, tuple[Callable[[Any, Counter], None] | None, Callable[[Any,
     "finalize_cancel": (_some_jobs, lambda d, ran: d.finalize(cancel_pending=True)),
     "map": (None, _op_map),
     "map_chunks": (None, lambda d, ran: _op_map(d, ran, chunksize=2)),
+    "dispatch_full_now": (None, _op_dispatch_full_now),
+    "dispatch_async_full": (None, _op_dispatch_async_full),
 }
 
 
 def _injectable(frame: Any) -> bool:
     """Whether CPython could deliver a Ctrl-C at this function entry during the operation.
 
-    The entry of any jobdispatch function, of any function jobdispatch calls,
-    and of the wait inside Thread.start (the longest pause of a dispatch that
+    The entry of any jobdispatch function, of any function jobdispatch calls
+    (but asyncio's), and of the wait inside Thread.start (the longest pause of a dispatch that
     starts a worker). Deeper standard-library internals are left out: they
     are not the library's to protect.
     """
     code = frame.f_code
     if "jobdispatch" in code.co_filename:
         return True
+    if f"{os.sep}asyncio{os.sep}" in code.co_filename:
+        # The loop's own machinery (a future's callbacks, call_soon) is
+        # asyncio's to protect; asyncio.run turns Ctrl-C into a cancellation.
+        return False
     caller = frame.f_back
     if caller is None:
         return False
@@ -271,8 +313,13 @@ def _recover(d: Any, name: str, mode: str, timeout: float) -> list[str]:
     return problems
 
 
-def _child_sweep(op_name: str, mode: str, stop_first: bool) -> None:
-    """Interrupt ``op_name`` at its 1st, 2nd, ... injectable point; print what did not recover."""
+def _child_sweep(op_name: str, mode: str, stop_first: bool, at: str) -> None:
+    """Interrupt ``op_name`` at its 1st, 2nd, ... injectable point; print what did not recover.
+
+    ``at``: ``calls`` (the entry of a function, see `_injectable`) or
+    ``returns`` (just after a C function called by jobdispatch returns: a
+    lock's acquire, release or owner check, a queue's put, ...).
+    """
     from jobdispatch import Dispatcher, PoolConfig
 
     timeout = 1.0  # for calls on tiny jobs that take milliseconds when nothing is wrong
@@ -301,9 +348,24 @@ def _child_sweep(op_name: str, mode: str, stop_first: bool) -> None:
                     where.append(f"{code.co_name} ({os.path.basename(code.co_filename)}:{code.co_firstlineno})")
                     raise KeyboardInterrupt
 
+        def profiler(frame: Any, event: str, arg: Any, point: int = point, where: list[str] = where) -> None:
+            nonlocal calls
+            if event == "c_return" and "jobdispatch" in frame.f_code.co_filename:
+                calls += 1
+                if calls == point:
+                    called = getattr(arg, "__qualname__", repr(arg))
+                    code = frame.f_code
+                    where.append(
+                        f"after {called} in {code.co_name} ({os.path.basename(code.co_filename)}:{frame.f_lineno})"
+                    )
+                    raise KeyboardInterrupt
+
         def run(d: Any = d, ran: Counter = ran, tracer: Any = tracer, errors: list[str] = errors) -> None:
             previous_trace = sys.gettrace()  # coverage's tracer, if any: put back after
-            sys.settrace(tracer)
+            if at == "calls":
+                sys.settrace(tracer)
+            else:
+                sys.setprofile(profiler)
             try:
                 op(d, ran)
             except KeyboardInterrupt:
@@ -311,6 +373,7 @@ def _child_sweep(op_name: str, mode: str, stop_first: bool) -> None:
             except BaseException as error:
                 errors.append(f"the interrupted call raised {error!r}")
             finally:
+                sys.setprofile(None)
                 sys.settrace(previous_trace)
 
         worker = threading.Thread(target=run, name="op", daemon=True)
@@ -782,8 +845,8 @@ class TestBatchDispatchInterrupted:
             assert (ran.value, batch.total, batch.done) == (1, 1, 1)
 
 
-def _sweep(op_name: str, mode: str) -> dict[str, Any]:
-    args = ["sweep", op_name, mode, "all" if LONG else "first"]
+def _sweep(op_name: str, mode: str, at: str = "calls") -> dict[str, Any]:
+    args = ["sweep", op_name, mode, "all" if LONG else "first", at]
     result = subprocess.run(
         [sys.executable, HERE, *args], capture_output=True, text=True, timeout=1200 if LONG else 120
     )
@@ -804,8 +867,17 @@ SWEEP_CASES = [
         "finalize_cancel",
         "map",
         "map_chunks",
+        "dispatch_full_now",
+        "dispatch_async_full",
     )
     for mode in ("with", "exit", "continue")
+]
+
+# Just after a C call returns: the operations that take a pool's lock, queue
+# jobs or wait for room, in the mode that checks that no place is lost.
+SWEEP_RETURN_CASES = [
+    pytest.param(op, id=op)
+    for op in ("dispatch", "dispatch_full", "dispatch_full_now", "dispatch_async_full", "batch", "map_chunks")
 ]
 
 
@@ -815,6 +887,14 @@ class TestInterruptAnywhere:
     def test_dispatcher_recovers_from_interrupt_at_any_point(self, op_name: str, mode: str) -> None:
         """A KeyboardInterrupt at any function entry inside an operation leaves a dispatcher that recovers."""
         report = _sweep(op_name, mode)
+        assert report["points"] >= 1 or report["failures"]
+        assert not report["failures"], json.dumps(report["failures"], indent=1)
+
+    @pytest.mark.timeout(1300 if LONG else 150)
+    @pytest.mark.parametrize("op_name", SWEEP_RETURN_CASES)
+    def test_dispatcher_recovers_from_interrupt_as_any_c_call_returns(self, op_name: str) -> None:
+        """A KeyboardInterrupt just after any C call made by jobdispatch leaves a dispatcher that goes on."""
+        report = _sweep(op_name, "continue", at="returns")
         assert report["points"] >= 1 or report["failures"]
         assert not report["failures"], json.dumps(report["failures"], indent=1)
 
@@ -829,6 +909,6 @@ if __name__ == "__main__":
     elif kind == "block":
         _child_block(sys.argv[2])
     elif kind == "sweep":
-        _child_sweep(sys.argv[2], sys.argv[3], sys.argv[4] == "first")
+        _child_sweep(sys.argv[2], sys.argv[3], sys.argv[4] == "first", sys.argv[5])
     else:
         raise SystemExit(f"unknown child kind {kind!r}")

@@ -86,6 +86,11 @@ async def _enter_full(
             pool.submit(job, fn, batch, context, 0)
         except PoolFull:
             continue
+        except BaseException:
+            # Ctrl-C as submit was entered, before it could hand the wake-up
+            # on itself: the next waiter gets it.
+            pool.pass_room_on()
+            raise
         return
 
 

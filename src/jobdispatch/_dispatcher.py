@@ -297,6 +297,7 @@ class Dispatcher:
         try:
             lock.acquire()
             if pool._state is not _OPEN and pool.refuses():
+                lock.release()  # before the raise: see Pool.submit
                 raise DispatcherClosed(self._closed_reason)
             if pool._room:
                 # Every call first, then the counters, then the hand-off

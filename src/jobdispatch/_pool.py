@@ -185,6 +185,10 @@ class Pool:
             while True:
                 lock.acquire()
                 if self._state is not _OPEN and self.refuses():
+                    # Refusals give the lock back before they raise: in the
+                    # except block, Ctrl-C could strike as the owner check
+                    # returns, and keep it.
+                    lock.release()
                     raise DispatcherClosed("cannot dispatch after finalize() was called")
                 if self._room:
                     # Every call first, then the counters, then the hand-off
@@ -199,6 +203,7 @@ class Pool:
                     lock.release()
                     break
                 if timeout == 0:
+                    lock.release()
                     raise PoolFull(f"pool {self.priority} is full ({self.capacity})")
                 if role.pool is self:
                     # A job of this pool, which is full: it runs the new job
@@ -287,6 +292,10 @@ class Pool:
         finally:
             if not woken:
                 self._forget_waiter(waiter)
+                # The pool may have woken it all the same, as the wait ran out
+                # (the wake-up went on to the next waiter): lock it again, so
+                # that it puts this producer to sleep if it looks once more.
+                waiter.acquire(False)
         if not woken and deadline is not None and time.monotonic() >= deadline:
             raise PoolFull(f"pool {self.priority} stayed full ({self.capacity}) for {timeout} s")
 
