@@ -165,19 +165,23 @@ def _op_batch(d: Any, ran: Counter) -> None:
         batch.dispatch(ran, priority=1)
 
 
-def _op_dispatch_full(d: Any, ran: Counter) -> None:
-    gate = threading.Event()
-    pool = d._pools[1]
+def _open_once_waiting(pool: Any, gate: threading.Event) -> None:
+    """Open ``gate`` once a producer waits for room in ``pool`` (or after a second), from another thread."""
 
-    def open_once_blocked() -> None:
+    def opener() -> None:
         deadline = time.monotonic() + 1.0
         while not pool._room_waiters and not gate.is_set() and time.monotonic() < deadline:
             time.sleep(0.001)  # polling for a state (the producer waits for room), bounded
         gate.set()
 
+    threading.Thread(target=opener, name="opener", daemon=True).start()
+
+
+def _op_dispatch_full(d: Any, ran: Counter) -> None:
+    gate = threading.Event()
     try:
         d.dispatch(lambda: gate.wait(1.0), priority=1)  # pool 1 (one worker, no queue) is now full
-        threading.Thread(target=open_once_blocked, name="opener", daemon=True).start()
+        _open_once_waiting(d._pools[1], gate)
         d.dispatch(ran, priority=1)  # blocks until the job above ends
     finally:
         gate.set()  # interrupted before it blocked: the job above ends now
@@ -201,17 +205,9 @@ def _op_dispatch_async_full(d: Any, ran: Counter) -> None:
     import asyncio
 
     gate = threading.Event()
-    pool = d._pools[1]
-
-    def open_once_waiting() -> None:
-        deadline = time.monotonic() + 1.0
-        while not pool._room_waiters and not gate.is_set() and time.monotonic() < deadline:
-            time.sleep(0.001)  # polling for a state (the producer waits for room), bounded
-        gate.set()
-
     try:
         d.dispatch(lambda: gate.wait(1.0), priority=1)  # pool 1 is now full
-        threading.Thread(target=open_once_waiting, name="opener", daemon=True).start()
+        _open_once_waiting(d._pools[1], gate)
         asyncio.run(d.dispatch_async(ran, priority=1))
     finally:
         gate.set()
@@ -584,8 +580,11 @@ class TestInterruptAsTheLockCallReturns:
             if how == "full pool":
                 d.dispatch(lambda: gate.wait(WAIT))
             pool._lock = _StruckLock(pool._lock, after, nth, threading.get_ident())
-            if how == "full pool":
-                threading.Timer(0.05, gate.set).start()  # room comes while the dispatch below waits
+            # Into a full pool, every strike comes before the producer sleeps;
+            # should none come, the pool opens after WAIT, and the test fails
+            # rather than hangs.
+            safety = threading.Timer(WAIT, gate.set)
+            safety.start()
             with pytest.raises(KeyboardInterrupt) if how == "full pool" or nth == 1 else contextlib.nullcontext():
                 if how == "batch":
                     with d.batch() as batch:
@@ -593,6 +592,7 @@ class TestInterruptAsTheLockCallReturns:
                 else:
                     d.dispatch(ran)
             pool._lock.thread = -1  # no strike from here on
+            safety.cancel()
             assert not pool._room_waiters, "the interrupted producer is still registered as waiting for room"
             if how == "full pool" or nth == 1:  # a dispatch into a pool with room takes the lock once
                 assert pool._lock.struck
