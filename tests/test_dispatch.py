@@ -447,10 +447,12 @@ class TestTimeoutAndBackpressure:
         assert d.stats(0).queued == 0
         first.set()
         wait_for(lambda: d.stats(0).completed == 1, "the first job to finish")
-        d.dispatch(lambda: None, timeout=0)
+        third = kit.gate()  # held, so that its place stays taken (without the GIL a no-op ends at once)
+        d.dispatch(gated(third), timeout=0)
         with pytest.raises(PoolFull):
             d.dispatch(lambda: None, timeout=0)
         second.set()
+        third.set()
         assert d.wait(WAIT)
         assert d.stats(0).completed == 3
 
