@@ -496,7 +496,10 @@ class TestDelayedJobHandle:
             outcomes.append(handles[0].cancel())  # in the timer thread, between the pop and the hand-over
             return real(item)
 
-        monkeypatch.setattr(pool, "submit_due", submit_due)
+        unpatched = type(pool).submit_due
+        monkeypatch.setattr(
+            type(pool), "submit_due", lambda self, item: submit_due(item) if self is pool else unpatched(self, item)
+        )
         job = Stamp()
         handles.append(d.dispatch_later(0.01, job))
         assert d.wait(WAIT)

@@ -93,6 +93,8 @@ class RemoteCall:
 class BackedPool(Pool):
     """A pool that runs its jobs on a backend, with the limits and counters of a thread pool."""
 
+    __slots__ = ("_engine", "_in_flight")
+
     def __init__(
         self,
         config: PoolConfig,

@@ -76,6 +76,45 @@ _DRAINING = State.DRAINING
 class Pool:
     """The queue, the threads and the counters of one priority."""
 
+    # Slots: a pool has more attributes than CPython keeps in an instance's
+    # inline values, and the hot paths read and write them on every job.
+    __slots__ = (
+        "__weakref__",
+        "_cancelled",
+        "_completed",
+        "_delayed",
+        "_due",
+        "_failed",
+        "_generation",
+        "_inline_completed",
+        "_jobs",
+        "_left_otherwise",
+        "_live",
+        "_lock",
+        "_on_error",
+        "_places",
+        "_planned",
+        "_precounted",
+        "_put_job",
+        "_queue_cancelled",
+        "_room",
+        "_room_waiters",
+        "_sentinels",
+        "_spawning",
+        "_state",
+        "_stopping",
+        "_thread_limit",
+        "_thread_name",
+        "_threads",
+        "_wanted",
+        "index",
+        "initializer",
+        "owner",
+        "priority",
+        "queue_size",
+        "workers",
+    )
+
     def __init__(
         self,
         config: PoolConfig,

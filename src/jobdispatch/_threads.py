@@ -24,6 +24,8 @@ IDLE_WAKE_UP = None if getattr(sys, "_is_gil_enabled", lambda: True)() else 0.5
 class ThreadPool(Pool):
     """A pool whose jobs run on its own worker threads, started on demand."""
 
+    __slots__ = ()
+
     def _worker_main(self) -> None:
         _work(self)
 
