@@ -336,3 +336,83 @@ class TestFastPath:
                 d.dispatch(Job())
             assert routed.value == before, f"{routed.value - before} dispatches were routed with {config}"
             assert d.wait(WAIT)
+
+    @staticmethod
+    def _known_job_class(d: Dispatcher) -> type:
+        """A Job class for pool 0 that ``d`` has seen, so that it dispatches its instances inline.
+
+        An instance made with ``fail=True`` raises in ``priority()``.
+        """
+
+        class Job:
+            def __init__(self, fail: bool = False) -> None:
+                self.fail = fail
+                self.ran_in = ""
+
+            def do(self) -> None:
+                self.ran_in = threading.current_thread().name
+
+            def priority(self) -> int:
+                if self.fail:
+                    raise ValueError("no priority today")
+                return 0
+
+        first = Job()
+        d.dispatch(first)
+        assert d.wait(WAIT)
+        assert first.ran_in
+        return Job
+
+    @staticmethod
+    def _count_routes(monkeypatch: pytest.MonkeyPatch) -> Counter:
+        routed = Counter()
+        real_route = Dispatcher._route
+
+        def counting_route(self: Dispatcher, *args: Any) -> Any:
+            routed()
+            return real_route(self, *args)
+
+        monkeypatch.setattr(Dispatcher, "_route", counting_route)
+        return routed
+
+    def test_an_instance_whose_priority_is_a_number_goes_where_it_says(
+        self, kit: Kit, monkeypatch: pytest.MonkeyPatch
+    ) -> None:
+        """An instance of a known Job class whose priority is a plain number, not the method, is routed by it."""
+        d = kit.dispatcher({0: 1, 1: 1})
+        job = self._known_job_class(d)()
+        job.priority = 1
+        routed = self._count_routes(monkeypatch)
+        d.dispatch(job)
+        assert routed.value == 1  # the number is read by the full routing
+        assert d.wait(WAIT)
+        assert d.stats(1).completed == 1
+        assert "-p1" in job.ran_in
+
+    def test_an_instance_whose_priority_is_another_callable_is_routed_by_what_it_returns(self, kit: Kit) -> None:
+        """A callable set on the instance as its priority is called, as the class's method would be."""
+        d = kit.dispatcher({0: 1, 1: 1})
+        job = self._known_job_class(d)()
+        job.priority = lambda: 1
+        d.dispatch(job)
+        wrong = self._known_job_class(d)()
+        wrong.priority = lambda: "high"
+        with pytest.raises(TypeError, match="must be an int, got 'high'"):
+            d.dispatch(wrong)
+        assert d.wait(WAIT)
+        assert "-p1" in job.ran_in
+        assert d.stats(0).completed + d.stats(1).completed == 3  # the two first instances and job
+
+    def test_a_failing_priority_of_a_known_job_class_is_raised_with_a_note(
+        self, kit: Kit, monkeypatch: pytest.MonkeyPatch
+    ) -> None:
+        """priority() raising on the inline path raises its error, named, and dispatches nothing."""
+        d = kit.dispatcher({0: 1, 1: 1})
+        cls = self._known_job_class(d)
+        routed = self._count_routes(monkeypatch)
+        with pytest.raises(ValueError, match="no priority today") as raised:
+            d.dispatch(cls(fail=True))
+        assert routed.value == 0  # raised on the inline path
+        assert any("priority(), called to choose its pool" in note for note in raised.value.__notes__)
+        assert d.wait(WAIT)
+        assert d.stats(0).completed == 1  # the first instance alone

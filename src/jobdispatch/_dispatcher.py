@@ -109,6 +109,14 @@ def _note_priority_error(job: object, error: Exception) -> None:
         error.add_note(f"jobdispatch: raised by {job_name(job)}.priority(), called to choose its pool")
 
 
+def _has_priority_method(job: object) -> bool:
+    """Whether ``job.priority`` can be called (then an error of the call is the job's own)."""
+    try:
+        return callable(getattr(job, "priority", None))
+    except Exception:  # a property that raises: _route reads it again and raises that
+        return False
+
+
 def _weak_hook(dispatcher: Dispatcher) -> Callable[[], ErrorHandler | None]:
     """Return a function that finds ``on_error`` through a weak reference to ``dispatcher``."""
     reference = weakref.ref(dispatcher)
@@ -270,12 +278,17 @@ class Dispatcher:
             # the class), and a priority() method: else _route decides.
             if type(fn) is MethodType and fn.__func__ is do:
                 if priority is None:
-                    if type(get_priority := job.priority) is MethodType:  # type: ignore[union-attr]
-                        try:
-                            priority = get_priority()
-                        except Exception as error:
+                    # Called as a method, with no bound method made: an
+                    # instance whose priority is no method fails the call
+                    # before any code of its own runs, and _route reads it.
+                    try:
+                        priority = job.priority()  # type: ignore[union-attr]
+                    except Exception as error:
+                        if _has_priority_method(job):
                             _note_priority_error(job, error)
                             raise
+                        priority = None
+                    else:
                         if type(priority) is not int:
                             priority = _checked_priority(job, priority, "priority()")
                         pool = self._thread_pools.get(priority)
