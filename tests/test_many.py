@@ -10,7 +10,7 @@ from typing import Any
 
 import pytest
 
-from jobdispatch import Dispatcher, DispatcherClosed, PoolConfig, PoolFull
+from jobdispatch import Dispatcher, DispatcherClosed, PoolConfig, PoolFull, UnknownPriority
 from support import WAIT, Counter, Kit, gated
 
 request_id: contextvars.ContextVar[str] = contextvars.ContextVar("request_id", default="-")
@@ -162,6 +162,80 @@ class TestDispatchMany:
         for chunksize in (1, 4):
             with pytest.raises(DispatcherClosed):
                 d.dispatch_many([lambda: None], chunksize=chunksize)
+
+    @pytest.mark.parametrize("chunksize", [1, 4])
+    def test_priority_is_asked_once_per_job_when_no_thread_pool_has_it(self, kit: Kit, chunksize: int) -> None:
+        """A known Job class whose priority() names no pool: priority() is called once, UnknownPriority raised."""
+        d = kit.dispatcher({0: 1})
+        asked = Counter()
+
+        class Counted:
+            def __init__(self, priority: int) -> None:
+                self._priority = priority
+
+            def do(self) -> None:
+                pass
+
+            def priority(self) -> int:
+                asked()
+                return self._priority
+
+        d.dispatch_many([Counted(0), Counted(0)], chunksize=chunksize)  # the class is known from now on
+        assert asked.value == 2
+        with pytest.raises(UnknownPriority):
+            d.dispatch_many([Counted(7)], chunksize=chunksize)
+        assert asked.value == 3
+        assert d.wait(WAIT)
+        assert d.stats(0).completed == 2
+
+    def test_functions_methods_and_jobs_mixed_keep_their_order_in_a_pool(self, kit: Kit) -> None:
+        """Jobs of every kind, chunked together, run in the order they were given (one worker)."""
+        d = kit.dispatcher({0: 1})
+        order: list[str] = []
+
+        class Job:
+            def __init__(self, tag: str) -> None:
+                self.tag = tag
+
+            def do(self) -> None:
+                order.append(self.tag)
+
+            def priority(self) -> int:
+                return 0
+
+            def method(self) -> None:
+                order.append("m" + self.tag)
+
+        def job(tag: str) -> Any:
+            def run() -> None:
+                order.append("f" + tag)
+
+            return run
+
+        jobs: list[Any] = []
+        for n in range(30):
+            jobs += [Job(str(n)), job(str(n)), Job(str(n)).method]
+        assert d.dispatch_many(jobs, chunksize=4) == 90
+        assert d.wait(WAIT)
+        assert order == [tag for n in range(30) for tag in (str(n), f"f{n}", f"m{n}")]
+
+    @pytest.mark.parametrize("chunksize", [1, 4])
+    def test_a_coroutine_function_among_the_jobs_stops_the_call_and_says_how_far_it_got(
+        self, kit: Kit, chunksize: int
+    ) -> None:
+        """An async def among plain functions raises TypeError; the note counts exactly the jobs that run."""
+        d = kit.dispatcher({0: 2})
+        ran = Counter()
+
+        async def not_here() -> None:
+            pass
+
+        jobs: list[Any] = [ran] * 6 + [not_here] + [ran] * 3
+        with pytest.raises(TypeError, match="coroutine function") as raised:
+            d.dispatch_many(jobs, chunksize=chunksize)
+        assert d.wait(WAIT)
+        assert f"dispatched {ran.value} jobs before this error" in " ".join(raised.value.__notes__)
+        assert ran.value == (6 if chunksize == 1 else 4)  # a whole chunk of 4 went; the next was being filled
 
 
 class TestBatchDispatchMany:

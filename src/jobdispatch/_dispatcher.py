@@ -572,19 +572,40 @@ class Dispatcher:
                     dispatch(job, priority=priority, timeout=timeout)
                     count += 1
                 return count
+            self._check_open()
             groups: dict[Pool, list[tuple[object, Callable[[], object]]]] = {}
+            known = self._known_route
+            # The pool of a plain function, found once (None: _route decides).
+            if priority is None:
+                function_pool = self._only_thread_pool
+            else:
+                function_pool = self._thread_pools.get(priority) if type(priority) is int else None
+            last_pool: Pool | None = None  # the pool of the job before, and its group
+            group: list[tuple[object, Callable[[], object]]] = []
+            pool: Pool | None
+            fn: Callable[[], object]
             for job in jobs:
-                self._check_open()
-                pool, fn, reported = self._route(job, priority)
-                if type(pool) is not ThreadPool:  # an engine runs each job on its own: no chunks
-                    sending = 1
-                    pool.submit(reported, fn, None, None, timeout)
-                    count += 1
-                    continue
-                group = groups.setdefault(pool, [])
+                if type(job) is FunctionType and (job is _last_sync_function or _remember_if_sync(job)):
+                    pool, fn, job_priority = function_pool, job, priority
+                else:
+                    pool, fn, job_priority = known(job, priority)
+                if pool is None:
+                    self._check_open()
+                    pool, fn, reported = self._route(job, job_priority)
+                    if type(pool) is not ThreadPool:  # an engine runs each job on its own: no chunks
+                        sending = 1
+                        pool.submit(reported, fn, None, None, timeout)
+                        count += 1
+                        continue
+                else:
+                    reported = job
+                if pool is not last_pool:
+                    group = groups.setdefault(pool, [])
+                    last_pool = pool
                 group.append((reported, fn))
                 if len(group) >= size:
                     del groups[pool]
+                    last_pool = None
                     sending = len(group)
                     count += self._submit_chunk(pool, group, timeout)
             while groups:
@@ -598,6 +619,41 @@ class Dispatcher:
                 error.add_note(f"jobdispatch: dispatch_many dispatched {count} jobs before this error, and no other")
             raise
         return count
+
+    def _known_route(self, job: object, priority: int | None) -> tuple[Pool | None, Callable[[], object], int | None]:
+        """Route ``job`` as `dispatch` does inline: return its thread pool, its callable and its priority.
+
+        The pool is ``None`` when the job needs the full routing (`_route`):
+        anything but a plain function or a Job of a class seen before, or a
+        priority of no thread pool. The priority returned is the one to route
+        it with then (what ``priority()`` said, so that it is not called
+        twice). Keep this alike with the inline routing of `dispatch`.
+        """
+        kind = type(job)
+        if kind is FunctionType or kind is MethodType:
+            function = job if kind is FunctionType else job.__func__  # type: ignore[attr-defined]
+            if function is _last_sync_function or _remember_if_sync(function):
+                if priority is None:
+                    return self._only_thread_pool, job, None  # type: ignore[return-value]
+                if type(priority) is int:
+                    return self._thread_pools.get(priority), job, priority  # type: ignore[return-value]
+        elif (do := _PLAIN_JOB_CLASSES.get(kind)) is not None:
+            fn = job.do  # type: ignore[attr-defined]
+            if type(fn) is MethodType and fn.__func__ is do:
+                if priority is None:
+                    try:
+                        priority = job.priority()  # type: ignore[attr-defined]
+                    except Exception as error:
+                        if _has_priority_method(job):
+                            _note_priority_error(job, error)
+                            raise
+                        return None, fn, None
+                    if type(priority) is not int:
+                        priority = _checked_priority(job, priority, "priority()")
+                    return self._thread_pools.get(priority), fn, priority
+                if type(priority) is int:
+                    return self._thread_pools.get(priority), fn, priority
+        return None, job, priority  # type: ignore[return-value]
 
     def _submit_chunk(self, pool: Pool, group: list[tuple[object, Callable[[], object]]], timeout: float | None) -> int:
         chunk = Chunk(pool, group, copy_context() if self._propagate_context else None)

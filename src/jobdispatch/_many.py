@@ -14,7 +14,7 @@ from typing import TYPE_CHECKING, Any
 
 from ._calls import Pending, _Call, _check_callable, _wait_for_room, running_loop, submit
 from ._errors import PoolFull
-from ._outcome import CancelledBeforeStart, ReportedElsewhere, call_job, interrupts_caller, tell_cancelled
+from ._outcome import CancelledBeforeStart, ReportedElsewhere, interrupts_caller, tell_cancelled
 from ._threads import ThreadPool
 
 if TYPE_CHECKING:
@@ -52,28 +52,30 @@ class Chunk:
         calls, self.calls = self.calls, []  # nothing holds a job after the chunk
         count = len(calls)
         interrupt: BaseException | None = None
+        clock = time.perf_counter
         for index in range(count):
             job, fn = calls[index]
             calls[index] = None  # type: ignore[call-overload]
-            started = time.perf_counter()
-            error = call_job(fn, None if context is None else context.copy())
-            del fn
-            if error is not None:
-                kind = type(error)
-                if kind is CancelledBeforeStart:
-                    skipped += 1
-                elif kind is ReportedElsewhere:  # a submitted call: its future has the exception
-                    failed += 1
+            started = clock()
+            try:
+                if context is None:
+                    fn()
                 else:
-                    failed += 1
-                    if interrupts_caller(error):
-                        # Ctrl-C, or a signal handler's exit, on the main thread
-                        # running the chunk itself: it propagates, as for any
-                        # job, and the jobs not started are cancelled.
-                        interrupt = error
-                        break
-                    pool._report(job, error, None, time.perf_counter() - started)
-            del job, error
+                    context.copy().run(fn)
+            except CancelledBeforeStart:
+                skipped += 1
+            except ReportedElsewhere:  # a submitted call: its future has the exception
+                failed += 1
+            except BaseException as error:
+                failed += 1
+                if interrupts_caller(error):
+                    # Ctrl-C, or a signal handler's exit, on the main thread
+                    # running the chunk itself: it propagates, as for any
+                    # job, and the jobs not started are cancelled.
+                    interrupt = error
+                    break
+                pool._report(job, error, None, clock() - started)
+            del job, fn  # nothing holds a job after its run
         ran = index + 1
         for rest in range(ran, count):  # left by Ctrl-C: settle their futures, if any
             tell_cancelled(calls[rest][1])
