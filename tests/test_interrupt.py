@@ -30,6 +30,7 @@ import contextlib
 import json
 import os
 import random
+import re
 import signal
 import subprocess
 import sys
@@ -229,6 +230,43 @@ def _op_map(d: Any, ran: Counter, chunksize: int = 1) -> None:
         pass
 
 
+# What an interrupted dispatch_many said it dispatched, by dispatcher: after
+# recovery exactly that many of its jobs (and those of the calls before it
+# in the operation) must have run.
+_promised: list[tuple[Any, Counter, int]] = []
+
+
+class _Routed:
+    """A Job whose priority() picks the pool, counting its run."""
+
+    def __init__(self, priority: int, ran: Counter) -> None:
+        self._priority = priority
+        self._ran = ran
+
+    def do(self) -> None:
+        self._ran()
+
+    def priority(self) -> int:
+        return self._priority
+
+
+def _op_many_listed(d: Any, ran: Counter) -> None:
+    """dispatch_many of lists: functions into one pool, then Jobs that alternate between two (one has one place)."""
+    dispatched = 0
+
+    def job() -> None:
+        ran()
+
+    try:
+        dispatched += d.dispatch_many([job] * 6, priority=0)
+        dispatched += d.dispatch_many([_Routed(n % 2, ran) for n in range(6)])
+    except KeyboardInterrupt as error:
+        said = re.search(r"dispatched (\d+) jobs", " ".join(getattr(error, "__notes__", ())))
+        if said:
+            _promised.append((d, ran, dispatched + int(said.group(1))))
+        raise
+
+
 SWEEP_OPS: dict[str, tuple[Callable[[Any, Counter], None] | None, Callable[[Any, Counter], None]]] = {
     "dispatch": (None, _op_dispatch),
     "dispatch_full": (None, _op_dispatch_full),
@@ -241,6 +279,7 @@ SWEEP_OPS: dict[str, tuple[Callable[[Any, Counter], None] | None, Callable[[Any,
     "map_chunks": (None, lambda d, ran: _op_map(d, ran, chunksize=2)),
     "dispatch_full_now": (None, _op_dispatch_full_now),
     "dispatch_async_full": (None, _op_dispatch_async_full),
+    "many_listed": (None, _op_many_listed),
 }
 
 
@@ -274,6 +313,9 @@ def _recover(d: Any, name: str, mode: str, timeout: float) -> list[str]:
     if mode == "continue" and not d.closed:
         if not d.wait(timeout):
             problems.append("wait() still waiting")
+        for owner, ran, promised in _promised:
+            if owner is d and ran.value != promised:
+                problems.append(f"dispatch_many said {promised} jobs were dispatched, {ran.value} ran")
         gate = threading.Event()
         for priority, places in ((0, 4), (1, 1)):
             got = 0
@@ -869,6 +911,7 @@ SWEEP_CASES = [
         "map_chunks",
         "dispatch_full_now",
         "dispatch_async_full",
+        "many_listed",
     )
     for mode in ("with", "exit", "continue")
 ]
@@ -877,7 +920,15 @@ SWEEP_CASES = [
 # jobs or wait for room, in the mode that checks that no place is lost.
 SWEEP_RETURN_CASES = [
     pytest.param(op, id=op)
-    for op in ("dispatch", "dispatch_full", "dispatch_full_now", "dispatch_async_full", "batch", "map_chunks")
+    for op in (
+        "dispatch",
+        "dispatch_full",
+        "dispatch_full_now",
+        "dispatch_async_full",
+        "batch",
+        "map_chunks",
+        "many_listed",
+    )
 ]
 
 

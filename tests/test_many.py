@@ -188,8 +188,13 @@ class TestDispatchMany:
         assert d.wait(WAIT)
         assert d.stats(0).completed == 2
 
-    def test_functions_methods_and_jobs_mixed_keep_their_order_in_a_pool(self, kit: Kit) -> None:
-        """Jobs of every kind, chunked together, run in the order they were given (one worker)."""
+    @pytest.mark.parametrize("chunksize", [1, 4])
+    def test_jobs_of_every_kind_mixed_keep_their_order_in_a_pool(self, kit: Kit, chunksize: int) -> None:
+        """Jobs, functions, bound methods and callable objects, interleaved, run in order on one worker.
+
+        Callable objects go through the full routing each time; the others
+        are routed inline (a list without chunks is also queued in bulk).
+        """
         d = kit.dispatcher({0: 1})
         order: list[str] = []
 
@@ -206,18 +211,25 @@ class TestDispatchMany:
             def method(self) -> None:
                 order.append("m" + self.tag)
 
-        def job(tag: str) -> Any:
+        def function(tag: str) -> Any:
             def run() -> None:
                 order.append("f" + tag)
 
             return run
 
+        class Called:  # callable, and no Job: routed in full
+            def __init__(self, tag: str) -> None:
+                self.tag = tag
+
+            def __call__(self) -> None:
+                order.append("c" + self.tag)
+
         jobs: list[Any] = []
-        for n in range(30):
-            jobs += [Job(str(n)), job(str(n)), Job(str(n)).method]
-        assert d.dispatch_many(jobs, chunksize=4) == 90
+        for n in range(50):
+            jobs += [Job(str(n)), function(str(n)), Job(str(n)).method, Called(str(n))]
+        assert d.dispatch_many(jobs, chunksize=chunksize) == 200
         assert d.wait(WAIT)
-        assert order == [tag for n in range(30) for tag in (str(n), f"f{n}", f"m{n}")]
+        assert order == [tag for n in range(50) for tag in (str(n), f"f{n}", f"m{n}", f"c{n}")]
 
     @pytest.mark.parametrize("chunksize", [1, 4])
     def test_a_coroutine_function_among_the_jobs_stops_the_call_and_says_how_far_it_got(
@@ -236,6 +248,103 @@ class TestDispatchMany:
         assert d.wait(WAIT)
         assert f"dispatched {ran.value} jobs before this error" in " ".join(raised.value.__notes__)
         assert ran.value == (6 if chunksize == 1 else 4)  # a whole chunk of 4 went; the next was being filled
+
+
+class TestDispatchManyOfAList:
+    """A list or a tuple without chunks: routed ahead, queued under one hold of a pool's lock."""
+
+    @pytest.mark.parametrize("kind", [list, tuple])
+    def test_every_job_runs_once_within_the_pool_s_bound(self, kit: Kit, kind: type) -> None:
+        """Many more jobs than places: each runs once, counted once, never more in the pool than it holds."""
+        d = kit.dispatcher([PoolConfig(0, 2, 3)])
+        lock = threading.Lock()
+        inside = most = 0
+        ran = Counter()
+
+        def job() -> None:
+            nonlocal inside, most
+            with lock:
+                inside += 1
+                most = max(most, inside + d.stats(0).queued)
+            ran()
+            with lock:
+                inside -= 1
+
+        assert d.dispatch_many(kind([job] * 500)) == 500
+        assert d.wait(WAIT)
+        assert ran.value == 500
+        assert most <= 5
+        stats = d.stats(0)
+        assert (stats.completed, stats.busy, stats.queued) == (500, 0, 0)
+
+    def test_a_failing_priority_stops_the_call_after_the_jobs_before_it(self, kit: Kit) -> None:
+        """priority() raising for the 10th job: the 9 before it are dispatched and run, none after it."""
+        d = kit.dispatcher({0: 2, 1: 2})
+        seen: list[int] = []
+        lock = threading.Lock()
+
+        class Job(Tagged):
+            def do(self) -> None:
+                with lock:
+                    super().do()
+
+            def priority(self) -> int:
+                if self._priority < 0:
+                    raise LookupError("which pool?")
+                return self._priority
+
+        jobs = [Job(n % 2, seen) for n in range(9)] + [Job(-1, seen)] + [Job(0, seen) for _ in range(5)]
+        with pytest.raises(LookupError, match="which pool") as raised:
+            d.dispatch_many(jobs)
+        assert d.wait(WAIT)
+        assert len(seen) == 9
+        assert any("dispatched 9 jobs before this error" in note for note in raised.value.__notes__)
+
+    def test_a_full_pool_that_may_not_wait_says_how_many_got_in(self, kit: Kit) -> None:
+        """timeout=0 on a pool with 3 places held by nothing: 3 jobs get in, PoolFull says so."""
+        d = kit.dispatcher([PoolConfig(0, 1, 2)])
+        gate = kit.gate()
+        started = threading.Event()
+        ran = Counter()
+
+        def first() -> None:
+            started.set()
+            gate.wait(WAIT)
+            ran()
+
+        def job() -> None:
+            ran()
+
+        with pytest.raises(PoolFull) as raised:
+            d.dispatch_many([first, job, job, job, job], timeout=0)
+        assert any("dispatched 3 jobs before this error" in note for note in raised.value.__notes__)
+        assert started.wait(WAIT)
+        gate.set()
+        assert d.wait(WAIT)
+        assert ran.value == 3
+
+    def test_a_list_dispatched_from_a_job_joins_its_round(self, kit: Kit) -> None:
+        """The jobs a job dispatches with dispatch_many are follow-ups: wait() returns after them."""
+        d = kit.dispatcher({0: 2})
+        gate = kit.gate()
+        ran = Counter()
+
+        def late() -> None:
+            gate.wait(WAIT)
+            ran()
+
+        dispatched = threading.Event()
+
+        def parent() -> None:
+            d.dispatch_many([late, ran, ran])
+            dispatched.set()
+
+        d.dispatch(parent)
+        assert dispatched.wait(WAIT)
+        assert not d.wait(0.05)  # the parent is over or about to be; its gated follow-up holds the barrier
+        gate.set()
+        assert d.wait(WAIT)
+        assert ran.value == 3
 
 
 class TestBatchDispatchMany:

@@ -12,7 +12,7 @@ import time
 import weakref
 from collections.abc import Callable, Iterable
 from concurrent.futures import Future
-from contextvars import copy_context
+from contextvars import Context, copy_context
 from types import BuiltinFunctionType, FunctionType, MethodType, TracebackType
 from typing import Any, TypeAlias, TypeVar, TypeVarTuple, overload
 
@@ -48,6 +48,8 @@ JobLike: TypeAlias = "Job | Callable[[], object]"
 # Looking a member up on an Enum class costs ~70 ns on CPython 3.11; the hot
 # path compares against this module constant instead.
 _OPEN = State.OPEN
+#: How many jobs of a list `Dispatcher.dispatch_many` routes before it queues them.
+_LISTED_AHEAD = 64
 
 # Code flags of coroutine functions, async generators and @types.coroutine generators.
 _ASYNC_FLAGS = inspect.CO_COROUTINE | inspect.CO_ASYNC_GENERATOR | inspect.CO_ITERABLE_COROUTINE
@@ -534,8 +536,11 @@ class Dispatcher:
         """Dispatch every job of ``jobs``, in order, blocking while a pool is full.
 
         Each job is dispatched as by `dispatch`, with the same accounting,
-        barrier and errors, for less per job. ``jobs`` is read lazily, so an
-        endless iterable is fine: memory stays bounded by the pools.
+        barrier and errors, for less per job. ``jobs`` is read lazily, one
+        job at a time, so an endless iterable is fine: memory stays bounded
+        by the pools. A list or a tuple goes faster still: it can be read
+        ahead with no side effect, so its jobs are routed a few dozen at a
+        time and as many as a pool has room for are queued at once.
 
         Args:
             jobs: `Job` objects or callables taking no argument.
@@ -564,6 +569,8 @@ class Dispatcher:
         if timeout is not None:
             timeout = check_timeout(timeout)
         count = sending = 0  # jobs dispatched; jobs of the call under way
+        if size == 1 and (type(jobs) is list or type(jobs) is tuple):
+            return self._dispatch_listed(jobs, priority, timeout)
         try:
             if size == 1:
                 dispatch = self.dispatch
@@ -614,6 +621,114 @@ class Dispatcher:
                 count += self._submit_chunk(pool, group, timeout)
         except BaseException as error:
             if was_queued(error):  # Ctrl-C struck after the hand-over: those run too
+                count += sending
+            with contextlib.suppress(Exception):
+                error.add_note(f"jobdispatch: dispatch_many dispatched {count} jobs before this error, and no other")
+            raise
+        return count
+
+    def _dispatch_listed(
+        self, jobs: list[JobLike] | tuple[JobLike, ...], priority: int | None, timeout: float | None
+    ) -> int:
+        """`dispatch_many` of a list or a tuple without chunks: return how many jobs were dispatched.
+
+        A list can be read ahead without side effects, so its jobs are routed
+        up to `_LISTED_AHEAD` at a time (outside any lock: ``priority()`` is
+        the job's code) and as many as there is room for go into their pool
+        under one hold of its lock. A job that needs the full routing, and
+        every job while a pool is full, starts threads, or when the caller
+        is itself a job, goes through `dispatch` or `Pool.submit` on its own.
+        """
+        count = 0  # jobs dispatched: counted before each hand-over, which is the last call
+        sending = 0  # jobs of a call to dispatch or submit under way
+        known = self._known_route
+        propagate = self._propagate_context
+        if priority is None:
+            function_pool = self._only_thread_pool
+        else:  # None: dispatch routes them, with its errors
+            function_pool = self._thread_pools.get(priority) if type(priority) is int else None
+        alone = _thread_role.running is None  # not a job of a dispatcher: no round to join
+        total = len(jobs)
+        start = 0
+        lock = None
+        job: object
+        fn: Callable[[], object] | None
+        context: Context | None
+        try:
+            while start < total:
+                # Route the next jobs, outside any lock.
+                routed: list[tuple[Pool, object, Callable[[], object], Context | None]] = []
+                routing_error: Exception | None = None
+                unrouted = None  # a job that needs the full routing
+                end = total if total - start <= _LISTED_AHEAD else start + _LISTED_AHEAD
+                while start < end:
+                    job = jobs[start]
+                    start += 1
+                    pool: Pool | None
+                    if type(job) is FunctionType and (job is _last_sync_function or _remember_if_sync(job)):
+                        pool, fn, job_priority = function_pool, job, priority
+                    else:
+                        try:
+                            pool, fn, job_priority = known(job, priority)
+                        except Exception as raised:  # priority() failed: the jobs before it go first
+                            routing_error = raised
+                            break
+                    if pool is None:
+                        unrouted = job
+                        unrouted_priority = job_priority  # what priority() said: it is not asked twice
+                        break
+                    routed.append((pool, job, fn, copy_context() if propagate else None))
+                # Queue them, as many as there is room for in one hold of each pool's lock.
+                index = 0
+                while index < len(routed):
+                    pool, job, fn, context = routed[index]
+                    lock = pool._lock
+                    lock.acquire()
+                    if pool._state is not _OPEN and pool.refuses():
+                        lock.release()  # before the raise: see Pool.submit
+                        raise DispatcherClosed(self._closed_reason)
+                    if alone and pool._room and not pool._spawning:
+                        generation = pool._generation
+                        put = pool._put_job
+                        while True:
+                            # The counters, then the hand-off (a C call) last:
+                            # Ctrl-C strikes only at a call or a jump back, so
+                            # what is counted is what is queued.
+                            index += 1
+                            count += 1
+                            pool._room -= 1
+                            generation.pending += 1
+                            put((job, fn, generation, None, context))
+                            if index == len(routed) or not pool._room:
+                                break
+                            following = routed[index]
+                            if following[0] is not pool:
+                                break
+                            _, job, fn, context = following
+                        lock.release()
+                        del generation, put
+                    else:  # full, starting threads, or a follow-up: one by one, as dispatch does
+                        lock.release()
+                        index += 1
+                        sending = 1
+                        pool.submit(job, fn, None, context, timeout)
+                        count += 1
+                        sending = 0
+                lock = None
+                routed.clear()  # nothing holds a job once it is handed over
+                job = fn = context = None
+                if routing_error is not None:
+                    raise routing_error
+                if unrouted is not None:
+                    sending = 1
+                    self.dispatch(unrouted, priority=unrouted_priority, timeout=timeout)
+                    count += 1
+                    sending = 0
+                    unrouted = None
+        except BaseException as error:
+            if lock is not None and lock._is_owned():  # type: ignore[attr-defined]
+                lock.release()
+            if was_queued(error):  # Ctrl-C struck after the hand-over: that job runs too
                 count += sending
             with contextlib.suppress(Exception):
                 error.add_note(f"jobdispatch: dispatch_many dispatched {count} jobs before this error, and no other")
