@@ -230,6 +230,24 @@ def _op_map(d: Any, ran: Counter, chunksize: int = 1) -> None:
         pass
 
 
+def _op_dispatch_contended(d: Any, ran: Counter) -> None:
+    """Dispatches that find the pool's lock taken by another thread, which keeps it for a moment."""
+    lock = d._pools[0]._lock
+    held = threading.Event()
+
+    def holder() -> None:
+        with lock:
+            held.set()
+            time.sleep(0.005)  # keeps the lock a while: the dispatch yields, retries, then blocks
+
+    thread = threading.Thread(target=holder, name="holder", daemon=True)
+    thread.start()
+    held.wait(1.0)
+    d.dispatch(ran, priority=0)
+    d.dispatch_many([ran, ran], priority=0)
+    thread.join(1.0)
+
+
 # What an interrupted dispatch_many said it dispatched, by dispatcher: after
 # recovery exactly that many of its jobs (and those of the calls before it
 # in the operation) must have run.
@@ -280,6 +298,7 @@ SWEEP_OPS: dict[str, tuple[Callable[[Any, Counter], None] | None, Callable[[Any,
     "dispatch_full_now": (None, _op_dispatch_full_now),
     "dispatch_async_full": (None, _op_dispatch_async_full),
     "many_listed": (None, _op_many_listed),
+    "dispatch_contended": (None, _op_dispatch_contended),
 }
 
 
@@ -912,6 +931,7 @@ SWEEP_CASES = [
         "dispatch_full_now",
         "dispatch_async_full",
         "many_listed",
+        "dispatch_contended",
     )
     for mode in ("with", "exit", "continue")
 ]
@@ -928,6 +948,7 @@ SWEEP_RETURN_CASES = [
         "batch",
         "map_chunks",
         "many_listed",
+        "dispatch_contended",
     )
 ]
 

@@ -26,7 +26,7 @@ from ._futures import PoolExecutor
 from ._job import Job, Named, check_name, job_name
 from ._many import Chunk
 from ._outcome import logger, mark_queued, safe_repr, was_queued
-from ._pool import ErrorHandler, Pool
+from ._pool import ErrorHandler, Pool, take_contended
 from ._progress import TqdmProgress, wait_reporting
 from ._rounds import Generation, Round, runs_jobs_of
 from ._rounds import role as _thread_role
@@ -310,7 +310,8 @@ class Dispatcher:
         queued = False
         spawn = None
         try:
-            lock.acquire()
+            if not lock.acquire(False):
+                take_contended(lock)
             if pool._state is not _OPEN and pool.refuses():
                 lock.release()  # before the raise: see Pool.submit
                 raise DispatcherClosed(self._closed_reason)
@@ -683,7 +684,8 @@ class Dispatcher:
                 while index < len(routed):
                     pool, job, fn, context = routed[index]
                     lock = pool._lock
-                    lock.acquire()
+                    if not lock.acquire(False):
+                        take_contended(lock)
                     if pool._state is not _OPEN and pool.refuses():
                         lock.release()  # before the raise: see Pool.submit
                         raise DispatcherClosed(self._closed_reason)

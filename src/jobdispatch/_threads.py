@@ -7,7 +7,7 @@ import time
 from queue import Empty
 
 from ._outcome import CancelledBeforeStart, ReportedElsewhere, call_job, tell_cancelled
-from ._pool import Pool, count_worker_in
+from ._pool import Pool, count_worker_in, take_contended
 from ._rounds import Running, generation_done, role
 
 __all__ = ["ThreadPool"]
@@ -79,7 +79,8 @@ def _work(pool: Pool) -> None:
         # worker a quarter of its time per job. Workers never see
         # KeyboardInterrupt, so the cheaper explicit acquire/release is safe
         # here (a `with` costs twice as much).
-        acquire()
+        if not acquire(False):
+            take_contended(lock)
         try:
             if error is None:
                 pool._completed += 1
