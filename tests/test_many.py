@@ -11,7 +11,7 @@ from typing import Any
 import pytest
 
 from jobdispatch import Dispatcher, DispatcherClosed, PoolConfig, PoolFull, UnknownPriority
-from support import WAIT, Counter, Kit, gated
+from support import WAIT, Counter, Kit, gated, wait_for
 
 request_id: contextvars.ContextVar[str] = contextvars.ContextVar("request_id", default="-")
 
@@ -120,6 +120,8 @@ class TestDispatchMany:
         d.dispatch_many((ran for _ in range(12)), chunksize=4)  # three chunks wait in the queue
         finalizer = threading.Thread(target=d.finalize, kwargs={"cancel_pending": True, "timeout": WAIT})
         finalizer.start()
+        pool = d._pools[0]
+        wait_for(lambda: pool._queue_cancelled, "finalize to cancel what is queued")  # only then may the worker go on
         gate.set()
         finalizer.join(WAIT)
         stats = d.stats(0)
