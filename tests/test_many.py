@@ -325,6 +325,27 @@ class TestDispatchManyOfAList:
         assert d.wait(WAIT)
         assert ran.value == 3
 
+    def test_a_list_that_shrinks_while_it_is_read_is_dispatched_up_to_its_end(self, kit: Kit) -> None:
+        """priority() emptying the list being dispatched: no error; the count says what ran."""
+        d = kit.dispatcher({0: 2})
+        ran = Counter()
+        jobs: list[Any] = []
+
+        class Emptying:
+            def do(self) -> None:
+                ran()
+
+            def priority(self) -> int:
+                jobs.clear()
+                return 0
+
+        jobs += [ran] * 100
+        jobs[80] = Emptying()  # read in the second slice of the list
+        dispatched = d.dispatch_many(jobs)
+        assert d.wait(WAIT)
+        assert dispatched == ran.value
+        assert 80 <= dispatched <= 100
+
     def test_a_list_dispatched_from_a_job_joins_its_round(self, kit: Kit) -> None:
         """The jobs a job dispatches with dispatch_many are follow-ups: wait() returns after them."""
         d = kit.dispatcher({0: 2})

@@ -649,21 +649,20 @@ class Dispatcher:
         else:  # None: dispatch routes them, with its errors
             function_pool = self._thread_pools.get(priority) if type(priority) is int else None
         alone = _thread_role.running is None  # not a job of a dispatcher: no round to join
-        total = len(jobs)
-        start = 0
+        start = 0  # the index in jobs of the next job to route
         lock = None
         job: object
         fn: Callable[[], object] | None
         context: Context | None
         try:
-            while start < total:
+            # A slice at a time, so that a list changed meanwhile (by a job,
+            # by priority()) is read up to its current end, and no further.
+            while ahead := jobs[start : start + _LISTED_AHEAD]:
                 # Route the next jobs, outside any lock.
                 routed: list[tuple[Pool, object, Callable[[], object], Context | None]] = []
                 routing_error: Exception | None = None
                 unrouted = None  # a job that needs the full routing
-                end = total if total - start <= _LISTED_AHEAD else start + _LISTED_AHEAD
-                while start < end:
-                    job = jobs[start]
+                for job in ahead:
                     start += 1
                     pool: Pool | None
                     if type(job) is FunctionType and (job is _last_sync_function or _remember_if_sync(job)):
