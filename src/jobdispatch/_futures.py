@@ -243,8 +243,10 @@ def _pop_result(futures: deque[Future[_T]], timeout: float | None) -> _T:
     future = futures.popleft()
     try:
         return future.result(timeout)
+    except BaseException:
+        future.cancel()  # timed out or interrupted: drop the call if it has not started
+        raise
     finally:
-        future.cancel()  # does nothing once the call is over
         del future
 
 
