@@ -347,6 +347,70 @@ class TestDispatchManyOfAList:
         assert ran.value == 3
 
 
+class TestDispatchManyOfAListChangedMeanwhile:
+    """A list changed while it is dispatched: read as a for loop reads it, a few dozen jobs ahead."""
+
+    def test_a_priority_that_shortens_the_list_raises_nothing_and_says_how_many_ran(self, kit: Kit) -> None:
+        """priority() of the 6th job deletes the jobs after it: no error; the call returns how many it dispatched."""
+        d = kit.dispatcher({0: 2})
+        seen: list[int] = []
+        lock = threading.Lock()
+        jobs: list[Any] = []
+
+        class Trimming(Tagged):
+            def do(self) -> None:
+                with lock:
+                    super().do()
+
+            def priority(self) -> int:
+                if self is jobs[5]:
+                    del jobs[6:]
+                return 0
+
+        jobs += [Trimming(0, seen) for _ in range(20)]
+        dispatched = d.dispatch_many(jobs)
+        assert 6 <= dispatched <= 20
+        assert d.wait(WAIT)
+        assert (len(seen), d.stats(0).completed) == (dispatched, dispatched)
+
+    def test_a_job_that_shortens_the_list_leaves_the_jobs_still_in_it_dispatched(self, kit: Kit) -> None:
+        """The first job cuts 100 jobs to 70 while the producer waits for room: those 70 run, the call returns 70."""
+        d = kit.dispatcher([PoolConfig(0, 1, 0)])  # one place: the producer waits while the first job runs
+        ran = Counter()
+        jobs: list[Any] = []
+
+        def first() -> None:
+            del jobs[70:]  # before the producer reads on: the first job holds the only place until it returns
+            ran()
+
+        jobs += [first] + [ran] * 99
+        assert d.dispatch_many(jobs) == 70
+        assert d.wait(WAIT)
+        assert (ran.value, d.stats(0).completed) == (70, 70)
+
+    def test_jobs_added_to_the_list_while_it_is_dispatched_are_dispatched_too(self, kit: Kit) -> None:
+        """priority() of the last job appends 3 more: they are dispatched as well, and counted in the return."""
+        d = kit.dispatcher({0: 2})
+        seen: list[int] = []
+        lock = threading.Lock()
+        jobs: list[Any] = []
+
+        class Growing(Tagged):
+            def do(self) -> None:
+                with lock:
+                    super().do()
+
+            def priority(self) -> int:
+                if self._priority == 1:
+                    jobs.extend(Growing(0, seen) for _ in range(3))
+                return 0
+
+        jobs += [Growing(0, seen) for _ in range(9)] + [Growing(1, seen)]
+        assert d.dispatch_many(jobs) == 13
+        assert d.wait(WAIT)
+        assert (len(seen), d.stats(0).completed) == (13, 13)
+
+
 class TestBatchDispatchMany:
     def test_batch_waits_for_and_reports_every_job(self, kit: Kit) -> None:
         """Batch.dispatch_many puts every job in the batch: waited for, failures in the group."""

@@ -540,7 +540,9 @@ class Dispatcher:
         job at a time, so an endless iterable is fine: memory stays bounded
         by the pools. A list or a tuple goes faster still: it can be read
         ahead with no side effect, so its jobs are routed a few dozen at a
-        time and as many as a pool has room for are queued at once.
+        time and as many as a pool has room for are queued at once (a list
+        that changes meanwhile is read as a for loop reads it, those few
+        dozen jobs ahead).
 
         Args:
             jobs: `Job` objects or callables taking no argument.
@@ -648,21 +650,21 @@ class Dispatcher:
         else:  # None: dispatch routes them, with its errors
             function_pool = self._thread_pools.get(priority) if type(priority) is int else None
         alone = _thread_role.running is None  # not a job of a dispatcher: no round to join
-        total = len(jobs)
-        start = 0
+        start = 0  # the index of the next job to read
         lock = None
         job: object
         fn: Callable[[], object] | None
         context: Context | None
         try:
-            while start < total:
+            # Read in slices, which end where the list ends when they are
+            # taken: a list that a job (or priority()) shortens or lengthens
+            # meanwhile is read as a for loop would read it.
+            while ahead := jobs[start : start + _LISTED_AHEAD]:
                 # Route the next jobs, outside any lock.
                 routed: list[tuple[Pool, object, Callable[[], object], Context | None]] = []
                 routing_error: Exception | None = None
                 unrouted = None  # a job that needs the full routing
-                end = total if total - start <= _LISTED_AHEAD else start + _LISTED_AHEAD
-                while start < end:
-                    job = jobs[start]
+                for job in ahead:
                     start += 1
                     pool: Pool | None
                     if type(job) is FunctionType and (job is _last_sync_function or _remember_if_sync(job)):
@@ -678,6 +680,7 @@ class Dispatcher:
                         unrouted_priority = job_priority  # what priority() said: it is not asked twice
                         break
                     routed.append((pool, job, fn, copy_context() if propagate else None))
+                del ahead  # nothing holds a job once it is handed over
                 # Queue them, as many as there is room for in one hold of each pool's lock.
                 index = 0
                 while index < len(routed):
