@@ -11,7 +11,7 @@ from typing import Any
 import pytest
 
 from jobdispatch import Dispatcher, DispatcherClosed, PoolConfig, PoolFull, UnknownPriority
-from support import WAIT, Counter, Kit, gated
+from support import WAIT, Counter, Kit, gated, wait_for
 
 request_id: contextvars.ContextVar[str] = contextvars.ContextVar("request_id", default="-")
 
@@ -120,6 +120,8 @@ class TestDispatchMany:
         d.dispatch_many((ran for _ in range(12)), chunksize=4)  # three chunks wait in the queue
         finalizer = threading.Thread(target=d.finalize, kwargs={"cancel_pending": True, "timeout": WAIT})
         finalizer.start()
+        # The gate opens once the chunks are cancelled: before, the worker could run one.
+        wait_for(lambda: d.stats(0).cancelled, "finalize to cancel the queued chunks")
         gate.set()
         finalizer.join(WAIT)
         stats = d.stats(0)
