@@ -27,6 +27,7 @@ trials per signal and whole sweeps. This file is also the child's script:
 from __future__ import annotations
 
 import contextlib
+import functools
 import json
 import os
 import random
@@ -232,8 +233,9 @@ def _op_map(d: Any, ran: Counter, chunksize: int = 1) -> None:
 
 # What an interrupted dispatch_many said it dispatched, by dispatcher: after
 # recovery exactly that many of its jobs (and those of the calls before it
-# in the operation) must have run.
-_promised: list[tuple[Any, Counter, int]] = []
+# in the operation) must have run, and the pools must have counted every job
+# that ran, the operation's other jobs (the last number) too, each once.
+_promised: list[tuple[Any, Counter, int, int]] = []
 
 
 class _Routed:
@@ -261,10 +263,113 @@ def _op_many_listed(d: Any, ran: Counter) -> None:
         dispatched += d.dispatch_many([job] * 6, priority=0)
         dispatched += d.dispatch_many([_Routed(n % 2, ran) for n in range(6)])
     except KeyboardInterrupt as error:
-        said = re.search(r"dispatched (\d+) jobs", " ".join(getattr(error, "__notes__", ())))
-        if said:
-            _promised.append((d, ran, dispatched + int(said.group(1))))
+        _promise(d, ran, dispatched, error)
         raise
+
+
+def _promise(d: Any, ran: Counter, dispatched: int, error: BaseException, others: int = 0) -> None:
+    """Record what an interrupted dispatch_many said it dispatched, plus ``dispatched`` by the calls before it.
+
+    ``others``: jobs of the operation that do not count in ``ran``.
+    """
+    said = re.search(r"dispatched (\d+) jobs", " ".join(getattr(error, "__notes__", ())))
+    if said:
+        _promised.append((d, ran, dispatched + int(said.group(1)), others))
+
+
+def _op_many_listed_full(d: Any, ran: Counter) -> None:
+    """dispatch_many of a list into a pool with one place: the first job holds it, the others wait for room."""
+    gate = threading.Event()
+
+    def hold() -> None:
+        gate.wait(1.0)
+        ran()
+
+    try:
+        _open_once_waiting(d._pools[1], gate)
+        d.dispatch_many([hold, ran, ran, ran], priority=1)
+    except KeyboardInterrupt as error:
+        _promise(d, ran, 0, error)
+        raise
+    finally:
+        gate.set()  # interrupted before it blocked: the job above ends now
+
+
+class _Attributed(_Routed):
+    """A Job of the same kind whose instance has a plain priority attribute: routed in full."""
+
+    def __init__(self, priority: int, ran: Counter) -> None:
+        super().__init__(priority, ran)
+        self.priority = priority  # type: ignore[assignment,method-assign]
+
+
+def _op_many_listed_mixed(d: Any, ran: Counter) -> None:
+    """dispatch_many of lists where jobs that need the full routing stand between jobs routed inline."""
+    dispatched = 0
+
+    def job() -> None:
+        ran()
+
+    try:
+        dispatched += d.dispatch_many([_Routed(0, ran), _Attributed(1, ran), _Routed(1, ran), _Attributed(0, ran)])
+        dispatched += d.dispatch_many((job, ran, functools.partial(ran), job), priority=0)
+    except KeyboardInterrupt as error:
+        _promise(d, ran, dispatched, error)
+        raise
+
+
+def _op_many_listed_no_thread(d: Any, ran: Counter) -> None:
+    """dispatch_many of a list into a pool that cannot start a thread: the caller runs each job itself."""
+    real_start = threading.Thread.start
+
+    def refuse(thread: threading.Thread) -> None:
+        if thread.name.startswith("sweep"):
+            raise RuntimeError("can't start new thread")
+        real_start(thread)
+
+    def job() -> None:
+        ran()
+
+    threading.Thread.start = refuse  # type: ignore[method-assign]
+    try:
+        d.dispatch_many([job, ran, job], priority=1)  # functions through Pool.submit, the object through dispatch
+    except KeyboardInterrupt as error:
+        _promise(d, ran, 0, error)
+        raise
+    finally:
+        threading.Thread.start = real_start  # type: ignore[method-assign]
+
+
+def _op_many_listed_in_job(d: Any, ran: Counter) -> None:
+    """A job dispatches a list into its own pool and the other one (follow-ups), interrupted in its worker.
+
+    The trace or profile function of the sweep is set on the job's thread
+    for that call; the job hands what it caught to this thread, which raises it.
+    """
+    tracer, profiler = sys.gettrace(), sys.getprofile()
+    caught: list[BaseException] = []
+    over = threading.Event()
+
+    def parent() -> None:
+        dispatched = 0
+        sys.settrace(tracer)
+        sys.setprofile(profiler)
+        try:
+            dispatched += d.dispatch_many([ran] * 6, priority=0)  # 3 places left: 3 go in, 3 run here
+            dispatched += d.dispatch_many([_Routed(n % 2, ran) for n in range(4)])
+        except KeyboardInterrupt as error:
+            _promise(d, ran, dispatched, error, others=1)  # this job
+            caught.append(error)
+        finally:
+            sys.settrace(None)
+            sys.setprofile(None)
+            over.set()
+
+    d.dispatch(parent, priority=0)
+    if not over.wait(4.0):
+        raise RuntimeError("the job that dispatches a list never ended")
+    if caught:
+        raise caught[0]
 
 
 SWEEP_OPS: dict[str, tuple[Callable[[Any, Counter], None] | None, Callable[[Any, Counter], None]]] = {
@@ -280,6 +385,10 @@ SWEEP_OPS: dict[str, tuple[Callable[[Any, Counter], None] | None, Callable[[Any,
     "dispatch_full_now": (None, _op_dispatch_full_now),
     "dispatch_async_full": (None, _op_dispatch_async_full),
     "many_listed": (None, _op_many_listed),
+    "many_listed_full": (None, _op_many_listed_full),
+    "many_listed_mixed": (None, _op_many_listed_mixed),
+    "many_listed_in_job": (None, _op_many_listed_in_job),
+    "many_listed_no_thread": (None, _op_many_listed_no_thread),
 }
 
 
@@ -313,9 +422,12 @@ def _recover(d: Any, name: str, mode: str, timeout: float) -> list[str]:
     if mode == "continue" and not d.closed:
         if not d.wait(timeout):
             problems.append("wait() still waiting")
-        for owner, ran, promised in _promised:
+        for owner, ran, promised, others in _promised:
             if owner is d and ran.value != promised:
                 problems.append(f"dispatch_many said {promised} jobs were dispatched, {ran.value} ran")
+            counted = sum(s.completed + s.failed + s.cancelled for s in d.stats().values())
+            if owner is d and counted != ran.value + others:
+                problems.append(f"{ran.value + others} jobs ran, the pools counted {counted}")
         gate = threading.Event()
         for priority, places in ((0, 4), (1, 1)):
             got = 0
@@ -912,6 +1024,10 @@ SWEEP_CASES = [
         "dispatch_full_now",
         "dispatch_async_full",
         "many_listed",
+        "many_listed_full",
+        "many_listed_mixed",
+        "many_listed_in_job",
+        "many_listed_no_thread",
     )
     for mode in ("with", "exit", "continue")
 ]
@@ -928,6 +1044,10 @@ SWEEP_RETURN_CASES = [
         "batch",
         "map_chunks",
         "many_listed",
+        "many_listed_full",
+        "many_listed_mixed",
+        "many_listed_in_job",
+        "many_listed_no_thread",
     )
 ]
 

@@ -25,7 +25,7 @@ from ._errors import DispatcherClosed, DispatcherError, UnknownPriority
 from ._futures import PoolExecutor
 from ._job import Job, Named, check_name, job_name
 from ._many import Chunk
-from ._outcome import logger, mark_queued, safe_repr, was_queued
+from ._outcome import NoThread, logger, mark_queued, safe_repr, was_queued
 from ._pool import ErrorHandler, Pool
 from ._progress import TqdmProgress, wait_reporting
 from ._rounds import Generation, Round, runs_jobs_of
@@ -318,7 +318,11 @@ class Dispatcher:
                 # Every call first, then the counters, then the hand-off
                 # (a C call) last: Ctrl-C strikes only at a call, so it
                 # cannot leave a counted job out of the queue.
-                spawn = pool._spawning and pool._reserve_worker_locked()
+                try:
+                    spawn = pool._spawning and pool._reserve_worker_locked()
+                except NoThread:
+                    lock.release()  # before the raise: see Pool.submit
+                    raise
                 generation = pool._generation if running is None else pool.join_round_locked(running)
                 queued = True
                 pool._room -= 1
