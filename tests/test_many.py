@@ -413,6 +413,36 @@ class TestDispatchManyOfAListChangedMeanwhile:
         assert (len(seen), d.stats(0).completed) == (13, 13)
 
 
+class TestDispatchManyRunByTheCaller:
+    """A pool that cannot start a thread: the dispatching thread runs each job itself."""
+
+    def test_ctrl_c_in_a_job_the_caller_runs_counts_that_job_as_dispatched(
+        self, kit: Kit, monkeypatch: pytest.MonkeyPatch
+    ) -> None:
+        """Ctrl-C in the 2nd job, run by the main thread: the note says 2 jobs were dispatched, as the pool counts."""
+        real_start = threading.Thread.start
+
+        def refuse(thread: threading.Thread) -> None:
+            if thread.name.startswith("test-caller-runs"):
+                raise RuntimeError("can't start new thread")
+            real_start(thread)
+
+        monkeypatch.setattr(threading.Thread, "start", refuse)
+        d = kit.dispatcher({0: 1}, name="test-caller-runs")
+        ran = Counter()
+
+        def interrupted() -> None:
+            ran()
+            raise KeyboardInterrupt  # Ctrl-C as the main thread runs the job
+
+        assert threading.current_thread() is threading.main_thread()
+        with pytest.raises(KeyboardInterrupt) as caught:
+            d.dispatch_many([ran, interrupted, ran])
+        assert any("dispatched 2 jobs before this error" in note for note in caught.value.__notes__)
+        stats = d.stats(0)
+        assert (ran.value, stats.completed, stats.failed) == (2, 1, 1)
+
+
 class TestBatchDispatchMany:
     def test_batch_waits_for_and_reports_every_job(self, kit: Kit) -> None:
         """Batch.dispatch_many puts every job in the batch: waited for, failures in the group."""
