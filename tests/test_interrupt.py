@@ -707,13 +707,30 @@ class _StruckLock:
         self._strike("release")
 
     def _is_owned(self) -> bool:
-        return bool(self.real._is_owned())
+        owned = bool(self.real._is_owned())
+        self._strike("_is_owned")
+        return owned
 
     def __enter__(self) -> bool:
         return self.acquire()
 
     def __exit__(self, *exc: object) -> None:
         self.real.release()
+
+
+def _free_for_others(lock: Any) -> bool:
+    """Whether another thread can take ``lock`` within a few seconds."""
+    taken: list[bool] = []
+
+    def take() -> None:
+        if lock.acquire(True, 5.0):
+            lock.release()
+            taken.append(True)
+
+    other = threading.Thread(target=take)
+    other.start()
+    other.join(10.0)
+    return bool(taken)
 
 
 class TestInterruptAsTheLockCallReturns:
@@ -751,10 +768,7 @@ class TestInterruptAsTheLockCallReturns:
             if how == "full pool" or nth == 1:  # a dispatch into a pool with room takes the lock once
                 assert pool._lock.struck
             gate.set()
-            free = threading.Thread(target=lambda: pool._lock.real.acquire(True, WAIT) and pool._lock.real.release())
-            free.start()
-            free.join(WAIT)
-            assert not free.is_alive(), "the pool's lock was left held"
+            assert _free_for_others(pool._lock.real), "the pool's lock was left held"
             assert d.wait(WAIT)
             stats = d.stats(0)
             blockers = 2 if how == "full pool" else 1
@@ -765,6 +779,82 @@ class TestInterruptAsTheLockCallReturns:
             assert pool._room == pool._places
             d.dispatch(ran, timeout=0)  # the pool has its room
             assert d.wait(WAIT)
+        finally:
+            d.finalize(cancel_pending=True, timeout=10)
+
+
+class _StruckList(list[Any]):
+    """A pool's list of threads whose remove() raises KeyboardInterrupt once it has removed (Ctrl-C as it returns)."""
+
+    def remove(self, value: Any) -> None:
+        super().remove(value)
+        raise KeyboardInterrupt
+
+
+class TestNoThreadInterrupted:
+    """The pool's first thread cannot start (a thread limit): Ctrl-C as the dispatch turns to run the job itself."""
+
+    @pytest.fixture
+    def refused(self, monkeypatch: pytest.MonkeyPatch) -> Callable[[], None]:
+        """Refuse to start the threads of dispatchers named test-no-thread; call the result to allow them again."""
+        real_start = threading.Thread.start
+        allowed = threading.Event()
+
+        def refuse(thread: threading.Thread) -> None:
+            if thread.name.startswith("test-no-thread") and not allowed.is_set():
+                raise RuntimeError("can't start new thread")
+            real_start(thread)
+
+        monkeypatch.setattr(threading.Thread, "start", refuse)
+        return allowed.set
+
+    @pytest.mark.parametrize("how", ["dispatch", "batch"])
+    def test_lock_is_free_when_ctrl_c_strikes_as_the_owner_check_returns(
+        self, refused: Callable[[], None], how: str
+    ) -> None:
+        """Ctrl-C as the except block's owner check returns: the pool's lock is free, and the job was not run."""
+        from jobdispatch import Dispatcher
+
+        d = Dispatcher({0: 1}, name="test-no-thread")
+        try:
+            pool = d._pools[0]
+            ran = Counter()
+            pool._lock = _StruckLock(pool._lock, "_is_owned", 1, threading.get_ident())
+            with pytest.raises(KeyboardInterrupt):
+                if how == "dispatch":
+                    d.dispatch(ran)
+                else:
+                    with d.batch() as batch:
+                        batch.dispatch(ran)  # through Pool.submit
+            assert pool._lock.struck
+            pool._lock.thread = -1  # no strike from here on
+            assert _free_for_others(pool._lock.real), "the pool's lock was left held"
+            assert ran.value == 0
+            d.dispatch(ran)  # no thread still: run here
+            assert ran.value == 1
+        finally:
+            d.finalize(cancel_pending=True, timeout=10)
+
+    def test_pool_starts_a_thread_later_after_ctrl_c_as_the_failed_one_is_forgotten(
+        self, refused: Callable[[], None]
+    ) -> None:
+        """Ctrl-C as the thread that could not start leaves the pool's list: once threads can start, one does."""
+        from jobdispatch import Dispatcher
+        from support import WAIT
+
+        d = Dispatcher({0: 1}, name="test-no-thread")
+        try:
+            pool = d._pools[0]
+            pool._threads = _StruckList()
+            ran = Counter()
+            with pytest.raises(KeyboardInterrupt):
+                d.dispatch(ran)
+            pool._threads = list(pool._threads)
+            refused()  # threads start again
+            d.dispatch(ran)
+            assert d.wait(WAIT), "the job waits for a thread that the pool believes it has"
+            assert ran.value == 1
+            assert [t.name for t in pool._threads] == ["test-no-thread-p0-1"]
         finally:
             d.finalize(cancel_pending=True, timeout=10)
 
