@@ -27,6 +27,7 @@ trials per signal and whole sweeps. This file is also the child's script:
 from __future__ import annotations
 
 import contextlib
+import functools
 import json
 import os
 import random
@@ -250,8 +251,9 @@ def _op_dispatch_contended(d: Any, ran: Counter) -> None:
 
 # What an interrupted dispatch_many said it dispatched, by dispatcher: after
 # recovery exactly that many of its jobs (and those of the calls before it
-# in the operation) must have run.
-_promised: list[tuple[Any, Counter, int]] = []
+# in the operation) must have run, and the pools must have counted every job
+# that ran, the operation's other jobs (the last number) too, each once.
+_promised: list[tuple[Any, Counter, int, int]] = []
 
 
 class _Routed:
@@ -279,10 +281,113 @@ def _op_many_listed(d: Any, ran: Counter) -> None:
         dispatched += d.dispatch_many([job] * 6, priority=0)
         dispatched += d.dispatch_many([_Routed(n % 2, ran) for n in range(6)])
     except KeyboardInterrupt as error:
-        said = re.search(r"dispatched (\d+) jobs", " ".join(getattr(error, "__notes__", ())))
-        if said:
-            _promised.append((d, ran, dispatched + int(said.group(1))))
+        _promise(d, ran, dispatched, error)
         raise
+
+
+def _promise(d: Any, ran: Counter, dispatched: int, error: BaseException, others: int = 0) -> None:
+    """Record what an interrupted dispatch_many said it dispatched, plus ``dispatched`` by the calls before it.
+
+    ``others``: jobs of the operation that do not count in ``ran``.
+    """
+    said = re.search(r"dispatched (\d+) jobs", " ".join(getattr(error, "__notes__", ())))
+    if said:
+        _promised.append((d, ran, dispatched + int(said.group(1)), others))
+
+
+def _op_many_listed_full(d: Any, ran: Counter) -> None:
+    """dispatch_many of a list into a pool with one place: the first job holds it, the others wait for room."""
+    gate = threading.Event()
+
+    def hold() -> None:
+        gate.wait(1.0)
+        ran()
+
+    try:
+        _open_once_waiting(d._pools[1], gate)
+        d.dispatch_many([hold, ran, ran, ran], priority=1)
+    except KeyboardInterrupt as error:
+        _promise(d, ran, 0, error)
+        raise
+    finally:
+        gate.set()  # interrupted before it blocked: the job above ends now
+
+
+class _Attributed(_Routed):
+    """A Job of the same kind whose instance has a plain priority attribute: routed in full."""
+
+    def __init__(self, priority: int, ran: Counter) -> None:
+        super().__init__(priority, ran)
+        self.priority = priority  # type: ignore[assignment,method-assign]
+
+
+def _op_many_listed_mixed(d: Any, ran: Counter) -> None:
+    """dispatch_many of lists where jobs that need the full routing stand between jobs routed inline."""
+    dispatched = 0
+
+    def job() -> None:
+        ran()
+
+    try:
+        dispatched += d.dispatch_many([_Routed(0, ran), _Attributed(1, ran), _Routed(1, ran), _Attributed(0, ran)])
+        dispatched += d.dispatch_many((job, ran, functools.partial(ran), job), priority=0)
+    except KeyboardInterrupt as error:
+        _promise(d, ran, dispatched, error)
+        raise
+
+
+def _op_many_listed_no_thread(d: Any, ran: Counter) -> None:
+    """dispatch_many of a list into a pool that cannot start a thread: the caller runs each job itself."""
+    real_start = threading.Thread.start
+
+    def refuse(thread: threading.Thread) -> None:
+        if thread.name.startswith("sweep"):
+            raise RuntimeError("can't start new thread")
+        real_start(thread)
+
+    def job() -> None:
+        ran()
+
+    threading.Thread.start = refuse  # type: ignore[method-assign]
+    try:
+        d.dispatch_many([job, ran, job], priority=1)  # functions through Pool.submit, the object through dispatch
+    except KeyboardInterrupt as error:
+        _promise(d, ran, 0, error)
+        raise
+    finally:
+        threading.Thread.start = real_start  # type: ignore[method-assign]
+
+
+def _op_many_listed_in_job(d: Any, ran: Counter) -> None:
+    """A job dispatches a list into its own pool and the other one (follow-ups), interrupted in its worker.
+
+    The trace or profile function of the sweep is set on the job's thread
+    for that call; the job hands what it caught to this thread, which raises it.
+    """
+    tracer, profiler = sys.gettrace(), sys.getprofile()
+    caught: list[BaseException] = []
+    over = threading.Event()
+
+    def parent() -> None:
+        dispatched = 0
+        sys.settrace(tracer)
+        sys.setprofile(profiler)
+        try:
+            dispatched += d.dispatch_many([ran] * 6, priority=0)  # 3 places left: 3 go in, 3 run here
+            dispatched += d.dispatch_many([_Routed(n % 2, ran) for n in range(4)])
+        except KeyboardInterrupt as error:
+            _promise(d, ran, dispatched, error, others=1)  # this job
+            caught.append(error)
+        finally:
+            sys.settrace(None)
+            sys.setprofile(None)
+            over.set()
+
+    d.dispatch(parent, priority=0)
+    if not over.wait(4.0):
+        raise RuntimeError("the job that dispatches a list never ended")
+    if caught:
+        raise caught[0]
 
 
 SWEEP_OPS: dict[str, tuple[Callable[[Any, Counter], None] | None, Callable[[Any, Counter], None]]] = {
@@ -299,6 +404,10 @@ SWEEP_OPS: dict[str, tuple[Callable[[Any, Counter], None] | None, Callable[[Any,
     "dispatch_async_full": (None, _op_dispatch_async_full),
     "many_listed": (None, _op_many_listed),
     "dispatch_contended": (None, _op_dispatch_contended),
+    "many_listed_full": (None, _op_many_listed_full),
+    "many_listed_mixed": (None, _op_many_listed_mixed),
+    "many_listed_in_job": (None, _op_many_listed_in_job),
+    "many_listed_no_thread": (None, _op_many_listed_no_thread),
 }
 
 
@@ -332,9 +441,12 @@ def _recover(d: Any, name: str, mode: str, timeout: float) -> list[str]:
     if mode == "continue" and not d.closed:
         if not d.wait(timeout):
             problems.append("wait() still waiting")
-        for owner, ran, promised in _promised:
+        for owner, ran, promised, others in _promised:
             if owner is d and ran.value != promised:
                 problems.append(f"dispatch_many said {promised} jobs were dispatched, {ran.value} ran")
+            counted = sum(s.completed + s.failed + s.cancelled for s in d.stats().values())
+            if owner is d and counted != ran.value + others:
+                problems.append(f"{ran.value + others} jobs ran, the pools counted {counted}")
         gate = threading.Event()
         for priority, places in ((0, 4), (1, 1)):
             got = 0
@@ -614,13 +726,30 @@ class _StruckLock:
         self._strike("release")
 
     def _is_owned(self) -> bool:
-        return bool(self.real._is_owned())
+        owned = bool(self.real._is_owned())
+        self._strike("_is_owned")
+        return owned
 
     def __enter__(self) -> bool:
         return self.acquire()
 
     def __exit__(self, *exc: object) -> None:
         self.real.release()
+
+
+def _free_for_others(lock: Any) -> bool:
+    """Whether another thread can take ``lock`` within a few seconds."""
+    taken: list[bool] = []
+
+    def take() -> None:
+        if lock.acquire(True, 5.0):
+            lock.release()
+            taken.append(True)
+
+    other = threading.Thread(target=take)
+    other.start()
+    other.join(10.0)
+    return bool(taken)
 
 
 class TestInterruptAsTheLockCallReturns:
@@ -658,10 +787,7 @@ class TestInterruptAsTheLockCallReturns:
             if how == "full pool" or nth == 1:  # a dispatch into a pool with room takes the lock once
                 assert pool._lock.struck
             gate.set()
-            free = threading.Thread(target=lambda: pool._lock.real.acquire(True, WAIT) and pool._lock.real.release())
-            free.start()
-            free.join(WAIT)
-            assert not free.is_alive(), "the pool's lock was left held"
+            assert _free_for_others(pool._lock.real), "the pool's lock was left held"
             assert d.wait(WAIT)
             stats = d.stats(0)
             blockers = 2 if how == "full pool" else 1
@@ -672,6 +798,82 @@ class TestInterruptAsTheLockCallReturns:
             assert pool._room == pool._places
             d.dispatch(ran, timeout=0)  # the pool has its room
             assert d.wait(WAIT)
+        finally:
+            d.finalize(cancel_pending=True, timeout=10)
+
+
+class _StruckList(list[Any]):
+    """A pool's list of threads whose remove() raises KeyboardInterrupt once it has removed (Ctrl-C as it returns)."""
+
+    def remove(self, value: Any) -> None:
+        super().remove(value)
+        raise KeyboardInterrupt
+
+
+class TestNoThreadInterrupted:
+    """The pool's first thread cannot start (a thread limit): Ctrl-C as the dispatch turns to run the job itself."""
+
+    @pytest.fixture
+    def refused(self, monkeypatch: pytest.MonkeyPatch) -> Callable[[], None]:
+        """Refuse to start the threads of dispatchers named test-no-thread; call the result to allow them again."""
+        real_start = threading.Thread.start
+        allowed = threading.Event()
+
+        def refuse(thread: threading.Thread) -> None:
+            if thread.name.startswith("test-no-thread") and not allowed.is_set():
+                raise RuntimeError("can't start new thread")
+            real_start(thread)
+
+        monkeypatch.setattr(threading.Thread, "start", refuse)
+        return allowed.set
+
+    @pytest.mark.parametrize("how", ["dispatch", "batch"])
+    def test_lock_is_free_when_ctrl_c_strikes_as_the_owner_check_returns(
+        self, refused: Callable[[], None], how: str
+    ) -> None:
+        """Ctrl-C as the except block's owner check returns: the pool's lock is free, and the job was not run."""
+        from jobdispatch import Dispatcher
+
+        d = Dispatcher({0: 1}, name="test-no-thread")
+        try:
+            pool = d._pools[0]
+            ran = Counter()
+            pool._lock = _StruckLock(pool._lock, "_is_owned", 1, threading.get_ident())
+            with pytest.raises(KeyboardInterrupt):
+                if how == "dispatch":
+                    d.dispatch(ran)
+                else:
+                    with d.batch() as batch:
+                        batch.dispatch(ran)  # through Pool.submit
+            assert pool._lock.struck
+            pool._lock.thread = -1  # no strike from here on
+            assert _free_for_others(pool._lock.real), "the pool's lock was left held"
+            assert ran.value == 0
+            d.dispatch(ran)  # no thread still: run here
+            assert ran.value == 1
+        finally:
+            d.finalize(cancel_pending=True, timeout=10)
+
+    def test_pool_starts_a_thread_later_after_ctrl_c_as_the_failed_one_is_forgotten(
+        self, refused: Callable[[], None]
+    ) -> None:
+        """Ctrl-C as the thread that could not start leaves the pool's list: once threads can start, one does."""
+        from jobdispatch import Dispatcher
+        from support import WAIT
+
+        d = Dispatcher({0: 1}, name="test-no-thread")
+        try:
+            pool = d._pools[0]
+            pool._threads = _StruckList()
+            ran = Counter()
+            with pytest.raises(KeyboardInterrupt):
+                d.dispatch(ran)
+            pool._threads = list(pool._threads)
+            refused()  # threads start again
+            d.dispatch(ran)
+            assert d.wait(WAIT), "the job waits for a thread that the pool believes it has"
+            assert ran.value == 1
+            assert [t.name for t in pool._threads] == ["test-no-thread-p0-1"]
         finally:
             d.finalize(cancel_pending=True, timeout=10)
 
@@ -932,6 +1134,10 @@ SWEEP_CASES = [
         "dispatch_async_full",
         "many_listed",
         "dispatch_contended",
+        "many_listed_full",
+        "many_listed_mixed",
+        "many_listed_in_job",
+        "many_listed_no_thread",
     )
     for mode in ("with", "exit", "continue")
 ]
@@ -949,6 +1155,10 @@ SWEEP_RETURN_CASES = [
         "map_chunks",
         "many_listed",
         "dispatch_contended",
+        "many_listed_full",
+        "many_listed_mixed",
+        "many_listed_in_job",
+        "many_listed_no_thread",
     )
 ]
 

@@ -120,8 +120,8 @@ class TestDispatchMany:
         d.dispatch_many((ran for _ in range(12)), chunksize=4)  # three chunks wait in the queue
         finalizer = threading.Thread(target=d.finalize, kwargs={"cancel_pending": True, "timeout": WAIT})
         finalizer.start()
-        pool = d._pools[0]
-        wait_for(lambda: pool._queue_cancelled, "finalize to cancel what is queued")  # only then may the worker go on
+        # The gate opens once the chunks are cancelled: before, the worker could run one.
+        wait_for(lambda: d.stats(0).cancelled, "finalize to cancel the queued chunks")
         gate.set()
         finalizer.join(WAIT)
         stats = d.stats(0)
@@ -325,27 +325,6 @@ class TestDispatchManyOfAList:
         assert d.wait(WAIT)
         assert ran.value == 3
 
-    def test_a_list_that_shrinks_while_it_is_read_is_dispatched_up_to_its_end(self, kit: Kit) -> None:
-        """priority() emptying the list being dispatched: no error; the count says what ran."""
-        d = kit.dispatcher({0: 2})
-        ran = Counter()
-        jobs: list[Any] = []
-
-        class Emptying:
-            def do(self) -> None:
-                ran()
-
-            def priority(self) -> int:
-                jobs.clear()
-                return 0
-
-        jobs += [ran] * 100
-        jobs[80] = Emptying()  # read in the second slice of the list
-        dispatched = d.dispatch_many(jobs)
-        assert d.wait(WAIT)
-        assert dispatched == ran.value
-        assert 80 <= dispatched <= 100
-
     def test_a_list_dispatched_from_a_job_joins_its_round(self, kit: Kit) -> None:
         """The jobs a job dispatches with dispatch_many are follow-ups: wait() returns after them."""
         d = kit.dispatcher({0: 2})
@@ -368,6 +347,100 @@ class TestDispatchManyOfAList:
         gate.set()
         assert d.wait(WAIT)
         assert ran.value == 3
+
+
+class TestDispatchManyOfAListChangedMeanwhile:
+    """A list changed while it is dispatched: read as a for loop reads it, a few dozen jobs ahead."""
+
+    def test_a_priority_that_shortens_the_list_raises_nothing_and_says_how_many_ran(self, kit: Kit) -> None:
+        """priority() of the 6th job deletes the jobs after it: no error; the call returns how many it dispatched."""
+        d = kit.dispatcher({0: 2})
+        seen: list[int] = []
+        lock = threading.Lock()
+        jobs: list[Any] = []
+
+        class Trimming(Tagged):
+            def do(self) -> None:
+                with lock:
+                    super().do()
+
+            def priority(self) -> int:
+                if self is jobs[5]:
+                    del jobs[6:]
+                return 0
+
+        jobs += [Trimming(0, seen) for _ in range(20)]
+        dispatched = d.dispatch_many(jobs)
+        assert 6 <= dispatched <= 20
+        assert d.wait(WAIT)
+        assert (len(seen), d.stats(0).completed) == (dispatched, dispatched)
+
+    def test_a_job_that_shortens_the_list_leaves_the_jobs_still_in_it_dispatched(self, kit: Kit) -> None:
+        """The first job cuts 100 jobs to 70 while the producer waits for room: those 70 run, the call returns 70."""
+        d = kit.dispatcher([PoolConfig(0, 1, 0)])  # one place: the producer waits while the first job runs
+        ran = Counter()
+        jobs: list[Any] = []
+
+        def first() -> None:
+            del jobs[70:]  # before the producer reads on: the first job holds the only place until it returns
+            ran()
+
+        jobs += [first] + [ran] * 99
+        assert d.dispatch_many(jobs) == 70
+        assert d.wait(WAIT)
+        assert (ran.value, d.stats(0).completed) == (70, 70)
+
+    def test_jobs_added_to_the_list_while_it_is_dispatched_are_dispatched_too(self, kit: Kit) -> None:
+        """priority() of the last job appends 3 more: they are dispatched as well, and counted in the return."""
+        d = kit.dispatcher({0: 2})
+        seen: list[int] = []
+        lock = threading.Lock()
+        jobs: list[Any] = []
+
+        class Growing(Tagged):
+            def do(self) -> None:
+                with lock:
+                    super().do()
+
+            def priority(self) -> int:
+                if self._priority == 1:
+                    jobs.extend(Growing(0, seen) for _ in range(3))
+                return 0
+
+        jobs += [Growing(0, seen) for _ in range(9)] + [Growing(1, seen)]
+        assert d.dispatch_many(jobs) == 13
+        assert d.wait(WAIT)
+        assert (len(seen), d.stats(0).completed) == (13, 13)
+
+
+class TestDispatchManyRunByTheCaller:
+    """A pool that cannot start a thread: the dispatching thread runs each job itself."""
+
+    def test_ctrl_c_in_a_job_the_caller_runs_counts_that_job_as_dispatched(
+        self, kit: Kit, monkeypatch: pytest.MonkeyPatch
+    ) -> None:
+        """Ctrl-C in the 2nd job, run by the main thread: the note says 2 jobs were dispatched, as the pool counts."""
+        real_start = threading.Thread.start
+
+        def refuse(thread: threading.Thread) -> None:
+            if thread.name.startswith("test-caller-runs"):
+                raise RuntimeError("can't start new thread")
+            real_start(thread)
+
+        monkeypatch.setattr(threading.Thread, "start", refuse)
+        d = kit.dispatcher({0: 1}, name="test-caller-runs")
+        ran = Counter()
+
+        def interrupted() -> None:
+            ran()
+            raise KeyboardInterrupt  # Ctrl-C as the main thread runs the job
+
+        assert threading.current_thread() is threading.main_thread()
+        with pytest.raises(KeyboardInterrupt) as caught:
+            d.dispatch_many([ran, interrupted, ran])
+        assert any("dispatched 2 jobs before this error" in note for note in caught.value.__notes__)
+        stats = d.stats(0)
+        assert (ran.value, stats.completed, stats.failed) == (2, 1, 1)
 
 
 class TestBatchDispatchMany:

@@ -25,7 +25,7 @@ from ._errors import DispatcherClosed, DispatcherError, UnknownPriority
 from ._futures import PoolExecutor
 from ._job import Job, Named, check_name, job_name
 from ._many import Chunk
-from ._outcome import logger, mark_queued, safe_repr, was_queued
+from ._outcome import NoThread, logger, mark_queued, safe_repr, was_queued
 from ._pool import ErrorHandler, Pool, take_contended
 from ._progress import TqdmProgress, wait_reporting
 from ._rounds import Generation, Round, runs_jobs_of
@@ -319,7 +319,11 @@ class Dispatcher:
                 # Every call first, then the counters, then the hand-off
                 # (a C call) last: Ctrl-C strikes only at a call, so it
                 # cannot leave a counted job out of the queue.
-                spawn = pool._spawning and pool._reserve_worker_locked()
+                try:
+                    spawn = pool._spawning and pool._reserve_worker_locked()
+                except NoThread:
+                    lock.release()  # before the raise: see Pool.submit
+                    raise
                 generation = pool._generation if running is None else pool.join_round_locked(running)
                 queued = True
                 pool._room -= 1
@@ -541,7 +545,9 @@ class Dispatcher:
         job at a time, so an endless iterable is fine: memory stays bounded
         by the pools. A list or a tuple goes faster still: it can be read
         ahead with no side effect, so its jobs are routed a few dozen at a
-        time and as many as a pool has room for are queued at once.
+        time and as many as a pool has room for are queued at once (a list
+        that changes meanwhile is read as a for loop reads it, those few
+        dozen jobs ahead).
 
         Args:
             jobs: `Job` objects or callables taking no argument.
@@ -649,14 +655,15 @@ class Dispatcher:
         else:  # None: dispatch routes them, with its errors
             function_pool = self._thread_pools.get(priority) if type(priority) is int else None
         alone = _thread_role.running is None  # not a job of a dispatcher: no round to join
-        start = 0  # the index in jobs of the next job to route
+        start = 0  # the index of the next job to read
         lock = None
         job: object
         fn: Callable[[], object] | None
         context: Context | None
         try:
-            # A slice at a time, so that a list changed meanwhile (by a job,
-            # by priority()) is read up to its current end, and no further.
+            # Read in slices, which end where the list ends when they are
+            # taken: a list that a job (or priority()) shortens or lengthens
+            # meanwhile is read as a for loop would read it.
             while ahead := jobs[start : start + _LISTED_AHEAD]:
                 # Route the next jobs, outside any lock.
                 routed: list[tuple[Pool, object, Callable[[], object], Context | None]] = []
@@ -678,6 +685,7 @@ class Dispatcher:
                         unrouted_priority = job_priority  # what priority() said: it is not asked twice
                         break
                     routed.append((pool, job, fn, copy_context() if propagate else None))
+                del ahead  # nothing holds a job once it is handed over
                 # Queue them, as many as there is room for in one hold of each pool's lock.
                 index = 0
                 while index < len(routed):

@@ -17,6 +17,7 @@ __all__ = [
     "interrupts_caller",
     "logger",
     "mark_queued",
+    "mark_ran",
     "safe_repr",
     "tell_cancelled",
     "was_queued",
@@ -26,6 +27,7 @@ logger = logging.getLogger("jobdispatch")
 
 
 QUEUED_NOTE = "jobdispatch: the job was queued before this exception struck: it will run"
+RAN_NOTE = "jobdispatch: the dispatching thread ran the job itself, and counted it, as this exception struck"
 
 
 def mark_queued(error: BaseException) -> None:
@@ -34,9 +36,16 @@ def mark_queued(error: BaseException) -> None:
         error.add_note(QUEUED_NOTE)
 
 
+def mark_ran(error: BaseException) -> None:
+    """Say on ``error`` that the job whose dispatch it ends was run, and counted, by the dispatching thread."""
+    with contextlib.suppress(Exception):
+        error.add_note(RAN_NOTE)
+
+
 def was_queued(error: BaseException) -> bool:
-    """Whether ``error`` interrupted a dispatch after its job was queued (see `mark_queued`)."""
-    return QUEUED_NOTE in getattr(error, "__notes__", ())
+    """Whether ``error`` ended a dispatch after its job was queued or run (see `mark_queued`, `mark_ran`)."""
+    notes = getattr(error, "__notes__", ())
+    return QUEUED_NOTE in notes or RAN_NOTE in notes
 
 
 def safe_repr(obj: object) -> str:

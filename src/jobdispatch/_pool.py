@@ -37,6 +37,7 @@ from ._outcome import (
     interrupts_caller,
     logger,
     mark_queued,
+    mark_ran,
     tell_cancelled,
 )
 from ._rounds import Generation, Round, Running, finish_generation, generation_done, role, runs_jobs_of, wake_future
@@ -260,7 +261,11 @@ class Pool:
                     # Every call first, then the counters, then the hand-off
                     # (a C call) last: Ctrl-C strikes only at a call, so it
                     # cannot leave a counted job out of the queue.
-                    spawn = self._spawning and self._reserve_worker_locked()
+                    try:
+                        spawn = self._spawning and self._reserve_worker_locked()
+                    except NoThread:
+                        lock.release()  # before the raise, as refusals do
+                        raise
                     generation = self._generation if running is None else self.join_round_locked(running)
                     queued = True
                     self._room -= 1
@@ -391,30 +396,40 @@ class Pool:
             previous, running.generation = running.generation, generation
         started = time.perf_counter()
         error = call_job(fn, context)
-        if generation is not None and running is not None:
-            running.generation = previous
-        cancelled = isinstance(error, CancelledBeforeStart)
-        # On the main thread a KeyboardInterrupt or SystemExit may be Ctrl-C
-        # or a signal handler, not the job: it is counted, then propagates.
-        propagate = error is not None and interrupts_caller(error)
+        # The job has run: whatever strikes from here on (Ctrl-C at a call),
+        # it is counted, and the exception says so to the dispatch that ran it.
+        cancelled = propagate = False
         try:
-            if error is not None and not (cancelled or propagate or isinstance(error, ReportedElsewhere)):
-                self._report(job, error, batch, time.perf_counter() - started)
-            with self._lock:
-                if cancelled:
-                    self.count_cancelled_locked()
-                elif error is None:
-                    self._inline_completed += 1
-                else:
-                    self._failed += 1
-                if generation is not None:
-                    self._delayed -= 1
-                    finish_generation(generation)
-        finally:
-            if batch is not None:
-                batch._job_over(fn, cancelled=cancelled)
+            try:
+                if generation is not None and running is not None:
+                    running.generation = previous
+                cancelled = isinstance(error, CancelledBeforeStart)
+                # On the main thread a KeyboardInterrupt or SystemExit may be Ctrl-C
+                # or a signal handler, not the job: it is counted, then propagates.
+                propagate = error is not None and interrupts_caller(error)
+                if error is not None and not (cancelled or propagate or isinstance(error, ReportedElsewhere)):
+                    self._report(job, error, batch, time.perf_counter() - started)
+            finally:
+                try:
+                    with self._lock:
+                        if cancelled:
+                            self.count_cancelled_locked()
+                        elif error is None:
+                            self._inline_completed += 1
+                        else:
+                            self._failed += 1
+                        if generation is not None:
+                            self._delayed -= 1
+                            finish_generation(generation)
+                finally:
+                    if batch is not None:
+                        batch._job_over(fn, cancelled=cancelled)
+        except BaseException as struck:
+            mark_ran(struck)
+            raise
         if propagate:
             assert error is not None
+            mark_ran(error)
             raise error
 
     def add_delayed(
@@ -485,10 +500,11 @@ class Pool:
                 return None
         except Exception as error:
             # No thread could start (a thread limit, or interpreter shutdown
-            # on Python 3.12.0-1): the pool has none, so the caller runs the job.
-            self._threads.remove(thread)
+            # on Python 3.12.0-1): the pool has none, so the caller runs the
+            # job. Counted out before any call: Ctrl-C strikes at calls.
             self._planned -= 1
             self._spawning = True
+            self._threads.remove(thread)
             _warn_no_thread(self.priority, error, "the dispatching thread runs the job itself")
             raise NoThread from error
         except BaseException:
