@@ -293,7 +293,13 @@ class TestBulkhead:
         assert backed.wait(WAIT)
         gc.collect()
         assert alive[0] == 0
-        assert most <= 5 + 2  # the bound, plus a job whose done-callback is returning
+        # The bound, plus a job whose done-callback is returning. Without the
+        # GIL, CPython frees an object another thread let go of only once the
+        # thread that made it (this one, which blocks on the full pool) runs
+        # again: a few finished jobs can outlive their run that long (a known
+        # limit, see docs/reliability.md).
+        late_frees = 0 if getattr(sys, "_is_gil_enabled", lambda: True)() else 4
+        assert most <= 5 + 2 + late_frees
         assert backed.stats(0).completed == 2000
 
 
