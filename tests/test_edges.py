@@ -307,14 +307,7 @@ class TestFastPath:
         self, kit: Kit, monkeypatch: pytest.MonkeyPatch
     ) -> None:
         """dispatch() routes a function, a bound method and a Job of a class seen before inline, on every pool."""
-        routed = Counter()
-        real_route = Dispatcher._route
-
-        def counting_route(self: Dispatcher, *args: Any) -> Any:
-            routed()
-            return real_route(self, *args)
-
-        monkeypatch.setattr(Dispatcher, "_route", counting_route)
+        routed = self._count_routes(monkeypatch)
 
         class Job:
             def do(self) -> None:
