@@ -260,6 +260,7 @@ class Dispatcher:
             raise DispatcherClosed(self._closed_reason)
         # The hot paths, inlined: a plain function, or a Job of a class seen
         # before, for a known pool. Anything else is routed by _route.
+        # _known_route does the same as a call: keep the two alike.
         kind = type(job)
         pool: Pool | None = None
         fn: Callable[[], object] = job  # type: ignore[assignment]
