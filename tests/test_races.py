@@ -18,7 +18,7 @@ from typing import Any
 
 import pytest
 
-from jobdispatch import Dispatcher, DispatcherClosed, DispatcherError, PoolConfig, PoolFull
+from jobdispatch import Dispatcher, DispatcherClosed, DispatcherError, PoolConfig, PoolFull, _threads
 
 WAIT = 10.0  # seconds to wait for a state that should come at once; the test fails after that
 
@@ -272,6 +272,74 @@ class TestProducersVersusFinalize:
         run_threads([wait, wait, wait, close], "test-waiter")
         assert results == [True, True, True]
         assert ran.value == 101
+
+
+class _QueueHeldForOneTake:
+    """Stands for a pool's job queue: the worker waits for ``may_take`` before its first take.
+
+    Once ``armed``, the next ``qsize()`` (finalize counting what waits) lets
+    the worker take a job and waits until it has run it or dropped it
+    (``took``), so the worker reads its job's cancel flag at the worst time:
+    after the job was counted as waiting.
+    """
+
+    def __init__(self, real: Any, took: threading.Event) -> None:
+        self._real = real
+        self._took = took
+        self._may_take = threading.Event()
+        self._first = True
+        self.armed = False
+        self.worker_waits = threading.Event()
+
+    def get(self, block: bool = True, timeout: float | None = None) -> Any:
+        if self._first:
+            self._first = False
+            self.worker_waits.set()
+            assert self._may_take.wait(WAIT), "finalize never counted the queue"
+        return self._real.get(block, timeout)
+
+    def qsize(self) -> int:
+        size: int = self._real.qsize()
+        if self.armed:
+            self.armed = False
+            self._may_take.set()
+            assert self._took.wait(WAIT), "the worker neither ran nor dropped the job it took"
+        return size
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self._real, name)
+
+
+class TestCancelWhileAWorkerTakesAJob:
+    def test_a_job_counted_as_waiting_is_dropped_not_run(
+        self, made: list[Dispatcher], monkeypatch: pytest.MonkeyPatch
+    ) -> None:
+        """finalize(cancel_pending=True): a job counted as waiting is dropped, though a worker takes it at once."""
+        d = Dispatcher([PoolConfig(0, 1, 4)], name=unique("race-take"))
+        made.append(d)
+        took = threading.Event()
+        pool = d._pools[0]
+        queue = _QueueHeldForOneTake(pool._jobs, took)
+        pool._jobs = queue  # type: ignore[assignment]  # before the worker starts and binds its get
+        tell_cancelled = _threads.tell_cancelled
+
+        def dropped(fn: Callable[[], object]) -> None:
+            took.set()
+            tell_cancelled(fn)
+
+        monkeypatch.setattr(_threads, "tell_cancelled", dropped)
+        ran = Counter()
+
+        def job() -> None:
+            ran()
+            took.set()
+
+        d.dispatch(job)  # starts the worker, which waits before it takes the job
+        assert queue.worker_waits.wait(WAIT)
+        queue.armed = True
+        d.finalize(cancel_pending=True, timeout=WAIT)
+        s = d.stats(0)
+        assert (ran.value, s.completed, s.cancelled) == (0, 0, 1), s
 
 
 class TestConcurrentBarriers:

@@ -716,6 +716,12 @@ class Pool:
         so Ctrl-C cannot leave a job half-cancelled.
         """
         with self._lock:
+            # The flags first: workers take jobs from the queue without the
+            # lock, and read the flag only after. A job still in the queue
+            # when it is counted below is then sure to be dropped, never run.
+            self._generation.cancelled = True
+            for generation in generations:
+                generation.cancelled = True
             if not self._queue_cancelled:
                 # What waits is counted cancelled now, once: the workers that
                 # drop it later use up this count before adding to it, so the
@@ -724,9 +730,6 @@ class Pool:
                 self._cancelled += waiting
                 self._precounted += waiting
                 self._queue_cancelled = True
-            self._generation.cancelled = True
-            for generation in generations:
-                generation.cancelled = True
 
     def count_cancelled_locked(self) -> None:
         """Count one job cancelled, unless `cancel_queued` counted it already."""
