@@ -137,24 +137,21 @@ class TestChunks:
 
 
 class TestCancellation:
-    def test_queued_member_of_a_started_chunk_can_be_cancelled(self, kit: Kit) -> None:
-        """A call whose chunk has started but whose turn has not come: cancel() is True, it never runs, counted."""
+    def test_cancelled_calls_of_a_running_chunk_raise_cancelled_error_in_order(self, kit: Kit) -> None:
+        """shutdown(cancel_futures=True) as a chunk runs: the calls it ran give results, the rest CancelledError."""
         d = kit.dispatcher([PoolConfig(0, 1, queue_size=4)])
         executor = d.executor(0)
         gate, started, ran = kit.gate(), threading.Event(), []
         results = executor.map(_gated_first(gate, started, ran), range(4), chunksize=4)
         assert started.wait(WAIT)
-        waiting = [f for f in executor._pending.snapshot() if not f.running()]
-        assert len(waiting) == 3
-        assert all(future.cancel() for future in waiting)
+        executor.shutdown(wait=False, cancel_futures=True)
         gate.set()
         assert next(results) == 0
         with pytest.raises(cf.CancelledError):
             next(results)
         assert d.wait(WAIT)
-        stats = d.stats(0)
         assert ran == []
-        assert (stats.completed, stats.failed, stats.cancelled) == (1, 0, 3)
+        assert (d.stats(0).completed, d.stats(0).cancelled) == (1, 3)
 
     def test_timeout_cancels_the_calls_of_queued_chunks(self, kit: Kit) -> None:
         """A map that times out cancels every call not started, in queued chunks too; each counts once."""
@@ -501,3 +498,43 @@ class TestReferences:
             wait_for(lambda: ref() is None, "the exception to be freed")
         finally:
             gc.enable()
+
+    def test_a_result_taken_from_a_chunk_is_not_kept(self, kit: Kit) -> None:
+        """Once yielded, a result of a chunk is held neither by the iterator nor by the chunk's future."""
+        d = kit.dispatcher(2)
+        results = d.executor(0).map(_Box, range(4), chunksize=4)
+        first = next(results)
+        ref = weakref.ref(first)
+        del first
+        # Three results of its chunk still wait in the iterator. (Without the GIL CPython may free
+        # an object made by another thread a little later: hence the wait.)
+        wait_for(lambda: ref() is None, "the result taken to be freed")
+        assert [box.value for box in results] == [1, 2, 3]
+
+
+class _Box:
+    def __init__(self, value: int) -> None:
+        self.value = value
+
+
+class TestChunkResults:
+    def test_results_before_a_failing_call_come_first_and_the_rest_of_its_chunk_runs(self, kit: Kit) -> None:
+        """A call raises in the middle of a chunk: the results before it are yielded, then it raises; the others ran."""
+        d = kit.dispatcher(1)
+        ran: list[int] = []
+
+        def record(n: int) -> int:
+            ran.append(n)
+            if n == 2:
+                raise KeyError(n)
+            return n
+
+        results = d.executor(0).map(record, range(5), chunksize=5)
+        assert next(results) == 0
+        assert next(results) == 1
+        with pytest.raises(KeyError):
+            next(results)
+        assert d.wait(WAIT)
+        assert ran == [0, 1, 2, 3, 4]
+        stats = d.stats(0)
+        assert (stats.completed, stats.failed, stats.cancelled) == (4, 1, 0)

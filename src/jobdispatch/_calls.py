@@ -15,7 +15,7 @@ from collections.abc import Callable
 from concurrent.futures import Future
 from concurrent.futures.thread import BrokenThreadPool
 from functools import partial
-from typing import TYPE_CHECKING, Any, TypeVar
+from typing import TYPE_CHECKING, Any, Protocol, TypeVar
 
 from ._errors import PoolFull
 from ._outcome import CancelledBeforeStart, ReportedElsewhere, safe_repr
@@ -23,9 +23,18 @@ from ._outcome import CancelledBeforeStart, ReportedElsewhere, safe_repr
 if TYPE_CHECKING:
     from ._dispatcher import Dispatcher
 
-__all__ = ["Pending", "dispatch_or_settle", "running_loop", "submit", "submit_call"]
+__all__ = ["Pending", "SettlesAFuture", "dispatch_or_settle", "running_loop", "submit", "submit_call"]
 
 _T = TypeVar("_T")
+
+
+class SettlesAFuture(Protocol):
+    """A job that settles a future as it runs: a submitted call, or a chunk of mapped calls."""
+
+    @property
+    def future(self) -> Future[Any]: ...
+
+    def __call__(self) -> None: ...
 
 
 class Pending:
@@ -43,7 +52,7 @@ class Pending:
         self.closed = False
         self.broken: str | None = None  # why the pool broke (a thread initializer failed)
         # Calls submitted on an event loop's thread that wait, in that loop, for room.
-        self.waiting: dict[asyncio.Task[None], _Call] = {}
+        self.waiting: dict[asyncio.Task[None], SettlesAFuture] = {}
 
     def check_open_locked(self) -> None:
         """Raise if the executor takes no new call (under ``lock``)."""
@@ -209,7 +218,7 @@ def submit(
 
 
 def _wait_for_room(
-    dispatcher: Dispatcher, priority: int, pending: Pending, loop: asyncio.AbstractEventLoop, call: _Call
+    dispatcher: Dispatcher, priority: int, pending: Pending, loop: asyncio.AbstractEventLoop, call: SettlesAFuture
 ) -> None:
     """Hand ``call`` to the pool once it has room, from a task of ``loop``."""
     task = loop.create_task(_dispatch_when_room(dispatcher, priority, call))
@@ -219,7 +228,7 @@ def _wait_for_room(
     call.future.add_done_callback(partial(_cancel_waiting, loop, task))
 
 
-async def _dispatch_when_room(dispatcher: Dispatcher, priority: int, call: _Call) -> None:
+async def _dispatch_when_room(dispatcher: Dispatcher, priority: int, call: SettlesAFuture) -> None:
     """Dispatch ``call`` once its pool has room, without blocking the loop."""
     await dispatcher.dispatch_async(call, priority=priority)
 
@@ -245,7 +254,7 @@ def _after_waiting(dispatcher: Dispatcher, priority: int, pending: Pending, task
         _refused(call.future, error)
 
 
-def dispatch_or_settle(dispatcher: Dispatcher, priority: int, call: _Call) -> None:
+def dispatch_or_settle(dispatcher: Dispatcher, priority: int, call: SettlesAFuture) -> None:
     """Dispatch ``call``, blocking; if that fails, settle its future."""
     try:
         dispatcher.dispatch(call, priority=priority)

@@ -19,7 +19,7 @@ from typing import TYPE_CHECKING, Any, ParamSpec, TypeVar
 from ._calls import Pending, dispatch_or_settle, running_loop, submit
 from ._config import check_int, check_timeout
 from ._errors import PoolFull
-from ._many import submit_calls
+from ._many import ChunkFuture, submit_calls
 from ._pool import Pool
 from ._rounds import current_pool
 
@@ -83,11 +83,15 @@ class FuturesExecutor(Executor):
                 make many tiny calls cheaper. The calls of a chunk run one
                 after another on one worker, and show as one in
                 ``stats().busy`` and ``queued`` (``completed``, ``failed``
-                and ``cancelled`` count them one by one); a call whose turn
-                has not come can still be cancelled through its future. With
-                ``buffersize``, calls are submitted a chunk at a time once
-                there is room for one. A pool with a backend gets each call
-                on its own.
+                and ``cancelled`` count them one by one). A chunk has one
+                future for all its calls (as with ``ProcessPoolExecutor``),
+                so a result comes once its whole chunk is done; a call that
+                raises does not stop the others of its chunk. Cancelling
+                (a timeout, leaving the loop, ``shutdown(cancel_futures=
+                True)``) drops the calls whose turn has not come, in a
+                running chunk too. With ``buffersize``, calls are submitted
+                a chunk at a time once there is room for one. A pool with a
+                backend gets each call on its own.
             buffersize: Calls submitted ahead of the results taken, or
                 ``None`` to submit every call at once.
 
@@ -106,7 +110,7 @@ class FuturesExecutor(Executor):
                 raise ValueError(f"buffersize must be >= 1, got {buffersize!r}")
         deadline = None if seconds is None else time.monotonic() + seconds
         arguments = zip(*iterables, strict=False)
-        futures: deque[Future[_T]] = deque()
+        futures: deque[Future[Any]] = deque()
         complete = True
         try:
             submit_calls(
@@ -188,45 +192,65 @@ def _refill(
     deadline: float | None,
     chunksize: int,
     buffersize: int,
-    futures: deque[Future[_T]],
-) -> None:
+    futures: deque[Future[Any]],
+    ahead: int,
+) -> int:
     """Submit the next calls of a lazy `map`, once there is room for a chunk and the input has more.
 
-    Called before each result is taken: ``buffersize`` calls stay submitted
-    ahead of the one being taken, a chunk at a time.
+    Called before each result is taken, with ``ahead`` the calls submitted
+    and not yet taken: ``buffersize`` calls stay submitted ahead of the one
+    being taken, a chunk at a time. Returns how many calls it submitted.
     """
     step = min(chunksize, buffersize)
-    room = buffersize + 1 - len(futures)
+    room = buffersize + 1 - ahead
     if room < step:
-        return
+        return 0
     items = list(islice(arguments, room - room % step))
     if not items:
-        return
+        return 0
     owner = dispatcher()
     if owner is None:
         raise RuntimeError("cannot schedule new futures: the dispatcher of this map was garbage-collected")
     submit_calls(owner, priority, pending, fn, iter(items), chunksize, deadline, futures)
+    return len(items)
 
 
 def _results(
-    futures: deque[Future[_T]],
+    futures: deque[Future[Any]],
     deadline: float | None,
     complete: bool,
-    refill: Callable[[deque[Future[_T]]], None] | None,
-) -> Iterator[_T]:
+    refill: Callable[[deque[Future[Any]], int], int] | None,
+) -> Iterator[Any]:
     """Yield the results of ``futures`` in order; cancel the calls not started on any way out.
 
-    Holds no reference to the executor, nor to a result once it is yielded.
+    A `ChunkFuture` gives the results of all its calls at once. Holds no
+    reference to the executor, nor to a result once it is yielded.
     ``complete`` is false when submitting stopped at the deadline.
     """
+    ahead = sum(getattr(future, "calls", 1) for future in futures) if refill is not None else 0
+    values: list[Any] = []  # the results of the chunk being read, last first
+    errors: dict[int, BaseException] | None = None
+    count = 0
     try:
-        while futures:
+        while futures or values:
             if refill is not None:
                 try:
-                    refill(futures)
+                    ahead += refill(futures, ahead)
                 except PoolFull:
                     raise TimeoutError("the pool had no room for the next call before the timeout") from None
-            yield _pop_result(futures, _remaining(deadline))
+            if values:
+                index = count - len(values)
+                if errors is not None and index in errors:
+                    del values
+                    raise errors.pop(index)
+                ahead -= 1
+                yield values.pop()
+            elif type(futures[0]) is ChunkFuture:
+                values, errors = _pop_result(futures, _remaining(deadline))
+                count = len(values)
+            else:
+                ahead -= 1
+                yield _pop_result(futures, _remaining(deadline))
         if not complete:
             raise TimeoutError("the pool had no room for every call before the timeout")
     finally:

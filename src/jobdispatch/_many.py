@@ -6,8 +6,9 @@ import asyncio
 import contextvars
 import time
 from collections import deque
-from collections.abc import Callable, Iterator, Sequence
-from concurrent.futures import Future
+from collections.abc import Callable, Iterator
+from concurrent.futures import CancelledError, Future
+from concurrent.futures.thread import BrokenThreadPool
 from contextvars import copy_context
 from itertools import islice
 from typing import TYPE_CHECKING, Any
@@ -21,7 +22,7 @@ if TYPE_CHECKING:
     from ._dispatcher import Dispatcher
     from ._pool import Pool
 
-__all__ = ["Chunk", "submit_calls"]
+__all__ = ["Chunk", "ChunkFuture", "MappedChunk", "submit_calls"]
 
 
 class Chunk:
@@ -109,6 +110,157 @@ class Chunk:
         return f"<chunk of {len(self.calls)} jobs>"
 
 
+class ChunkFuture(Future[Any]):
+    """The future of a `MappedChunk`.
+
+    Its result is ``(values, errors)``: the calls' return values, last call
+    first (the reader pops them, so that nothing keeps a value once it is
+    taken), and the exceptions of the calls that raised, by call index, or
+    ``None`` if none did.
+    """
+
+    calls = 0  # how many calls the chunk holds
+    dropped = False  # cancel() was called: a running chunk skips the calls whose turn has not come
+
+    def cancel(self) -> bool:
+        """Cancel the chunk's calls not started: all of them, or the rest of a running chunk.
+
+        Returns:
+            Whether the whole chunk was cancelled (it had not started).
+        """
+        self.dropped = True
+        return super().cancel()
+
+
+class MappedChunk:
+    """Calls of an executor's ``map`` handed to one worker as one item, settled through one future.
+
+    For the pool a mapped chunk is one job, as a `Chunk` is, and its calls
+    are counted one by one the same way. The calls run one after another,
+    each in its own copy of the context ``map`` was called in; one that
+    raises does not stop the others. Cancelling the future cancels the
+    calls of a chunk that has not started; once started, a chunk runs to
+    the end.
+    """
+
+    __slots__ = ("arguments", "context", "fn", "future", "pending", "pool")
+
+    def __init__(
+        self,
+        pool: Pool,
+        pending: Pending,
+        fn: Callable[..., Any],
+        arguments: list[tuple[Any, ...]],
+        future: ChunkFuture,
+        context: contextvars.Context | None,
+    ) -> None:
+        self.pool = pool
+        self.pending = pending
+        self.fn = fn
+        self.arguments = arguments
+        self.future = future
+        self.context = context
+
+    def __call__(self) -> None:
+        future, pool = self.future, self.pool
+        if self.pending.broken is not None:  # an initializer failed: run nothing more
+            self.cancel_unstarted()
+            raise CancelledBeforeStart
+        if not future.set_running_or_notify_cancel():
+            self._count_cancelled()
+            raise CancelledBeforeStart
+        fn, arguments, context = self.fn, self.arguments, self.context
+        del self.fn, self.arguments, self.context  # nothing holds a call after the chunk
+        count = len(arguments)
+        values: list[Any] = []
+        errors: dict[int, BaseException] | None = None
+        index = 0
+        try:
+            while index < count and not future.dropped:
+                args = arguments[index]
+                arguments[index] = None  # type: ignore[call-overload]
+                if context is None:
+                    failed, value = _call(fn, args)
+                else:
+                    failed, value = context.copy().run(_call, fn, args)
+                del args
+                if failed:
+                    if errors is None:
+                        errors = {}
+                    errors[index] = value
+                    value = None
+                values.append(value)
+                del value
+                index += 1
+        except BaseException as error:
+            # Ctrl-C between two calls, on a thread that runs the chunk
+            # itself: the call about to run counts as failed (the thread
+            # counts the chunk so), the rest as cancelled.
+            failures = 1 + (0 if errors is None else len(errors))
+            with pool._lock:
+                pool._inline_completed += index - failures + 1
+                pool._failed += failures - 1
+                pool._cancelled += count - index - 1
+            future.set_exception(error)
+            raise
+        failures = 0 if errors is None else len(errors)
+        completed = index - failures
+        skipped = count - index  # the map was left, or the executor cancelled its calls, as the chunk ran
+        if skipped:
+            if errors is None:
+                errors = {}
+            for rest in range(index, count):
+                values.append(None)
+                errors[rest] = CancelledError()
+        with pool._lock:  # the worker counts the chunk itself as one: completed, failed or cancelled
+            if completed:
+                pool._inline_completed += completed - 1
+                pool._failed += failures
+                pool._cancelled += skipped
+            elif failures:
+                pool._failed += failures - 1
+                pool._cancelled += skipped
+            else:
+                pool._cancelled += skipped - 1
+        values.reverse()
+        future.set_result((values, errors))
+        del values, errors
+        if not completed:
+            raise ReportedElsewhere if failures else CancelledBeforeStart
+
+    def cancel_unstarted(self) -> None:
+        """Count every call of the chunk cancelled but the one the worker counts, and settle the future.
+
+        The future is cancelled (`Dispatcher.finalize` with
+        ``cancel_pending=True``), or gets `BrokenThreadPool` if the executor
+        broke (a thread initializer failed).
+        """
+        self._count_cancelled()
+        broken = self.pending.broken
+        if broken is None:
+            self.future.cancel()
+        elif self.future.set_running_or_notify_cancel():
+            self.future.set_exception(BrokenThreadPool(broken))
+
+    def _count_cancelled(self) -> None:
+        arguments = getattr(self, "arguments", None)
+        if arguments:
+            self.arguments = []
+            with self.pool._lock:
+                self.pool._cancelled += len(arguments) - 1
+
+    def __repr__(self) -> str:
+        return f"<chunk of {self.future.calls} mapped calls>"
+
+
+def _call(fn: Callable[..., Any], args: tuple[Any, ...]) -> tuple[bool, Any]:
+    """Return ``(False, result)`` or ``(True, exception)``, caught in a frame that knows no chunk."""
+    try:
+        return False, fn(*args)
+    except BaseException as error:
+        return True, error
+
+
 def submit_calls(
     dispatcher: Dispatcher,
     priority: int,
@@ -122,10 +274,11 @@ def submit_calls(
     """Submit ``fn(*args)`` through an executor for each item of ``arguments``; append the futures to ``futures``.
 
     The bulk path of ``map``: the pool is found once, and the calls go
-    straight to it, up to ``chunksize`` of them as one `Chunk`. A future is
-    appended once its call is in the pool. On a thread that runs an event
-    loop, calls that find the pool full wait for room in the loop, one by
-    one, as with ``submit``. A pool with a backend gets each call on its own.
+    straight to it, up to ``chunksize`` of them as one `MappedChunk` with
+    one `ChunkFuture` for them all. A future is appended once its call or
+    chunk is in the pool. On a thread that runs an event loop, a call or
+    chunk that finds the pool full waits for room in the loop, as with
+    ``submit``. A pool with a backend gets each call on its own.
 
     Raises:
         PoolFull: The pool had no room before ``deadline``; the calls read
@@ -149,34 +302,24 @@ def submit_calls(
         if len(group) == 1:
             future: Future[Any] = Future()
             future.add_done_callback(discard)  # before it is in the set: Ctrl-C cannot leave it there
-            _hand_over(
-                dispatcher,
-                priority,
-                pool,
-                pending,
-                (_Call(future, fn, group[0], {}, None, pending),),
-                (future,),
-                deadline,
-                loop,
-            )
+            call = _Call(future, fn, group[0], {}, None, pending)
+            _hand_over(dispatcher, priority, pool, pending, call, future, deadline, loop)
             futures.append(future)
             continue
-        fresh: list[Future[Any]] = []
-        calls: list[_Call] = []
-        for args in group:
-            future = Future()
-            future.add_done_callback(discard)
-            fresh.append(future)
-            calls.append(_Call(future, fn, args, {}, None, pending))
-        _hand_over(dispatcher, priority, pool, pending, calls, fresh, deadline, loop)
-        futures.extend(fresh)
+        chunk_future = ChunkFuture()
+        chunk_future.calls = len(group)
+        chunk_future.add_done_callback(discard)
+        context = copy_context() if dispatcher._propagate_context else None
+        chunk = MappedChunk(pool, pending, fn, group, chunk_future, context)
+        _hand_over(dispatcher, priority, pool, pending, chunk, chunk_future, deadline, loop)
+        futures.append(chunk_future)
 
 
-def _groups(arguments: Iterator[tuple[Any, ...]], size: int) -> Iterator[Sequence[tuple[Any, ...]]]:
+def _groups(arguments: Iterator[tuple[Any, ...]], size: int) -> Iterator[list[tuple[Any, ...]]]:
     """Yield the items of ``arguments`` in groups of ``size``, the last one maybe shorter."""
     if size == 1:
         for args in arguments:
-            yield (args,)
+            yield [args]
         return
     while group := list(islice(arguments, size)):
         yield group
@@ -187,36 +330,28 @@ def _hand_over(
     priority: int,
     pool: Pool,
     pending: Pending,
-    calls: Sequence[_Call],
-    futures: Sequence[Future[Any]],
+    call: _Call | MappedChunk,
+    future: Future[Any],
     deadline: float | None,
     loop: asyncio.AbstractEventLoop | None,
 ) -> None:
-    """Put ``calls`` in the executor's pending set and in the pool: one call alone, or several as a `Chunk`."""
+    """Put ``call`` (one call, or a chunk of them) in the executor's pending set and in the pool."""
     try:
         with pending.lock:
             pending.check_open_locked()
-            pending.futures.update(futures)
+            pending.futures.add(future)
         dispatcher._check_open()
         timeout = 0 if loop is not None else None if deadline is None else max(0.0, deadline - time.monotonic())
-        full = False
+        # A chunk carries its own context (each call runs in a copy of it).
+        context = copy_context() if type(call) is _Call and dispatcher._propagate_context else None
         try:
-            if len(calls) == 1:
-                call = calls[0]
-                pool.submit(call, call, None, copy_context() if dispatcher._propagate_context else None, timeout)
-            else:
-                dispatcher._submit_chunk(pool, [(call, call) for call in calls], timeout)
+            pool.submit(call, call, None, context, timeout)
         except PoolFull:
             if loop is None:
                 raise
-            full = True
-        if full:
-            assert loop is not None
-            for call in calls:
-                _wait_for_room(dispatcher, priority, pending, loop, call)
+            _wait_for_room(dispatcher, priority, pending, loop, call)
     except BaseException as error:
-        for future in futures:
-            future.cancel()  # a call that was queued all the same (Ctrl-C) is then dropped and counted cancelled
+        future.cancel()  # a call that was queued all the same (Ctrl-C) is then dropped and counted cancelled
         pending.refused(error)
         raise
 
