@@ -602,9 +602,14 @@ class TestFormerDefects:
     @staticmethod
     def _cancel_and_watch(d: Dispatcher, attempt: int) -> None:
         gate = threading.Event()
-        for _ in range(2):
-            d.dispatch(lambda: gate.wait(WAIT))
-        wait_for(lambda: d.stats(0).busy == 2, "both workers to run a gated job")  # so none can be cancelled
+        started = [threading.Event(), threading.Event()]
+        for event in started:
+            d.dispatch(gated(gate, event))
+        # Both gated jobs running, so that neither can be cancelled: busy == 2
+        # would not do, as it also counts a job a worker has taken from the
+        # queue but not yet started (finalize may still drop that one).
+        for event in started:
+            assert event.wait(WAIT), "a gated job did not start"
         for _ in range(50):
             d.dispatch(lambda: None)
         finalizer = threading.Thread(

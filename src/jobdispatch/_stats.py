@@ -15,8 +15,11 @@ class PoolStats:
         priority: The pool's priority.
         workers: How many worker threads the pool may run (its limit); for
             a pool with a backend, how many jobs it keeps in flight on it.
-        busy: Jobs running on a worker right now; for a pool with a
-            backend, jobs sent to it and not over yet.
+        busy: Jobs a worker has taken from the queue and not finished:
+            running, or about to start (`Dispatcher.finalize` with
+            ``cancel_pending=True`` may still drop one that has not
+            started); for a pool with a backend, jobs sent to it and not
+            over yet.
         idle: ``workers - busy``: how many more jobs could start at once.
         queued: Jobs waiting in the pool's queue for a worker.
         delayed: Jobs from `Dispatcher.dispatch_later` whose time has not
