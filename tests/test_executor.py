@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import concurrent.futures as cf
+import contextlib
 import gc
 import logging
 import os
@@ -595,6 +596,44 @@ class TestEventLoop:
             gate.set()
             d.finalize(timeout=WAIT)
         assert counter.value == 3
+
+    @pytest.mark.parametrize("chunksize", [None, 2])
+    def test_shutdown_wait_on_the_loop_thread_hands_over_calls_already_waiting(self, chunksize: int | None) -> None:
+        """shutdown(wait=True) on a loop's thread whose calls already wait in the loop for room: it returns, all ran."""
+        gate = threading.Event()
+        d, executor = full_view(gate)
+        pool = d._pools[0]
+        counter = Counter()
+        opener = threading.Timer(0.05, gate.set)
+
+        async def main() -> None:
+            if chunksize is None:
+                futures = [executor.submit(counter) for _ in range(3)]
+            else:
+                results = executor.map(lambda _: counter(), range(4), chunksize=chunksize)
+            for _ in range(1000):  # let the waiting tasks run until each awaits room
+                if len(pool._room_waiters) == (3 if chunksize is None else 2):
+                    break
+                await asyncio.sleep(0)
+            assert len(pool._room_waiters) == (3 if chunksize is None else 2)
+            opener.start()  # the shutdown below blocks this loop until the pool has room
+            executor.shutdown(wait=True)
+            if chunksize is None:
+                assert all(f.done() for f in futures)
+            else:
+                assert list(results) == [None] * 4
+
+        runner = threading.Thread(target=asyncio.run, args=(main(),), daemon=True)
+        try:
+            runner.start()
+            runner.join(WAIT)
+            assert not runner.is_alive(), "shutdown(wait=True) never returned: a wake-up went to a cancelled waiter"
+        finally:
+            opener.cancel()
+            gate.set()
+            with contextlib.suppress(TimeoutError):
+                d.finalize(cancel_pending=True, timeout=WAIT)
+        assert counter.value == (3 if chunksize is None else 4)
 
     def test_finalize_while_a_call_waits_for_room_settles_its_future(self) -> None:
         """A call waiting in a loop for room when the dispatcher is finalized gets DispatcherClosed."""

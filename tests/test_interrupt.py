@@ -28,6 +28,7 @@ from __future__ import annotations
 
 import contextlib
 import functools
+import inspect
 import json
 import os
 import random
@@ -876,6 +877,92 @@ class TestNoThreadInterrupted:
             assert [t.name for t in pool._threads] == ["test-no-thread-p0-1"]
         finally:
             d.finalize(cancel_pending=True, timeout=10)
+
+
+def _strike_in_mapped_chunk(line_text: str, when: Callable[[Any], bool]) -> Any:
+    """Return a trace function that raises KeyboardInterrupt once, at a line of a running mapped chunk.
+
+    The line is the first of `MappedChunk.__call__` that holds ``line_text``.
+
+    It strikes as the line starts, if ``when(frame)`` holds: where a signal
+    reaches the thread at a jump back or at the entry of a call.
+    """
+    from jobdispatch import _many
+
+    code = _many.MappedChunk.__call__.__code__
+    source, first = inspect.getsourcelines(code)
+    lines = [first + n for n, text in enumerate(source) if line_text in text]
+    assert lines, f"no line {line_text!r} in MappedChunk.__call__"
+    struck: list[bool] = []
+
+    def local(frame: Any, event: str, arg: Any) -> Any:
+        if event == "line" and frame.f_lineno == lines[0] and not struck and when(frame):
+            struck.append(True)
+            raise KeyboardInterrupt
+        return local
+
+    def tracer(frame: Any, event: str, arg: Any) -> Any:
+        return local if frame.f_code is code else None
+
+    return tracer
+
+
+class TestMappedChunkRunHereInterrupted:
+    """A map into a pool that cannot start its thread: the mapping thread runs each chunk itself, and Ctrl-C strikes."""
+
+    @pytest.fixture
+    def refused(self, monkeypatch: pytest.MonkeyPatch) -> None:
+        """Refuse to start the threads of dispatchers named test-chunk-here."""
+        real_start = threading.Thread.start
+
+        def refuse(thread: threading.Thread) -> None:
+            if thread.name.startswith("test-chunk-here"):
+                raise RuntimeError("can't start new thread")
+            real_start(thread)
+
+        monkeypatch.setattr(threading.Thread, "start", refuse)
+
+    def _map_struck(self, tracer: Any) -> tuple[int, tuple[int, int, int]]:
+        from jobdispatch import Dispatcher
+
+        d = Dispatcher({0: 1}, name="test-chunk-here")
+        executor = d.executor(0)
+        ran = Counter()
+
+        def call(n: int) -> int:
+            ran()
+            return n
+
+        previous = sys.gettrace()  # coverage's tracer, if any: put back after
+        sys.settrace(tracer)
+        try:
+            with pytest.raises(KeyboardInterrupt):
+                list(executor.map(call, range(3), chunksize=3))
+        finally:
+            sys.settrace(previous)
+        try:
+            assert executor._pending.snapshot() == [], "the chunk's future was never settled"
+            stats = d.stats(0)
+            return ran.value, (stats.completed, stats.failed, stats.cancelled)
+        finally:
+            d.finalize(cancel_pending=True, timeout=10)
+
+    def test_ctrl_c_after_the_last_call_counts_each_call_once_and_none_below_zero(self, refused: None) -> None:
+        """Ctrl-C as the chunk's loop jumps back after its last call: three calls, three counts, none negative."""
+        ran, counts = self._map_struck(
+            _strike_in_mapped_chunk(
+                "while index < count and not future.dropped", lambda f: f.f_locals["index"] == f.f_locals["count"]
+            )
+        )
+        # All three ran; the thread counts the interrupted chunk as failed, so one of them shows as failed.
+        assert (ran, counts) == (3, (2, 1, 0))
+
+    def test_ctrl_c_as_the_chunk_settles_its_future_leaves_no_future_running(self, refused: None) -> None:
+        """Ctrl-C at the entry of the call that settles the chunk's future: the future is settled all the same."""
+        ran, counts = self._map_struck(_strike_in_mapped_chunk("future.set_result((values, errors))", lambda f: True))
+        assert ran == 3
+        assert sum(counts) == 3, counts
+        assert min(counts) >= 0, counts
 
 
 class TestTimerWakeUp:

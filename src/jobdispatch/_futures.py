@@ -169,8 +169,12 @@ class FuturesExecutor(Executor):
             mine = [(task, call) for task, call in pending.waiting.items() if task.get_loop() is loop]
             for task, _ in mine:
                 del pending.waiting[task]
-        for task, call in mine:
-            task.cancel()  # it finds itself gone from ``waiting`` and leaves the call alone
+        for task, _ in mine:
+            # Each finds itself gone from ``waiting`` and leaves its call alone.
+            # All first: a waiting task's wake-up must not go to a task that
+            # this thread, blocked below, keeps from running.
+            task.cancel()
+        for _, call in mine:
             if not call.future.cancelled():
                 dispatch_or_settle(self._dispatcher, self._priority, call)
 

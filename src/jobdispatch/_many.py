@@ -175,6 +175,7 @@ class MappedChunk:
         values: list[Any] = []
         errors: dict[int, BaseException] | None = None
         index = 0
+        counted = False  # the calls are counted: Ctrl-C from then on must not count them again
         try:
             while index < count and not future.dropped:
                 args = arguments[index]
@@ -192,38 +193,44 @@ class MappedChunk:
                 values.append(value)
                 del value
                 index += 1
+            failures = 0 if errors is None else len(errors)
+            completed = index - failures
+            skipped = count - index  # the map was left, or the executor cancelled its calls, as the chunk ran
+            with pool._lock:  # the worker counts the chunk itself as one: completed, failed or cancelled
+                if completed:
+                    pool._inline_completed += completed - 1
+                    pool._failed += failures
+                    pool._cancelled += skipped
+                elif failures:
+                    pool._failed += failures - 1
+                    pool._cancelled += skipped
+                else:
+                    pool._cancelled += skipped - 1
+                counted = True
+            if skipped:
+                if errors is None:
+                    errors = {}
+                for rest in range(index, count):
+                    values.append(None)
+                    errors[rest] = CancelledError()
+            values.reverse()
+            future.set_result((values, errors))
         except BaseException as error:
-            # Ctrl-C between two calls, on a thread that runs the chunk
-            # itself: the call about to run counts as failed (the thread
-            # counts the chunk so), the rest as cancelled.
-            failures = 1 + (0 if errors is None else len(errors))
-            with pool._lock:
-                pool._inline_completed += index - failures + 1
-                pool._failed += failures - 1
-                pool._cancelled += count - index - 1
+            # Ctrl-C on a thread that runs the chunk itself, which counts
+            # the chunk as failed: for the call about to run (the rest are
+            # cancelled), or once every call was made, for the last one.
+            if not counted:
+                failures = 0 if errors is None else len(errors)
+                with pool._lock:
+                    if index < count:
+                        pool._inline_completed += index - failures
+                        pool._failed += failures
+                        pool._cancelled += count - index - 1
+                    else:
+                        pool._inline_completed += count - max(failures, 1)
+                        pool._failed += max(failures, 1) - 1
             future.set_exception(error)
             raise
-        failures = 0 if errors is None else len(errors)
-        completed = index - failures
-        skipped = count - index  # the map was left, or the executor cancelled its calls, as the chunk ran
-        if skipped:
-            if errors is None:
-                errors = {}
-            for rest in range(index, count):
-                values.append(None)
-                errors[rest] = CancelledError()
-        with pool._lock:  # the worker counts the chunk itself as one: completed, failed or cancelled
-            if completed:
-                pool._inline_completed += completed - 1
-                pool._failed += failures
-                pool._cancelled += skipped
-            elif failures:
-                pool._failed += failures - 1
-                pool._cancelled += skipped
-            else:
-                pool._cancelled += skipped - 1
-        values.reverse()
-        future.set_result((values, errors))
         del values, errors
         if not completed:
             raise ReportedElsewhere if failures else CancelledBeforeStart

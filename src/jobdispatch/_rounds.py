@@ -119,13 +119,20 @@ def generation_done(generation: Generation) -> None:
 def wake_future(future: asyncio.Future[None]) -> bool:
     """Resolve an asyncio future from any thread, unless it is done by then.
 
-    The future is only looked at on its loop's thread (asyncio futures are
-    not thread-safe), so a ``True`` does not promise that its task takes
-    the wake-up: it may be cancelled before the loop resolves the future.
+    Here only its state is read: a future cancelled already is not woken.
+    Its task was cancelled, perhaps by the thread that runs its loop just
+    before that thread blocked (`PoolExecutor.shutdown` hands the calls
+    waiting in its loop over, blocking), and the wake-up must go to a
+    producer that can take it. The future is resolved on its loop's thread
+    (asyncio futures are not thread-safe), so a ``True`` does not promise
+    that its task takes the wake-up: it may be cancelled before the loop
+    resolves the future.
 
     Returns:
-        ``False`` if the future's loop is closed: nobody will be woken.
+        ``False`` if the future is cancelled or its loop closed: nobody will be woken.
     """
+    if future.done():
+        return False
 
     def resolve() -> None:
         if not future.done():
