@@ -880,19 +880,24 @@ class TestNoThreadInterrupted:
 
 
 def _strike_in_mapped_chunk(line_text: str, when: Callable[[Any], bool]) -> Any:
-    """Return a trace function that raises KeyboardInterrupt once, at a line of a running mapped chunk.
+    """Return a trace function that raises KeyboardInterrupt once, at a line of a running mapped chunk."""
+    from jobdispatch import _many
 
-    The line is the first of `MappedChunk.__call__` that holds ``line_text``.
+    return _strike_at_line(_many.MappedChunk.__call__, line_text, when)
+
+
+def _strike_at_line(function: Callable[..., Any], line_text: str, when: Callable[[Any], bool]) -> Any:
+    """Return a trace function that raises KeyboardInterrupt once, at a line of ``function`` as it runs.
+
+    The line is the first of ``function`` that holds ``line_text``.
 
     It strikes as the line starts, if ``when(frame)`` holds: where a signal
     reaches the thread at a jump back or at the entry of a call.
     """
-    from jobdispatch import _many
-
-    code = _many.MappedChunk.__call__.__code__
+    code = function.__code__
     source, first = inspect.getsourcelines(code)
     lines = [first + n for n, text in enumerate(source) if line_text in text]
-    assert lines, f"no line {line_text!r} in MappedChunk.__call__"
+    assert lines, f"no line {line_text!r} in {function.__qualname__}"
     struck: list[bool] = []
 
     def local(frame: Any, event: str, arg: Any) -> Any:
@@ -963,6 +968,68 @@ class TestMappedChunkRunHereInterrupted:
         assert ran == 3
         assert sum(counts) == 3, counts
         assert min(counts) >= 0, counts
+
+
+class TestChunkRunHereInterrupted:
+    """dispatch_many(chunksize=) into a pool that cannot start its thread: the thread runs each chunk itself."""
+
+    @pytest.fixture
+    def refused(self, monkeypatch: pytest.MonkeyPatch) -> None:
+        """Refuse to start the threads of dispatchers named test-many-here."""
+        real_start = threading.Thread.start
+
+        def refuse(thread: threading.Thread) -> None:
+            if thread.name.startswith("test-many-here"):
+                raise RuntimeError("can't start new thread")
+            real_start(thread)
+
+        monkeypatch.setattr(threading.Thread, "start", refuse)
+
+    def test_ctrl_c_between_two_jobs_counts_every_job_once(self, refused: None) -> None:
+        """Ctrl-C as the second job of a chunk is about to start: the first completed, the others counted, none lost."""
+        from jobdispatch import Dispatcher, _many
+
+        d = Dispatcher({0: 1}, name="test-many-here")
+        ran = Counter()
+        tracer = _strike_at_line(_many.Chunk.__call__, "started = clock()", lambda f: f.f_locals["index"] == 1)
+        previous = sys.gettrace()  # coverage's tracer, if any: put back after
+        sys.settrace(tracer)
+        try:
+            with pytest.raises(KeyboardInterrupt):
+                d.dispatch_many([ran, ran, ran], chunksize=3)
+        finally:
+            sys.settrace(previous)
+        try:
+            stats = d.stats(0)
+            assert ran.value == 1
+            # The job about to start counts as failed (the interrupted one), the last as cancelled.
+            assert (stats.completed, stats.failed, stats.cancelled) == (1, 1, 1), stats
+        finally:
+            d.finalize(cancel_pending=True, timeout=10)
+
+    def test_ctrl_c_after_the_last_job_counts_every_job_once_and_none_below_zero(self, refused: None) -> None:
+        """Ctrl-C as the chunk's loop jumps back after its last job: three jobs, three counts, none negative."""
+        from jobdispatch import Dispatcher, _many
+
+        d = Dispatcher({0: 1}, name="test-many-here")
+        ran = Counter()
+        tracer = _strike_at_line(
+            _many.Chunk.__call__, "while index < count:", lambda f: f.f_locals["index"] == f.f_locals["count"]
+        )
+        previous = sys.gettrace()
+        sys.settrace(tracer)
+        try:
+            with pytest.raises(KeyboardInterrupt):
+                d.dispatch_many([ran, ran, ran], chunksize=3)
+        finally:
+            sys.settrace(previous)
+        try:
+            stats = d.stats(0)
+            assert ran.value == 3
+            # The thread counts the interrupted chunk as failed: one of the three shows so.
+            assert (stats.completed, stats.failed, stats.cancelled) == (2, 1, 0), stats
+        finally:
+            d.finalize(cancel_pending=True, timeout=10)
 
 
 class TestTimerWakeUp:

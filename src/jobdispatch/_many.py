@@ -52,49 +52,63 @@ class Chunk:
         failed = skipped = 0  # jobs that failed; submitted calls cancelled before their turn
         calls, self.calls = self.calls, []  # nothing holds a job after the chunk
         count = len(calls)
-        interrupt: BaseException | None = None
+        index = 0  # jobs over: calls[index] is the next to run
+        counted = blamed = False
         clock = time.perf_counter
-        for index in range(count):
-            job, fn = calls[index]
-            calls[index] = None  # type: ignore[call-overload]
-            started = clock()
-            try:
-                if context is None:
-                    fn()
-                else:
-                    context.copy().run(fn)
-            except CancelledBeforeStart:
-                skipped += 1
-            except ReportedElsewhere:  # a submitted call: its future has the exception
-                failed += 1
-            except BaseException as error:
-                failed += 1
-                if interrupts_caller(error):
-                    # Ctrl-C, or a signal handler's exit, on the main thread
-                    # running the chunk itself: it propagates, as for any
-                    # job, and the jobs not started are cancelled.
-                    interrupt = error
-                    break
-                pool._report(job, error, None, clock() - started)
-            del job, fn  # nothing holds a job after its run
-        ran = index + 1
-        for rest in range(ran, count):  # left by Ctrl-C: settle their futures, if any
-            tell_cancelled(calls[rest][1])
-        completed = ran - failed - skipped
-        cancelled = skipped + count - ran
-        with pool._lock:
-            if completed and interrupt is None:  # the worker counts the chunk as completed
-                pool._inline_completed += completed - 1
-                pool._failed += failed
-                pool._cancelled += cancelled
-            elif failed:  # ... as failed
-                pool._inline_completed += completed
-                pool._failed += failed - 1
-                pool._cancelled += cancelled
-            else:  # ... as cancelled
-                pool._cancelled += cancelled - 1
-        if interrupt is not None:
-            raise interrupt
+        try:
+            while index < count:
+                job, fn = calls[index]
+                started = clock()
+                error: BaseException | None = None
+                try:
+                    if context is None:
+                        fn()
+                    else:
+                        context.copy().run(fn)
+                except CancelledBeforeStart:
+                    skipped += 1
+                except ReportedElsewhere:  # a submitted call: its future has the exception
+                    failed += 1
+                except BaseException as caught:
+                    failed += 1
+                    error = caught
+                # No call from the outcome to here: Ctrl-C cannot strike
+                # between a job's count and its step forward.
+                calls[index] = None  # type: ignore[call-overload]
+                index += 1
+                if error is not None:
+                    if interrupts_caller(error):
+                        # Ctrl-C, or a signal handler's exit, on the main
+                        # thread running the chunk itself: it propagates, as
+                        # for any job, and the jobs not started are cancelled.
+                        blamed = True
+                        raise error
+                    pool._report(job, error, None, clock() - started)
+                    del error
+                del job, fn  # nothing holds a job after its run
+            completed = index - failed - skipped
+            shares = _left_to_count(completed, failed, skipped, interrupted=False)
+            with pool._lock:
+                pool._inline_completed += shares[0]
+                pool._failed += shares[1]
+                pool._cancelled += shares[2]
+                counted = True  # in the same hold: Ctrl-C cannot part the two
+        except BaseException:
+            # Whatever struck (one of the jobs, or Ctrl-C between two of
+            # them), the jobs not over are cancelled and every job is
+            # counted once.
+            if not counted:
+                failures, cancelled = failed, skipped + count - index
+                if not blamed and index < count:  # Ctrl-C as the next job was to start: it counts as failed
+                    failures, cancelled = failures + 1, cancelled - 1
+                shares = _left_to_count(index - failed - skipped, failures, cancelled, interrupted=True)
+                with pool._lock:
+                    pool._inline_completed += shares[0]
+                    pool._failed += shares[1]
+                    pool._cancelled += shares[2]
+            for rest in range(index, count):
+                tell_cancelled(calls[rest][1])
+            raise
         if not completed:
             raise ReportedElsewhere if failed else CancelledBeforeStart
 
@@ -108,6 +122,30 @@ class Chunk:
 
     def __repr__(self) -> str:
         return f"<chunk of {len(self.calls)} jobs>"
+
+
+def _left_to_count(completed: int, failed: int, cancelled: int, *, interrupted: bool) -> tuple[int, int, int]:
+    """Return what a chunk counts itself, out of its jobs' outcomes: all but the one its thread counts.
+
+    The thread that runs a chunk counts it as one job: as failed if it was
+    interrupted, else as completed if any job completed, else as failed if
+    any failed, else as cancelled. One job of that kind is left out here
+    (an interrupted chunk whose jobs all completed shows one as failed).
+    """
+    if interrupted:
+        if failed:
+            failed -= 1
+        elif completed:
+            completed -= 1
+        else:
+            cancelled -= 1
+    elif completed:
+        completed -= 1
+    elif failed:
+        failed -= 1
+    else:
+        cancelled -= 1
+    return completed, failed, cancelled
 
 
 class ChunkFuture(Future[Any]):
@@ -229,7 +267,8 @@ class MappedChunk:
                     else:
                         pool._inline_completed += count - max(failures, 1)
                         pool._failed += max(failures, 1) - 1
-            future.set_exception(error)
+            if not future.done():  # Ctrl-C may strike as set_result returns
+                future.set_exception(error)
             raise
         del values, errors
         if not completed:
