@@ -66,6 +66,10 @@ def _cpu_model() -> str:
 
 
 def _version(package: str) -> str:
+    if package == "jobdispatch":  # the code measured, which may not be the copy installed
+        import jobdispatch
+
+        return jobdispatch.__version__
     try:
         return importlib.metadata.version(package)
     except importlib.metadata.PackageNotFoundError:
