@@ -11,6 +11,7 @@ from typing import Any
 import pytest
 
 from jobdispatch import Dispatcher, DispatcherClosed, PoolConfig, PoolFull, UnknownPriority
+from jobdispatch._outcome import CancelledBeforeStart
 from support import WAIT, Counter, Kit, gated, wait_for
 
 request_id: contextvars.ContextVar[str] = contextvars.ContextVar("request_id", default="-")
@@ -509,3 +510,101 @@ class TestInterruptedAfterTheHandOver:
         assert d.wait(WAIT)
         assert getattr(caught.value, "__notes__", []) == []
         assert ran.value == 0
+
+
+class _ContextStruckAt:
+    """Stands for a context whose copy is interrupted (Ctrl-C) at the ``strike``-th copy: between two jobs."""
+
+    def __init__(self, strike: int) -> None:
+        self.copies = 0
+        self.strike = strike
+
+    def copy(self) -> contextvars.Context:
+        self.copies += 1
+        if self.copies == self.strike:
+            raise KeyboardInterrupt
+        return contextvars.copy_context()
+
+
+class TestChunkCountsWhenStruckBetweenJobs:
+    """A chunk run directly, struck between two jobs: it counts its share of the jobs once, none below zero.
+
+    The thread that runs a chunk counts the chunk itself as one failed job when
+    it is interrupted; run directly here, nothing counts that one.
+    """
+
+    def test_dispatch_many_chunk(self, kit: Kit) -> None:
+        from jobdispatch._many import Chunk
+
+        d = kit.dispatcher(1)
+        pool = d._pools[0]
+        ran = Counter()
+        chunk = Chunk(pool, [(ran, ran), (ran, ran), (ran, ran)], _ContextStruckAt(2))  # type: ignore[arg-type]
+        with pytest.raises(KeyboardInterrupt):
+            chunk()
+        s = d.stats(0)
+        # The first job completed; the second, about to start, is the one its thread counts as failed; the third
+        # is cancelled.
+        assert (ran.value, s.completed, s.failed, s.cancelled) == (1, 1, 0, 1), s
+
+    def test_map_chunk(self, kit: Kit) -> None:
+        from concurrent.futures import CancelledError
+
+        from jobdispatch._calls import Pending
+        from jobdispatch._many import ChunkFuture, MappedChunk
+
+        d = kit.dispatcher(1)
+        pool = d._pools[0]
+        future = ChunkFuture()
+        future.calls = 3
+        chunk = MappedChunk(pool, Pending(), abs, [(-1,), (-2,), (-3,)], future, _ContextStruckAt(2))  # type: ignore[arg-type]
+        with pytest.raises(KeyboardInterrupt):
+            chunk()
+        s = d.stats(0)
+        assert (s.completed, s.failed, s.cancelled) == (1, 0, 1), s
+        with pytest.raises(KeyboardInterrupt):
+            future.result(0)  # settled: nothing waits on it for ever
+        assert not isinstance(future.exception(0), CancelledError)
+
+    def test_map_chunk_dropped_as_it_starts_cancels_every_call(self, kit: Kit) -> None:
+        from concurrent.futures import CancelledError
+
+        from jobdispatch._calls import Pending
+        from jobdispatch._many import ChunkFuture, MappedChunk
+
+        d = kit.dispatcher(1)
+        pool = d._pools[0]
+        future = ChunkFuture()
+        future.calls = 3
+        future.dropped = True  # cancel() came as the worker took the chunk: its future was still pending
+        ran: list[int] = []
+        chunk = MappedChunk(pool, Pending(), ran.append, [(1,), (2,), (3,)], future, None)
+        with pytest.raises(CancelledBeforeStart):
+            chunk()
+        values, errors = future.result(0)
+        assert ran == []
+        assert len(values) == 3
+        assert errors is not None
+        assert all(isinstance(errors[i], CancelledError) for i in range(3))
+        # Two counted here; the thread that runs the chunk counts the third.
+        assert d.stats(0).cancelled == 2
+
+
+class TestLeftToCount:
+    @pytest.mark.parametrize(
+        ("outcomes", "interrupted", "left"),
+        [
+            ((2, 1, 0), False, (1, 1, 0)),  # counted completed by its thread
+            ((0, 2, 1), False, (0, 1, 1)),  # ... failed
+            ((0, 0, 3), False, (0, 0, 2)),  # ... cancelled
+            ((1, 1, 1), True, (1, 0, 1)),  # interrupted: counted failed
+            ((2, 0, 1), True, (1, 0, 1)),  # ... and no job failed: one completed shows as failed
+            ((0, 0, 3), True, (0, 0, 2)),  # ... and none ran
+        ],
+    )
+    def test_the_thread_counts_one_job_of_the_chunk(
+        self, outcomes: tuple[int, int, int], interrupted: bool, left: tuple[int, int, int]
+    ) -> None:
+        from jobdispatch._many import _left_to_count
+
+        assert _left_to_count(*outcomes, interrupted=interrupted) == left
