@@ -8,6 +8,7 @@ import sys
 import threading
 import time
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -293,6 +294,30 @@ class TestWaitProgress:
         assert reports[-1] == (3, 3)
         assert all(done <= total for done, total in reports)
         assert [total for _, total in reports] == sorted(total for _, total in reports)
+
+    def test_wait_progress_counts_the_jobs_that_end_as_it_starts(self, monkeypatch: pytest.MonkeyPatch) -> None:
+        """Jobs of the round that end between the barrier's close and its first count are counted, not dropped."""
+        reports: list[tuple[int, int]] = []
+        gate, followed = threading.Event(), threading.Event()
+        real = Dispatcher._close_round
+
+        def close_then_let_the_round_end(self: Dispatcher) -> Any:
+            rounds = real(self)
+            gate.set()
+            assert followed.wait(10)
+            wait_for(lambda: self.stats(0).busy == 0, "the round's jobs to end")
+            return rounds
+
+        monkeypatch.setattr(Dispatcher, "_close_round", close_then_let_the_round_end)
+        with Dispatcher({0: 2}, name="test-wait-progress-late") as d:
+
+            def parent() -> None:
+                gate.wait(10)
+                d.dispatch(followed.set)  # a follow-up of the round
+
+            d.dispatch(parent)
+            assert d.wait(10, progress=lambda done, total: reports.append((done, total)))
+        assert reports[-1] == (2, 2)
 
     def test_wait_progress_true_draws_a_bar(
         self, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]

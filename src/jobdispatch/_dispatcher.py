@@ -942,7 +942,11 @@ class Dispatcher:
         return all(self._wait_round(round_, deadline, progress, counts) for round_ in rounds)
 
     def _progress_counts(self, rounds: list[Round]) -> Callable[[], tuple[int, int]]:
-        """Return a function that says how many jobs of ``rounds`` are over, of how many, since now."""
+        """Return a function that says how many jobs of ``rounds`` are over, of how many, since each closed.
+
+        Counted from the counts taken as each round closed, in the same hold
+        of each pool's lock: a job that ends just after is still counted.
+        """
 
         def totals() -> tuple[int, int]:
             pending = follow_ups = 0
@@ -952,7 +956,9 @@ class Dispatcher:
                     pending, follow_ups = pending + p, follow_ups + f
             return pending, follow_ups
 
-        pending_at_start, follow_ups_at_start = totals()
+        generations = [round_.generations[pool.index] for round_ in rounds for pool in self._pools.values()]
+        pending_at_start = sum(generation.pending_at_close for generation in generations)
+        follow_ups_at_start = sum(generation.follow_ups_at_close for generation in generations)
 
         def counts() -> tuple[int, int]:
             pending, follow_ups = totals()

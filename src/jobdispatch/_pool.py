@@ -665,6 +665,8 @@ class Pool:
         """
         with self._lock:
             closed = self._generation
+            closed.pending_at_close = closed.pending
+            closed.follow_ups_at_close = closed.follow_ups
             self._generation = generation
             return closed
 

@@ -91,12 +91,25 @@ class Generation:
     ``pending`` falls to zero, and cleared again if a follow-up job joins.
     """
 
-    __slots__ = ("cancelled", "done", "follow_ups", "pending", "round", "waiters")
+    __slots__ = (
+        "cancelled",
+        "done",
+        "follow_ups",
+        "follow_ups_at_close",
+        "pending",
+        "pending_at_close",
+        "round",
+        "waiters",
+    )
 
     def __init__(self, round_: Round) -> None:
         self.round = round_
         self.pending = 0
         self.follow_ups = 0  # jobs that joined from a running job of the round: they can reopen it
+        # Both counts as a barrier closed the round (`Pool.begin_generation`),
+        # in the same hold of the lock: a barrier's progress counts from there.
+        self.pending_at_close = 0
+        self.follow_ups_at_close = 0
         self.cancelled = False  # finalize(cancel_pending=True): workers drop its jobs
         self.done: threading.Event | None = None
         self.waiters: list[asyncio.Future[None]] = []
