@@ -1031,6 +1031,51 @@ class TestChunkRunHereInterrupted:
         finally:
             d.finalize(cancel_pending=True, timeout=10)
 
+    def test_ctrl_c_at_any_call_after_a_job_exits_counts_every_job_once(self, refused: None) -> None:
+        """A job's SystemExit on the main thread, then Ctrl-C at any later call: three jobs, three counts."""
+        from jobdispatch import Dispatcher
+        from support import WAIT
+
+        strike = 0
+        while True:
+            strike += 1
+            assert strike < 100, "the chunk's thread never stops making calls"
+            d = Dispatcher({0: 1}, name="test-many-here")
+            ran = Counter()
+            exited: list[bool] = []
+            calls = 0
+
+            def leave(exited: list[bool] = exited) -> None:
+                exited.append(True)
+                raise SystemExit(3)  # a signal handler's exit, as the main thread runs the job
+
+            def tracer(frame: Any, event: str, arg: Any, strike: int = strike, exited: list[bool] = exited) -> None:
+                nonlocal calls
+                if event == "call" and exited and _injectable(frame):
+                    calls += 1
+                    if calls == strike:
+                        raise KeyboardInterrupt
+
+            previous = sys.gettrace()  # coverage's tracer, if any: put back after
+            sys.settrace(tracer)
+            try:
+                with pytest.raises((KeyboardInterrupt, SystemExit)):
+                    d.dispatch_many([ran, leave, ran], chunksize=3)
+            finally:
+                sys.settrace(previous)
+            try:
+                stats = d.stats(0)
+                counts = (stats.completed, stats.failed, stats.cancelled)
+                assert ran.value == 1
+                assert sum(counts) == 3, f"Ctrl-C at call {strike} after the exit: {counts}"
+                assert min(counts) >= 0, f"Ctrl-C at call {strike} after the exit: {counts}"
+                assert stats.completed == 1, f"Ctrl-C at call {strike} after the exit: {counts}"
+                assert d.wait(WAIT)
+            finally:
+                d.finalize(cancel_pending=True, timeout=10)
+            if calls < strike:  # the dispatch ended before this call: every call was struck
+                break
+
 
 class TestTimerWakeUp:
     def test_stale_waiter_left_by_an_interrupted_notify_does_not_keep_the_timer_asleep(

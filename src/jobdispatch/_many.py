@@ -87,7 +87,7 @@ class Chunk:
                     del error
                 del job, fn  # nothing holds a job after its run
             completed = index - failed - skipped
-            shares = _left_to_count(completed, failed, skipped, interrupted=False)
+            shares = _left_to_count(completed, failed, skipped)
             with pool._lock:
                 pool._inline_completed += shares[0]
                 pool._failed += shares[1]
@@ -96,16 +96,25 @@ class Chunk:
         except BaseException:
             # Whatever struck (one of the jobs, or Ctrl-C between two of
             # them), the jobs not over are cancelled and every job is
-            # counted once.
+            # counted once. No call until they are: Ctrl-C striking again
+            # here (or after a job's own exit) cannot leave them uncounted.
             if not counted:
-                failures, cancelled = failed, skipped + count - index
+                completed, cancelled = index - failed - skipped, skipped + count - index
                 if not blamed and index < count:  # Ctrl-C as the next job was to start: it counts as failed
-                    failures, cancelled = failures + 1, cancelled - 1
-                shares = _left_to_count(index - failed - skipped, failures, cancelled, interrupted=True)
+                    failed, cancelled = failed + 1, cancelled - 1
+                # The thread counts the interrupted chunk as failed: one job
+                # is left out here, a failed one (else a completed one, which
+                # then shows as failed, else a cancelled one).
+                if failed:
+                    failed -= 1
+                elif completed:
+                    completed -= 1
+                else:
+                    cancelled -= 1
                 with pool._lock:
-                    pool._inline_completed += shares[0]
-                    pool._failed += shares[1]
-                    pool._cancelled += shares[2]
+                    pool._inline_completed += completed
+                    pool._failed += failed
+                    pool._cancelled += cancelled
             for rest in range(index, count):
                 tell_cancelled(calls[rest][1])
             raise
@@ -124,22 +133,14 @@ class Chunk:
         return f"<chunk of {len(self.calls)} jobs>"
 
 
-def _left_to_count(completed: int, failed: int, cancelled: int, *, interrupted: bool) -> tuple[int, int, int]:
-    """Return what a chunk counts itself, out of its jobs' outcomes: all but the one its thread counts.
+def _left_to_count(completed: int, failed: int, cancelled: int) -> tuple[int, int, int]:
+    """Return what a chunk that ran to its end counts itself, out of its jobs' outcomes: all but one.
 
-    The thread that runs a chunk counts it as one job: as failed if it was
-    interrupted, else as completed if any job completed, else as failed if
-    any failed, else as cancelled. One job of that kind is left out here
-    (an interrupted chunk whose jobs all completed shows one as failed).
+    The thread that runs a chunk counts it as one job: as completed if any
+    job completed, else as failed if any failed, else as cancelled. One job
+    of that kind is left out here.
     """
-    if interrupted:
-        if failed:
-            failed -= 1
-        elif completed:
-            completed -= 1
-        else:
-            cancelled -= 1
-    elif completed:
+    if completed:
         completed -= 1
     elif failed:
         failed -= 1
