@@ -443,6 +443,49 @@ class TestDispatchManyRunByTheCaller:
         stats = d.stats(0)
         assert (ran.value, stats.completed, stats.failed) == (2, 1, 1)
 
+    def test_ctrl_c_as_a_c_call_returns_after_the_chunk_ran_says_its_jobs_were_dispatched(
+        self, kit: Kit, monkeypatch: pytest.MonkeyPatch
+    ) -> None:
+        """Ctrl-C after any C call of jobdispatch that returns once a chunk ran: the note counts the chunk's jobs."""
+        real_start = threading.Thread.start
+
+        def refuse(thread: threading.Thread) -> None:
+            if thread.name.startswith("test-caller-runs"):
+                raise RuntimeError("can't start new thread")
+            real_start(thread)
+
+        monkeypatch.setattr(threading.Thread, "start", refuse)
+        strike = 0
+        while True:
+            strike += 1
+            assert strike < 100, "the dispatch never stops making calls"
+            d = kit.dispatcher({0: 1}, name="test-caller-runs")
+            ran = Counter()
+            returns = 0
+
+            def profiler(frame: Any, event: str, arg: object, strike: int = strike, ran: Counter = ran) -> None:
+                nonlocal returns
+                if event == "c_return" and ran.value == 3 and "jobdispatch" in frame.f_code.co_filename:
+                    returns += 1
+                    if returns == strike:
+                        raise KeyboardInterrupt
+
+            sys.setprofile(profiler)
+            try:
+                dispatched = d.dispatch_many([ran, ran, ran], chunksize=3)
+            except KeyboardInterrupt as error:
+                notes = getattr(error, "__notes__", [])
+                assert any("dispatch_many dispatched 3 jobs" in note for note in notes), (strike, notes)
+            else:
+                assert dispatched == 3
+            finally:
+                sys.setprofile(None)
+            assert ran.value == 3
+            stats = d.stats(0)
+            assert stats.completed + stats.failed + stats.cancelled == 3, stats
+            if returns < strike:  # the dispatch ended before this return: every one was struck
+                break
+
 
 class TestBatchDispatchMany:
     def test_batch_waits_for_and_reports_every_job(self, kit: Kit) -> None:
