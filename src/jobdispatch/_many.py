@@ -50,11 +50,12 @@ class Chunk:
     def __call__(self) -> None:
         pool, context = self.pool, self.context
         failed = skipped = 0  # jobs that failed; submitted calls cancelled before their turn
-        calls, self.calls = self.calls, []  # nothing holds a job after the chunk
-        count = len(calls)
         index = 0  # jobs over: calls[index] is the next to run
         counted = blamed = False
         clock = time.perf_counter
+        calls = self.calls
+        count = len(calls)  # Ctrl-C up to here finds the jobs in the chunk: the thread cancels them
+        self.calls = []  # nothing holds a job after the chunk; no call from here to the try
         try:
             while index < count:
                 job, fn = calls[index]
@@ -124,6 +125,8 @@ class Chunk:
     def cancel_unstarted(self) -> None:
         """Count every job of the chunk cancelled but the one the worker counts, and settle their futures."""
         calls, self.calls = self.calls, []
+        if not calls:  # the chunk took its jobs, and counts them
+            return
         with self.pool._lock:
             self.pool._cancelled += len(calls) - 1
         for _, fn in calls:
@@ -205,12 +208,14 @@ class MappedChunk:
         if self.pending.broken is not None:  # an initializer failed: run nothing more
             self.cancel_unstarted()
             raise CancelledBeforeStart
+        # Before the future runs: Ctrl-C up to here finds the future pending
+        # and the calls in the chunk, and the thread cancels them.
+        count = len(self.arguments)
         if not future.set_running_or_notify_cancel():
             self._count_cancelled()
             raise CancelledBeforeStart
         fn, arguments, context = self.fn, self.arguments, self.context
         del self.fn, self.arguments, self.context  # nothing holds a call after the chunk
-        count = len(arguments)
         values: list[Any] = []
         errors: dict[int, BaseException] | None = None
         index = 0

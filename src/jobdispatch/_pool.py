@@ -424,6 +424,9 @@ class Pool:
                 finally:
                     if batch is not None:
                         batch._job_over(fn, cancelled=cancelled)
+            if propagate and generation is None:
+                # A chunk struck before it took its jobs: they never start.
+                tell_cancelled(fn)
         except BaseException as struck:
             mark_ran(struck)
             raise
