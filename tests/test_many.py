@@ -486,6 +486,61 @@ class TestDispatchManyRunByTheCaller:
             if returns < strike:  # the dispatch ended before this return: every one was struck
                 break
 
+    @pytest.mark.parametrize("chunksize", [1, 3])
+    def test_ctrl_c_at_any_call_after_a_job_exits_leaves_a_note_that_counts_as_the_pool(
+        self, kit: Kit, monkeypatch: pytest.MonkeyPatch, chunksize: int
+    ) -> None:
+        """A job's SystemExit on the main thread, then Ctrl-C at any later call of _run_here: the note is right.
+
+        The note on the exception says as many jobs were dispatched as the pool counted.
+        """
+        from jobdispatch._pool import Pool
+
+        run_here = Pool._run_here.__code__
+        real_start = threading.Thread.start
+
+        def refuse(thread: threading.Thread) -> None:
+            if thread.name.startswith("test-caller-runs"):
+                raise RuntimeError("can't start new thread")
+            real_start(thread)
+
+        monkeypatch.setattr(threading.Thread, "start", refuse)
+        strike = 0
+        while True:
+            strike += 1
+            assert strike < 100, "the dispatch never stops making calls"
+            d = kit.dispatcher({0: 1}, name="test-caller-runs")
+            ran = Counter()
+            exited: list[bool] = []
+            calls = 0
+
+            def leave(exited: list[bool] = exited) -> None:
+                exited.append(True)
+                raise SystemExit(3)  # a signal handler's exit, as the main thread runs the job
+
+            def tracer(frame: Any, event: str, arg: object, strike: int = strike, exited: list[bool] = exited) -> None:
+                nonlocal calls
+                if event == "call" and exited and frame.f_back.f_code is run_here:
+                    calls += 1
+                    if calls == strike:
+                        raise KeyboardInterrupt
+
+            previous = sys.gettrace()  # coverage's tracer, if any: put back after
+            sys.settrace(tracer)
+            try:
+                with pytest.raises((KeyboardInterrupt, SystemExit)) as caught:
+                    d.dispatch_many([ran, leave, ran], chunksize=chunksize)
+            finally:
+                sys.settrace(previous)
+            said = [note for note in getattr(caught.value, "__notes__", []) if "dispatch_many dispatched" in note]
+            stats = d.stats(0)
+            counted = stats.completed + stats.failed + stats.cancelled
+            assert said == [f"jobdispatch: dispatch_many dispatched {counted} jobs before this error, and no other"], (
+                f"Ctrl-C at call {strike} after the exit: {said}, {stats}"
+            )
+            if calls < strike:  # the dispatch ended before this call: every call was struck
+                break
+
 
 class TestBatchDispatchMany:
     def test_batch_waits_for_and_reports_every_job(self, kit: Kit) -> None:
