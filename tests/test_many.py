@@ -443,6 +443,31 @@ class TestDispatchManyRunByTheCaller:
         stats = d.stats(0)
         assert (ran.value, stats.completed, stats.failed) == (2, 1, 1)
 
+    def test_ctrl_c_in_a_job_of_a_chunk_the_caller_runs_counts_each_job_once(
+        self, kit: Kit, monkeypatch: pytest.MonkeyPatch
+    ) -> None:
+        """Ctrl-C in the 2nd job of a chunk run by the main thread: one completed, one failed, one cancelled."""
+        real_start = threading.Thread.start
+
+        def refuse(thread: threading.Thread) -> None:
+            if thread.name.startswith("test-caller-runs"):
+                raise RuntimeError("can't start new thread")
+            real_start(thread)
+
+        monkeypatch.setattr(threading.Thread, "start", refuse)
+        d = kit.dispatcher({0: 1}, name="test-caller-runs")
+        ran = Counter()
+
+        def interrupted() -> None:
+            ran()
+            raise KeyboardInterrupt  # Ctrl-C as the main thread runs the job
+
+        with pytest.raises(KeyboardInterrupt) as caught:
+            d.dispatch_many([ran, interrupted, ran], chunksize=3)
+        assert any("dispatched 3 jobs before this error" in note for note in caught.value.__notes__)
+        stats = d.stats(0)
+        assert (ran.value, stats.completed, stats.failed, stats.cancelled) == (2, 1, 1, 1), stats
+
     def test_ctrl_c_as_a_c_call_returns_after_the_chunk_ran_says_its_jobs_were_dispatched(
         self, kit: Kit, monkeypatch: pytest.MonkeyPatch
     ) -> None:
