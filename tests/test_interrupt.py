@@ -912,6 +912,22 @@ def _strike_at_line(function: Callable[..., Any], line_text: str, when: Callable
     return tracer
 
 
+def _strike_as_entered_or_first_returns(function: Callable[..., Any], at: str) -> tuple[Callable[..., Any], Any]:
+    """Return ``(sys.settrace or sys.setprofile, a hook for it)`` raising KeyboardInterrupt once in ``function``.
+
+    ``at``: ``entry`` (as the function is entered) or ``return`` (as its first C call returns).
+    """
+    code = function.__code__
+    struck: list[bool] = []
+
+    def hook(frame: Any, event: str, arg: Any) -> None:
+        if event == ("call" if at == "entry" else "c_return") and frame.f_code is code and not struck:
+            struck.append(True)
+            raise KeyboardInterrupt
+
+    return (sys.settrace if at == "entry" else sys.setprofile), hook
+
+
 class TestMappedChunkRunHereInterrupted:
     """A map into a pool that cannot start its thread: the mapping thread runs each chunk itself, and Ctrl-C strikes."""
 
@@ -968,6 +984,33 @@ class TestMappedChunkRunHereInterrupted:
         assert ran == 3
         assert sum(counts) == 3, counts
         assert min(counts) >= 0, counts
+
+    @pytest.mark.parametrize("at", ["entry", "return"])
+    def test_ctrl_c_before_the_chunk_runs_a_call_cancels_every_call_and_settles_the_future(
+        self, refused: None, at: str
+    ) -> None:
+        """Ctrl-C as the mapped chunk is entered, or as its first C call returns: no call lost, the future settled."""
+        from jobdispatch import Dispatcher, _many
+
+        d = Dispatcher({0: 1}, name="test-chunk-here")
+        executor = d.executor(0)
+        ran = Counter()
+        install, hook = _strike_as_entered_or_first_returns(_many.MappedChunk.__call__, at)
+        previous_trace, previous_profile = sys.gettrace(), sys.getprofile()  # coverage's, if any: put back after
+        install(hook)
+        try:
+            with pytest.raises(KeyboardInterrupt):
+                list(executor.map(lambda n: ran(), range(3), chunksize=3))
+        finally:
+            sys.setprofile(previous_profile)
+            sys.settrace(previous_trace)
+        try:
+            assert executor._pending.snapshot() == [], "the chunk's future was never settled"
+            stats = d.stats(0)
+            # None ran: the thread counts the interrupted chunk as failed, the other two calls are cancelled.
+            assert (ran.value, stats.completed, stats.failed, stats.cancelled) == (0, 0, 1, 2), stats
+        finally:
+            d.finalize(cancel_pending=True, timeout=10)
 
 
 class TestChunkRunHereInterrupted:
@@ -1030,6 +1073,76 @@ class TestChunkRunHereInterrupted:
             assert (stats.completed, stats.failed, stats.cancelled) == (2, 1, 0), stats
         finally:
             d.finalize(cancel_pending=True, timeout=10)
+
+    @pytest.mark.parametrize("at", ["entry", "return"])
+    def test_ctrl_c_before_the_chunk_runs_a_job_counts_every_job_once(self, refused: None, at: str) -> None:
+        """Ctrl-C as the chunk is entered, or as its first C call returns: its three jobs counted, none run."""
+        from jobdispatch import Dispatcher, _many
+
+        d = Dispatcher({0: 1}, name="test-many-here")
+        ran = Counter()
+        install, hook = _strike_as_entered_or_first_returns(_many.Chunk.__call__, at)
+        previous_trace, previous_profile = sys.gettrace(), sys.getprofile()  # coverage's, if any: put back after
+        install(hook)
+        try:
+            with pytest.raises(KeyboardInterrupt) as caught:
+                d.dispatch_many([ran, ran, ran], chunksize=3)
+        finally:
+            sys.setprofile(previous_profile)
+            sys.settrace(previous_trace)
+        try:
+            assert any("dispatch_many dispatched 3 jobs" in note for note in caught.value.__notes__)
+            stats = d.stats(0)
+            # The thread counts the interrupted chunk as failed; the two other jobs are cancelled.
+            assert (ran.value, stats.completed, stats.failed, stats.cancelled) == (0, 0, 1, 2), stats
+            assert d.wait(10)
+        finally:
+            d.finalize(cancel_pending=True, timeout=10)
+
+    def test_ctrl_c_at_any_call_after_a_job_exits_counts_every_job_once(self, refused: None) -> None:
+        """A job's SystemExit on the main thread, then Ctrl-C at any later call: three jobs, three counts."""
+        from jobdispatch import Dispatcher
+        from support import WAIT
+
+        strike = 0
+        while True:
+            strike += 1
+            assert strike < 100, "the chunk's thread never stops making calls"
+            d = Dispatcher({0: 1}, name="test-many-here")
+            ran = Counter()
+            exited: list[bool] = []
+            calls = 0
+
+            def leave(exited: list[bool] = exited) -> None:
+                exited.append(True)
+                raise SystemExit(3)  # a signal handler's exit, as the main thread runs the job
+
+            def tracer(frame: Any, event: str, arg: Any, strike: int = strike, exited: list[bool] = exited) -> None:
+                nonlocal calls
+                if event == "call" and exited and _injectable(frame):
+                    calls += 1
+                    if calls == strike:
+                        raise KeyboardInterrupt
+
+            previous = sys.gettrace()  # coverage's tracer, if any: put back after
+            sys.settrace(tracer)
+            try:
+                with pytest.raises((KeyboardInterrupt, SystemExit)):
+                    d.dispatch_many([ran, leave, ran], chunksize=3)
+            finally:
+                sys.settrace(previous)
+            try:
+                stats = d.stats(0)
+                counts = (stats.completed, stats.failed, stats.cancelled)
+                assert ran.value == 1
+                assert sum(counts) == 3, f"Ctrl-C at call {strike} after the exit: {counts}"
+                assert min(counts) >= 0, f"Ctrl-C at call {strike} after the exit: {counts}"
+                assert stats.completed == 1, f"Ctrl-C at call {strike} after the exit: {counts}"
+                assert d.wait(WAIT)
+            finally:
+                d.finalize(cancel_pending=True, timeout=10)
+            if calls < strike:  # the dispatch ended before this call: every call was struck
+                break
 
 
 class TestTimerWakeUp:

@@ -443,6 +443,129 @@ class TestDispatchManyRunByTheCaller:
         stats = d.stats(0)
         assert (ran.value, stats.completed, stats.failed) == (2, 1, 1)
 
+    def test_ctrl_c_in_a_job_of_a_chunk_the_caller_runs_counts_each_job_once(
+        self, kit: Kit, monkeypatch: pytest.MonkeyPatch
+    ) -> None:
+        """Ctrl-C in the 2nd job of a chunk run by the main thread: one completed, one failed, one cancelled."""
+        real_start = threading.Thread.start
+
+        def refuse(thread: threading.Thread) -> None:
+            if thread.name.startswith("test-caller-runs"):
+                raise RuntimeError("can't start new thread")
+            real_start(thread)
+
+        monkeypatch.setattr(threading.Thread, "start", refuse)
+        d = kit.dispatcher({0: 1}, name="test-caller-runs")
+        ran = Counter()
+
+        def interrupted() -> None:
+            ran()
+            raise KeyboardInterrupt  # Ctrl-C as the main thread runs the job
+
+        with pytest.raises(KeyboardInterrupt) as caught:
+            d.dispatch_many([ran, interrupted, ran], chunksize=3)
+        assert any("dispatched 3 jobs before this error" in note for note in caught.value.__notes__)
+        stats = d.stats(0)
+        assert (ran.value, stats.completed, stats.failed, stats.cancelled) == (2, 1, 1, 1), stats
+
+    def test_ctrl_c_as_a_c_call_returns_after_the_chunk_ran_says_its_jobs_were_dispatched(
+        self, kit: Kit, monkeypatch: pytest.MonkeyPatch
+    ) -> None:
+        """Ctrl-C after any C call of jobdispatch that returns once a chunk ran: the note counts the chunk's jobs."""
+        real_start = threading.Thread.start
+
+        def refuse(thread: threading.Thread) -> None:
+            if thread.name.startswith("test-caller-runs"):
+                raise RuntimeError("can't start new thread")
+            real_start(thread)
+
+        monkeypatch.setattr(threading.Thread, "start", refuse)
+        strike = 0
+        while True:
+            strike += 1
+            assert strike < 100, "the dispatch never stops making calls"
+            d = kit.dispatcher({0: 1}, name="test-caller-runs")
+            ran = Counter()
+            returns = 0
+
+            def profiler(frame: Any, event: str, arg: object, strike: int = strike, ran: Counter = ran) -> None:
+                nonlocal returns
+                if event == "c_return" and ran.value == 3 and "jobdispatch" in frame.f_code.co_filename:
+                    returns += 1
+                    if returns == strike:
+                        raise KeyboardInterrupt
+
+            sys.setprofile(profiler)
+            try:
+                dispatched = d.dispatch_many([ran, ran, ran], chunksize=3)
+            except KeyboardInterrupt as error:
+                notes = getattr(error, "__notes__", [])
+                assert any("dispatch_many dispatched 3 jobs" in note for note in notes), (strike, notes)
+            else:
+                assert dispatched == 3
+            finally:
+                sys.setprofile(None)
+            assert ran.value == 3
+            stats = d.stats(0)
+            assert stats.completed + stats.failed + stats.cancelled == 3, stats
+            if returns < strike:  # the dispatch ended before this return: every one was struck
+                break
+
+    @pytest.mark.parametrize("chunksize", [1, 3])
+    def test_ctrl_c_at_any_call_after_a_job_exits_leaves_a_note_that_counts_as_the_pool(
+        self, kit: Kit, monkeypatch: pytest.MonkeyPatch, chunksize: int
+    ) -> None:
+        """A job's SystemExit on the main thread, then Ctrl-C at any later call of _run_here: the note is right.
+
+        The note on the exception says as many jobs were dispatched as the pool counted.
+        """
+        from jobdispatch._pool import Pool
+
+        run_here = Pool._run_here.__code__
+        real_start = threading.Thread.start
+
+        def refuse(thread: threading.Thread) -> None:
+            if thread.name.startswith("test-caller-runs"):
+                raise RuntimeError("can't start new thread")
+            real_start(thread)
+
+        monkeypatch.setattr(threading.Thread, "start", refuse)
+        strike = 0
+        while True:
+            strike += 1
+            assert strike < 100, "the dispatch never stops making calls"
+            d = kit.dispatcher({0: 1}, name="test-caller-runs")
+            ran = Counter()
+            exited: list[bool] = []
+            calls = 0
+
+            def leave(exited: list[bool] = exited) -> None:
+                exited.append(True)
+                raise SystemExit(3)  # a signal handler's exit, as the main thread runs the job
+
+            def tracer(frame: Any, event: str, arg: object, strike: int = strike, exited: list[bool] = exited) -> None:
+                nonlocal calls
+                if event == "call" and exited and frame.f_back.f_code is run_here:
+                    calls += 1
+                    if calls == strike:
+                        raise KeyboardInterrupt
+
+            previous = sys.gettrace()  # coverage's tracer, if any: put back after
+            sys.settrace(tracer)
+            try:
+                with pytest.raises((KeyboardInterrupt, SystemExit)) as caught:
+                    d.dispatch_many([ran, leave, ran], chunksize=chunksize)
+            finally:
+                sys.settrace(previous)
+            said = [note for note in getattr(caught.value, "__notes__", []) if "dispatch_many dispatched" in note]
+            stats = d.stats(0)
+            counted = stats.completed + stats.failed + stats.cancelled
+            assert said == [f"jobdispatch: dispatch_many dispatched {counted} jobs before this error, and no other"], (
+                f"Ctrl-C at call {strike} after the exit: {said}, {stats}"
+            )
+            if calls < strike:  # the dispatch ended before this call: every call was struck
+                break
+
 
 class TestBatchDispatchMany:
     def test_batch_waits_for_and_reports_every_job(self, kit: Kit) -> None:
@@ -592,19 +715,17 @@ class TestChunkCountsWhenStruckBetweenJobs:
 
 class TestLeftToCount:
     @pytest.mark.parametrize(
-        ("outcomes", "interrupted", "left"),
+        ("outcomes", "left"),
         [
-            ((2, 1, 0), False, (1, 1, 0)),  # counted completed by its thread
-            ((0, 2, 1), False, (0, 1, 1)),  # ... failed
-            ((0, 0, 3), False, (0, 0, 2)),  # ... cancelled
-            ((1, 1, 1), True, (1, 0, 1)),  # interrupted: counted failed
-            ((2, 0, 1), True, (1, 0, 1)),  # ... and no job failed: one completed shows as failed
-            ((0, 0, 3), True, (0, 0, 2)),  # ... and none ran
+            ((2, 1, 0), (1, 1, 0)),  # counted completed by its thread
+            ((0, 2, 1), (0, 1, 1)),  # ... failed
+            ((0, 0, 3), (0, 0, 2)),  # ... cancelled
         ],
     )
     def test_the_thread_counts_one_job_of_the_chunk(
-        self, outcomes: tuple[int, int, int], interrupted: bool, left: tuple[int, int, int]
+        self, outcomes: tuple[int, int, int], left: tuple[int, int, int]
     ) -> None:
+        """A chunk run to its end leaves out the job its thread counts: completed, else failed, else cancelled."""
         from jobdispatch._many import _left_to_count
 
-        assert _left_to_count(*outcomes, interrupted=interrupted) == left
+        assert _left_to_count(*outcomes) == left

@@ -782,8 +782,9 @@ class Dispatcher:
 
     def _submit_chunk(self, pool: Pool, group: list[tuple[object, Callable[[], object]]], timeout: float | None) -> int:
         chunk = Chunk(pool, group, copy_context() if self._propagate_context else None)
+        count = len(group)  # before the hand-over, the last call: Ctrl-C after it finds the jobs counted
         pool.submit(chunk, chunk, None, None, timeout)
-        return len(group)
+        return count
 
     def executor(self, priority: int) -> PoolExecutor:
         """Return a `concurrent.futures.Executor` that submits to one pool.

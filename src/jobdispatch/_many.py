@@ -50,11 +50,12 @@ class Chunk:
     def __call__(self) -> None:
         pool, context = self.pool, self.context
         failed = skipped = 0  # jobs that failed; submitted calls cancelled before their turn
-        calls, self.calls = self.calls, []  # nothing holds a job after the chunk
-        count = len(calls)
         index = 0  # jobs over: calls[index] is the next to run
         counted = blamed = False
         clock = time.perf_counter
+        calls = self.calls
+        count = len(calls)  # Ctrl-C up to here finds the jobs in the chunk: the thread cancels them
+        self.calls = []  # nothing holds a job after the chunk; no call from here to the try
         try:
             while index < count:
                 job, fn = calls[index]
@@ -87,7 +88,7 @@ class Chunk:
                     del error
                 del job, fn  # nothing holds a job after its run
             completed = index - failed - skipped
-            shares = _left_to_count(completed, failed, skipped, interrupted=False)
+            shares = _left_to_count(completed, failed, skipped)
             with pool._lock:
                 pool._inline_completed += shares[0]
                 pool._failed += shares[1]
@@ -96,16 +97,25 @@ class Chunk:
         except BaseException:
             # Whatever struck (one of the jobs, or Ctrl-C between two of
             # them), the jobs not over are cancelled and every job is
-            # counted once.
+            # counted once. No call until they are: Ctrl-C striking again
+            # here (or after a job's own exit) cannot leave them uncounted.
             if not counted:
-                failures, cancelled = failed, skipped + count - index
+                completed, cancelled = index - failed - skipped, skipped + count - index
                 if not blamed and index < count:  # Ctrl-C as the next job was to start: it counts as failed
-                    failures, cancelled = failures + 1, cancelled - 1
-                shares = _left_to_count(index - failed - skipped, failures, cancelled, interrupted=True)
+                    failed, cancelled = failed + 1, cancelled - 1
+                # The thread counts the interrupted chunk as failed: one job
+                # is left out here, a failed one (else a completed one, which
+                # then shows as failed, else a cancelled one).
+                if failed:
+                    failed -= 1
+                elif completed:
+                    completed -= 1
+                else:
+                    cancelled -= 1
                 with pool._lock:
-                    pool._inline_completed += shares[0]
-                    pool._failed += shares[1]
-                    pool._cancelled += shares[2]
+                    pool._inline_completed += completed
+                    pool._failed += failed
+                    pool._cancelled += cancelled
             for rest in range(index, count):
                 tell_cancelled(calls[rest][1])
             raise
@@ -115,6 +125,8 @@ class Chunk:
     def cancel_unstarted(self) -> None:
         """Count every job of the chunk cancelled but the one the worker counts, and settle their futures."""
         calls, self.calls = self.calls, []
+        if not calls:  # the chunk took its jobs, and counts them
+            return
         with self.pool._lock:
             self.pool._cancelled += len(calls) - 1
         for _, fn in calls:
@@ -124,22 +136,14 @@ class Chunk:
         return f"<chunk of {len(self.calls)} jobs>"
 
 
-def _left_to_count(completed: int, failed: int, cancelled: int, *, interrupted: bool) -> tuple[int, int, int]:
-    """Return what a chunk counts itself, out of its jobs' outcomes: all but the one its thread counts.
+def _left_to_count(completed: int, failed: int, cancelled: int) -> tuple[int, int, int]:
+    """Return what a chunk that ran to its end counts itself, out of its jobs' outcomes: all but one.
 
-    The thread that runs a chunk counts it as one job: as failed if it was
-    interrupted, else as completed if any job completed, else as failed if
-    any failed, else as cancelled. One job of that kind is left out here
-    (an interrupted chunk whose jobs all completed shows one as failed).
+    The thread that runs a chunk counts it as one job: as completed if any
+    job completed, else as failed if any failed, else as cancelled. One job
+    of that kind is left out here.
     """
-    if interrupted:
-        if failed:
-            failed -= 1
-        elif completed:
-            completed -= 1
-        else:
-            cancelled -= 1
-    elif completed:
+    if completed:
         completed -= 1
     elif failed:
         failed -= 1
@@ -204,12 +208,14 @@ class MappedChunk:
         if self.pending.broken is not None:  # an initializer failed: run nothing more
             self.cancel_unstarted()
             raise CancelledBeforeStart
+        # Before the future runs: Ctrl-C up to here finds the future pending
+        # and the calls in the chunk, and the thread cancels them.
+        count = len(self.arguments)
         if not future.set_running_or_notify_cancel():
             self._count_cancelled()
             raise CancelledBeforeStart
         fn, arguments, context = self.fn, self.arguments, self.context
         del self.fn, self.arguments, self.context  # nothing holds a call after the chunk
-        count = len(arguments)
         values: list[Any] = []
         errors: dict[int, BaseException] | None = None
         index = 0

@@ -424,13 +424,16 @@ class Pool:
                 finally:
                     if batch is not None:
                         batch._job_over(fn, cancelled=cancelled)
+            if propagate:
+                assert error is not None
+                if generation is None:  # a chunk struck before it took its jobs: they never start
+                    tell_cancelled(fn)
+                mark_ran(error)  # in the try: Ctrl-C as it runs gets the note instead
         except BaseException as struck:
             mark_ran(struck)
             raise
         if propagate:
-            assert error is not None
-            mark_ran(error)
-            raise error
+            raise error  # type: ignore[misc]  # not None: checked above
 
     def add_delayed(
         self,
