@@ -10,6 +10,7 @@ from time import monotonic
 from types import TracebackType
 from typing import TYPE_CHECKING, TypeAlias, TypeVarTuple
 
+from ._config import WAIT_SLICE
 from ._errors import DispatcherClosed, DispatcherError
 from ._outcome import QUEUED_NOTE, CancelledBeforeStart, logger, was_queued
 from ._progress import TqdmProgress
@@ -234,7 +235,7 @@ class Batch:
             with self._lock:
                 self._withdraw_marked_locked()
                 while self._pending > 0:
-                    self._condition.wait()
+                    self._condition.wait(WAIT_SLICE)  # in slices: see WAIT_SLICE
                 self._state = "closed"  # in the same hold: no job slips in after the wait
         except BaseException:
             # Interrupted (Ctrl-C): drop what has not started and let it go.

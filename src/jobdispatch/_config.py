@@ -5,19 +5,45 @@ from __future__ import annotations
 import math
 import sys
 import threading
-from collections.abc import Iterable, Mapping
+import time
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass
 from typing import TypeAlias
 
 from ._backends import check_backend
 
-__all__ = ["DEFAULT_QUEUE_SIZE", "LONGEST_WAIT", "ConfigLike", "PoolConfig"]
+__all__ = ["DEFAULT_QUEUE_SIZE", "LONGEST_WAIT", "WAIT_SLICE", "ConfigLike", "PoolConfig", "wait_in_slices"]
 
 DEFAULT_QUEUE_SIZE = 1024
 """Jobs a pool holds waiting for a worker, beyond the running ones, unless
 `PoolConfig.queue_size` says otherwise. Large enough for producers and
 workers to hand jobs over in bursts, small enough to stay well under a
 megabyte per pool."""
+
+
+WAIT_SLICE = 0.25
+"""The longest a caller's thread blocks at once, in seconds, in a wait that may be longer.
+
+A free-threaded CPython can miss a Ctrl-C that comes just as a thread
+starts to block on a lock: the thread would sleep on until the wait ends.
+Waits that block the caller (`Dispatcher.wait`, `Dispatcher.finalize`,
+leaving a batch, a dispatch into a full pool) wake this often, so that a
+pending Ctrl-C is raised within this time."""
+
+
+def wait_in_slices(wait: Callable[[float], bool], deadline: float | None) -> bool:
+    """Call ``wait(seconds)`` in slices of at most `WAIT_SLICE` until it returns ``True`` or ``deadline`` passes.
+
+    Returns:
+        ``False`` if ``deadline`` (a `time.monotonic` time, or ``None`` for
+        none) passed first.
+    """
+    while True:
+        step = WAIT_SLICE if deadline is None else min(WAIT_SLICE, max(0.0, deadline - time.monotonic()))
+        if wait(step):
+            return True
+        if deadline is not None and time.monotonic() >= deadline:
+            return False
 
 
 LONGEST_WAIT = threading.TIMEOUT_MAX - 1.0

@@ -20,7 +20,15 @@ from . import _aio
 from ._backed import BackedPool
 from ._batch import Batch, BatchCall, ProgressCallback
 from ._calls import submit_call
-from ._config import ConfigLike, check_delay, check_int, check_priority, check_timeout, normalize_config
+from ._config import (
+    ConfigLike,
+    check_delay,
+    check_int,
+    check_priority,
+    check_timeout,
+    normalize_config,
+    wait_in_slices,
+)
 from ._errors import DispatcherClosed, DispatcherError, UnknownPriority
 from ._futures import PoolExecutor
 from ._job import Job, Named, check_name, job_name
@@ -997,7 +1005,7 @@ class Dispatcher:
             for pool in self._pools.values():
                 idle = pool.idle_event(round_.generations[pool.index])
                 if progress is None or counts is None:
-                    if not idle.wait(_remaining(deadline)):
+                    if not wait_in_slices(idle.wait, deadline):
                         return False
                 elif not wait_reporting(idle.wait, counts, progress, deadline):
                     return False

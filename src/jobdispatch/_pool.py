@@ -23,10 +23,11 @@ import threading
 import time
 from collections import deque
 from collections.abc import Callable
+from functools import partial
 from queue import SimpleQueue
 from typing import TYPE_CHECKING, Any, TypeAlias
 
-from ._config import LONGEST_WAIT, PoolConfig
+from ._config import PoolConfig, wait_in_slices
 from ._errors import DispatcherClosed, PoolFull
 from ._job import job_name, unwrap
 from ._outcome import (
@@ -356,10 +357,8 @@ class Pool:
         """
         woken = False
         try:
-            if deadline is None:
-                woken = waiter.acquire()
-            else:
-                woken = waiter.acquire(True, min(max(0.0, deadline - time.monotonic()), LONGEST_WAIT))
+            # In slices, with the waiter kept in line: see WAIT_SLICE.
+            woken = wait_in_slices(partial(waiter.acquire, True), deadline)
         finally:
             if not woken:
                 self._forget_waiter(waiter)

@@ -24,7 +24,7 @@ import time
 from types import BuiltinFunctionType, FunctionType, MethodType
 from typing import TYPE_CHECKING
 
-from ._config import LONGEST_WAIT
+from ._config import LONGEST_WAIT, WAIT_SLICE
 from ._errors import DispatcherClosed
 from ._job import Named
 from ._outcome import CancelledBeforeStart, logger, safe_repr
@@ -560,15 +560,16 @@ def join_thread(thread: threading.Thread, deadline: float | None) -> None:
     if deadline is not None:
         give_up = min(give_up, deadline)
     while True:
-        remaining = None if deadline is None else max(0.0, deadline - time.monotonic())
+        remaining = WAIT_SLICE if deadline is None else min(WAIT_SLICE, max(0.0, deadline - time.monotonic()))
         try:
-            thread.join(remaining)
+            thread.join(remaining)  # in slices: see WAIT_SLICE
         except RuntimeError:  # "cannot join thread before it is started"
             if time.monotonic() >= give_up:
                 return
             time.sleep(0.001)
         else:
-            return
+            if not thread.is_alive() or (deadline is not None and time.monotonic() >= deadline):
+                return
 
 
 _INTERRUPTED_START_GRACE = 0.2  # seconds
