@@ -200,7 +200,7 @@ class TestDrainPass:
 
 
 SLEEP_UNTIL_WOKEN = _pool.Pool.sleep_until_woken.__code__
-BLOCKING_WAIT = line_of(SLEEP_UNTIL_WOKEN, "woken = wait_in_slices(")
+BLOCKING_WAIT = line_of(SLEEP_UNTIL_WOKEN, "woken = waiter.acquire(")
 
 
 class TestWakeUpsGoToBlockedProducers:

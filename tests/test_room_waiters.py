@@ -90,7 +90,9 @@ def test_a_wait_that_runs_out_as_the_pool_wakes_it_leaves_no_stale_waiter(
     # or on a wall clock that jumped): it looks for room once more.
     readings = iter([0.0, 100.0 - 0.05])
     monkeypatch.setattr(
-        _pool, "time", SimpleNamespace(monotonic=lambda: next(readings, 50.0), perf_counter=time.perf_counter)
+        _pool,
+        "time",
+        SimpleNamespace(monotonic=lambda: next(readings, 50.0), perf_counter=time.perf_counter, sleep=time.sleep),
     )
     producer = Producer(lambda: d.dispatch(gated(third), timeout=100))
     producer.thread.start()

@@ -27,7 +27,7 @@ WAIT_SLICE = 0.25
 A free-threaded CPython can miss a Ctrl-C that comes just as a thread
 starts to block on a lock: the thread would sleep on until the wait ends.
 Waits that block the caller (`Dispatcher.wait`, `Dispatcher.finalize`,
-leaving a batch, a dispatch into a full pool) wake this often, so that a
+leaving a batch, joining a thread) wake this often, so that a
 pending Ctrl-C is raised within this time."""
 
 

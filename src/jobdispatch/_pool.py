@@ -23,11 +23,10 @@ import threading
 import time
 from collections import deque
 from collections.abc import Callable
-from functools import partial
 from queue import SimpleQueue
 from typing import TYPE_CHECKING, Any, TypeAlias
 
-from ._config import PoolConfig, wait_in_slices
+from ._config import LONGEST_WAIT, PoolConfig
 from ._errors import DispatcherClosed, PoolFull
 from ._job import job_name, unwrap
 from ._outcome import (
@@ -357,8 +356,10 @@ class Pool:
         """
         woken = False
         try:
-            # In slices, with the waiter kept in line: see WAIT_SLICE.
-            woken = wait_in_slices(partial(waiter.acquire, True), deadline)
+            if deadline is None:
+                woken = waiter.acquire()
+            else:
+                woken = waiter.acquire(True, min(max(0.0, deadline - time.monotonic()), LONGEST_WAIT))
         finally:
             if not woken:
                 self._forget_waiter(waiter)
