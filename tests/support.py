@@ -69,6 +69,18 @@ def threads_named(prefix: str) -> list[threading.Thread]:
     return [t for t in threading.enumerate() if t.name.startswith(prefix)]
 
 
+def refuse_thread_starts(monkeypatch: pytest.MonkeyPatch, prefix: str) -> None:
+    """Make ``threading.Thread.start`` fail for threads named ``prefix...``, as at the system's thread limit."""
+    real_start = threading.Thread.start
+
+    def refuse(thread: threading.Thread) -> None:
+        if thread.name.startswith(prefix):
+            raise RuntimeError("can't start new thread")
+        real_start(thread)
+
+    monkeypatch.setattr(threading.Thread, "start", refuse)
+
+
 def on_round_closed(monkeypatch: pytest.MonkeyPatch, event: threading.Event) -> None:
     """Set ``event`` each time a barrier of any dispatcher has closed its round (a test driver patch)."""
     real = Dispatcher._close_round

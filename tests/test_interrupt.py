@@ -43,7 +43,7 @@ from typing import Any
 
 import pytest
 
-from support import Counter
+from support import Counter, refuse_thread_starts
 
 LONG = os.environ.get("JOBDISPATCH_LONG") == "1"
 TRIALS = 100 if LONG else 10
@@ -934,14 +934,7 @@ class TestMappedChunkRunHereInterrupted:
     @pytest.fixture
     def refused(self, monkeypatch: pytest.MonkeyPatch) -> None:
         """Refuse to start the threads of dispatchers named test-chunk-here."""
-        real_start = threading.Thread.start
-
-        def refuse(thread: threading.Thread) -> None:
-            if thread.name.startswith("test-chunk-here"):
-                raise RuntimeError("can't start new thread")
-            real_start(thread)
-
-        monkeypatch.setattr(threading.Thread, "start", refuse)
+        refuse_thread_starts(monkeypatch, "test-chunk-here")
 
     def _map_struck(self, tracer: Any) -> tuple[int, tuple[int, int, int]]:
         from jobdispatch import Dispatcher
@@ -1019,14 +1012,7 @@ class TestChunkRunHereInterrupted:
     @pytest.fixture
     def refused(self, monkeypatch: pytest.MonkeyPatch) -> None:
         """Refuse to start the threads of dispatchers named test-many-here."""
-        real_start = threading.Thread.start
-
-        def refuse(thread: threading.Thread) -> None:
-            if thread.name.startswith("test-many-here"):
-                raise RuntimeError("can't start new thread")
-            real_start(thread)
-
-        monkeypatch.setattr(threading.Thread, "start", refuse)
+        refuse_thread_starts(monkeypatch, "test-many-here")
 
     def test_ctrl_c_between_two_jobs_counts_every_job_once(self, refused: None) -> None:
         """Ctrl-C as the second job of a chunk is about to start: the first completed, the others counted, none lost."""

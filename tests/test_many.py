@@ -12,7 +12,7 @@ import pytest
 
 from jobdispatch import Dispatcher, DispatcherClosed, PoolConfig, PoolFull, UnknownPriority
 from jobdispatch._outcome import CancelledBeforeStart
-from support import WAIT, Counter, Kit, gated, wait_for
+from support import WAIT, Counter, Kit, gated, refuse_thread_starts, wait_for
 
 request_id: contextvars.ContextVar[str] = contextvars.ContextVar("request_id", default="-")
 
@@ -421,14 +421,7 @@ class TestDispatchManyRunByTheCaller:
         self, kit: Kit, monkeypatch: pytest.MonkeyPatch
     ) -> None:
         """Ctrl-C in the 2nd job, run by the main thread: the note says 2 jobs were dispatched, as the pool counts."""
-        real_start = threading.Thread.start
-
-        def refuse(thread: threading.Thread) -> None:
-            if thread.name.startswith("test-caller-runs"):
-                raise RuntimeError("can't start new thread")
-            real_start(thread)
-
-        monkeypatch.setattr(threading.Thread, "start", refuse)
+        refuse_thread_starts(monkeypatch, "test-caller-runs")
         d = kit.dispatcher({0: 1}, name="test-caller-runs")
         ran = Counter()
 
@@ -447,14 +440,7 @@ class TestDispatchManyRunByTheCaller:
         self, kit: Kit, monkeypatch: pytest.MonkeyPatch
     ) -> None:
         """Ctrl-C in the 2nd job of a chunk run by the main thread: one completed, one failed, one cancelled."""
-        real_start = threading.Thread.start
-
-        def refuse(thread: threading.Thread) -> None:
-            if thread.name.startswith("test-caller-runs"):
-                raise RuntimeError("can't start new thread")
-            real_start(thread)
-
-        monkeypatch.setattr(threading.Thread, "start", refuse)
+        refuse_thread_starts(monkeypatch, "test-caller-runs")
         d = kit.dispatcher({0: 1}, name="test-caller-runs")
         ran = Counter()
 
@@ -472,14 +458,7 @@ class TestDispatchManyRunByTheCaller:
         self, kit: Kit, monkeypatch: pytest.MonkeyPatch
     ) -> None:
         """Ctrl-C after any C call of jobdispatch that returns once a chunk ran: the note counts the chunk's jobs."""
-        real_start = threading.Thread.start
-
-        def refuse(thread: threading.Thread) -> None:
-            if thread.name.startswith("test-caller-runs"):
-                raise RuntimeError("can't start new thread")
-            real_start(thread)
-
-        monkeypatch.setattr(threading.Thread, "start", refuse)
+        refuse_thread_starts(monkeypatch, "test-caller-runs")
         strike = 0
         while True:
             strike += 1
@@ -522,14 +501,7 @@ class TestDispatchManyRunByTheCaller:
         from jobdispatch._pool import Pool
 
         run_here = Pool._run_here.__code__
-        real_start = threading.Thread.start
-
-        def refuse(thread: threading.Thread) -> None:
-            if thread.name.startswith("test-caller-runs"):
-                raise RuntimeError("can't start new thread")
-            real_start(thread)
-
-        monkeypatch.setattr(threading.Thread, "start", refuse)
+        refuse_thread_starts(monkeypatch, "test-caller-runs")
         strike = 0
         while True:
             strike += 1
