@@ -19,7 +19,7 @@ from typing import Any
 import pytest
 
 from jobdispatch import Dispatcher, DispatcherClosed, PoolConfig, _aio, _pool
-from support import WAIT, Kit, gated, wait_for
+from support import WAIT, Counter, Kit, gated, wait_for
 
 FORGET_WAITER = _pool.Pool._forget_waiter.__code__
 SUBMIT = _pool.Pool.submit.__code__
@@ -74,27 +74,25 @@ class Producer:
             sys.settrace(previous_trace)
 
 
-def test_a_wait_that_runs_out_as_the_pool_wakes_it_leaves_no_stale_waiter(
+def test_a_wait_that_runs_out_as_the_pool_wakes_it_hands_the_wake_up_on(
     kit: Kit, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    """A producer whose timed wait ran out as a place woke it, and that looks again, leaves no stale waiter."""
+    """A producer whose timed wait runs out as a place wakes it passes the wake-up to the next producer in line."""
     d = kit.dispatcher([PoolConfig(0, 1, 0)], name="test-room-stale")
     pool = d._pools[0]
-    first, second, third = kit.gate(), kit.gate(), kit.gate()
+    first, second = kit.gate(), kit.gate()
     started = threading.Event()
     d.dispatch(gated(first, started))
     assert started.wait(WAIT)
-    # The producer's clock: its first wait (timeout 100 s) runs out after
-    # 0.05 s, yet the deadline has not passed when it looks at the clock
-    # again (a lock wait may end a hair before the monotonic clock agrees,
-    # or on a wall clock that jumped): it looks for room once more.
+    # The producer's clock: its deadline (timeout 100 s) is 0.05 s away when
+    # it first sleeps, and has passed when it wakes.
     readings = iter([0.0, 100.0 - 0.05])
     monkeypatch.setattr(
         _pool,
         "time",
-        SimpleNamespace(monotonic=lambda: next(readings, 50.0), perf_counter=time.perf_counter, sleep=time.sleep),
+        SimpleNamespace(monotonic=lambda: next(readings, 200.0), perf_counter=time.perf_counter, sleep=time.sleep),
     )
-    producer = Producer(lambda: d.dispatch(gated(third), timeout=100))
+    producer = Producer(lambda: d.dispatch(gated(second), timeout=100))
     producer.thread.start()
     late_outcome: list[str] = []
 
@@ -109,19 +107,13 @@ def test_a_wait_that_runs_out_as_the_pool_wakes_it_leaves_no_stale_waiter(
     late = threading.Thread(target=dispatch_late, name="test-room-late")
     try:
         assert producer.held.wait(WAIT), "the producer's wait never ran out"
+        late.start()  # in line behind the producer, which has not left it yet
+        wait_for(lambda: len(pool._room_waiters) == 2, "the late producer to block")
         first.set()  # the job ends: its place wakes the producer, whose wait has just run out
-        wait_for(lambda: not pool._room_waiters and pool._room == 1, "the pool to wake the producer")
-        d.dispatch(gated(second), timeout=0)  # someone else takes the place first
+        wait_for(lambda: len(pool._room_waiters) == 1 and pool._room == 1, "the pool to wake the producer")
         producer.release.set()
-        assert producer.blocks.wait(WAIT), "the producer never went back to sleep"
-        second.set()  # room again: the producer takes it, and its job holds the place
         producer.thread.join(WAIT)
-        assert producer.outcome == ["queued"]
-        # The pool is full, and one more producer blocks: the next place must wake it.
-        waiting = len(pool._room_waiters)
-        late.start()
-        wait_for(lambda: len(pool._room_waiters) == waiting + 1, "the late producer to block")
-        third.set()
+        assert producer.outcome == ["PoolFull"]
         late.join(WAIT)
         assert not late.is_alive(), "a producer sleeps next to a free place: its wake-up went to a stale waiter"
         assert late_outcome == ["queued"]
@@ -130,12 +122,54 @@ def test_a_wait_that_runs_out_as_the_pool_wakes_it_leaves_no_stale_waiter(
         assert pool._room == pool._places
     finally:
         producer.release.set()
-        for gate in (first, second, third):
-            gate.set()
+        first.set()
+        second.set()
         producer.thread.join(WAIT)
         d.finalize(cancel_pending=True, timeout=WAIT)  # refuses a producer left blocked
         if late.is_alive():
             late.join(WAIT)
+
+
+def test_a_producer_blocked_on_a_full_pool_wakes_in_slices(kit: Kit, monkeypatch: pytest.MonkeyPatch) -> None:
+    """A producer blocked on a full pool wakes every WAIT_SLICE and keeps its place in line: Ctrl-C is never missed."""
+    monkeypatch.setattr(_pool, "WAIT_SLICE", 0.01, raising=False)
+    d = kit.dispatcher([PoolConfig(0, 1, 0)], name="test-room-slices")
+    pool = d._pools[0]
+    gate, started = kit.gate(), threading.Event()
+    d.dispatch(gated(gate, started))
+    assert started.wait(WAIT)
+    sleep_code = _pool.Pool.sleep_until_woken.__code__
+    blocking_line = line_of(sleep_code, "woken = waiter.acquire(")
+    sleeps = Counter()
+
+    def trace(frame: FrameType, event: str, arg: object) -> Any:
+        if frame.f_code is sleep_code:
+            if event == "line" and frame.f_lineno == blocking_line:
+                sleeps()
+            return trace
+        return None
+
+    outcome: list[str] = []
+
+    def produce() -> None:
+        previous = sys.gettrace()
+        sys.settrace(trace)
+        try:
+            d.dispatch(lambda: outcome.append("ran"))
+        finally:
+            sys.settrace(previous)
+
+    producer = threading.Thread(target=produce, name="test-room-slicing-producer")
+    producer.start()
+    try:
+        wait_for(lambda: sleeps.value >= 3, "the blocked producer to wake between slices")
+        assert len(pool._room_waiters) == 1, "a slice that ends must keep the producer in line"
+    finally:
+        gate.set()
+        producer.join(WAIT)
+    assert not producer.is_alive()
+    assert d.wait(WAIT)
+    assert outcome == ["ran"]
 
 
 class StruckOwnerCheck:

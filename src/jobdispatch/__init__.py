@@ -28,7 +28,7 @@ from ._scheduler import DelayedJob as DelayedJob
 from ._stats import PoolStats as PoolStats
 from ._threadpool import ThreadPoolExecutor as ThreadPoolExecutor
 
-__version__ = "1.4.0"
+__version__ = "1.4.1"
 
 __all__ = [
     "DEFAULT_QUEUE_SIZE",

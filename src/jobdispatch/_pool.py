@@ -26,7 +26,7 @@ from collections.abc import Callable
 from queue import SimpleQueue
 from typing import TYPE_CHECKING, Any, TypeAlias
 
-from ._config import LONGEST_WAIT, PoolConfig
+from ._config import WAIT_SLICE, PoolConfig
 from ._errors import DispatcherClosed, PoolFull
 from ._job import job_name, unwrap
 from ._outcome import (
@@ -349,25 +349,29 @@ class Pool:
         A wake-up promises nothing: another producer may take the room
         first. One that this producer cannot use (it timed out or was
         interrupted just as it was woken) goes to the next waiter, so room
-        never sits unused next to a sleeping producer.
+        never sits unused next to a sleeping producer. The waiter is not
+        used again once this raises.
 
         Raises:
             PoolFull: ``deadline`` passed first.
         """
         woken = False
         try:
-            if deadline is None:
-                woken = waiter.acquire()
-            else:
-                woken = waiter.acquire(True, min(max(0.0, deadline - time.monotonic()), LONGEST_WAIT))
+            # In slices (see WAIT_SLICE), the waiter kept in line: a slice
+            # that ends is not a wait that runs out. A wake-up that comes
+            # between two slices leaves the waiter unlocked, and the next
+            # slice takes it at once.
+            while True:
+                step = WAIT_SLICE if deadline is None else min(WAIT_SLICE, max(0.0, deadline - time.monotonic()))
+                woken = waiter.acquire(True, step)
+                if woken or (deadline is not None and time.monotonic() >= deadline):
+                    break
         finally:
             if not woken:
-                self._forget_waiter(waiter)
                 # The pool may have woken it all the same, as the wait ran out
-                # (the wake-up went on to the next waiter): lock it again, so
-                # that it puts this producer to sleep if it looks once more.
-                waiter.acquire(False)
-        if not woken and deadline is not None and time.monotonic() >= deadline:
+                # or as Ctrl-C struck: the wake-up goes on to the next waiter.
+                self._forget_waiter(waiter)
+        if not woken:
             raise PoolFull(f"pool {self.priority} stayed full ({self.capacity}) for {timeout} s")
 
     def _forget_waiter(self, waiter: threading.Lock | asyncio.Future[None]) -> None:
