@@ -8,6 +8,7 @@ import threading
 
 import pytest
 
+from jobdispatch import PoolConfig
 from support import WAIT, Kit
 
 
@@ -95,6 +96,47 @@ class TestArguments:
             d.dispatch(record, n)
         assert d.wait(WAIT)
         assert sorted(seen) == [0, 1, 2, 3, 4]
+
+    @pytest.mark.parametrize("pools", [1, 2])
+    def test_a_failing_call_is_named_with_its_arguments(self, kit: Kit, pools: int) -> None:
+        """A function or a method dispatched with arguments fails under its name and those arguments."""
+        errors: list[tuple[object, BaseException]] = []
+        d = kit.dispatcher(
+            [PoolConfig(p, 1, 4) for p in range(pools)], on_error=lambda job, error: errors.append((job, error))
+        )
+
+        def boom(n: int) -> None:
+            raise ValueError(n)
+
+        class Account:
+            def close(self, n: int) -> None:
+                raise KeyError(n)
+
+        priority = None if pools == 1 else pools - 1
+        d.dispatch(boom, 3, priority=priority)
+        d.dispatch(Account().close, 4, priority=priority)
+        assert d.wait(WAIT)
+        notes = sorted(note for _, error in errors for note in error.__notes__)
+        assert notes == sorted(
+            [
+                f"jobdispatch: raised by job {boom.__qualname__}(3) in pool {pools - 1}",
+                f"jobdispatch: raised by job {Account.close.__qualname__}(4) in pool {pools - 1}",
+            ]
+        )
+        assert sorted(type(error).__name__ for _, error in errors) == ["KeyError", "ValueError"]
+        assert all(isinstance(job, functools.partial) for job, _ in errors)
+        assert d.stats(pools - 1).failed == 2
+
+    def test_a_coroutine_function_with_arguments_is_refused(self, kit: Kit) -> None:
+        """A coroutine function dispatched with arguments is refused, as without them."""
+
+        async def fetch(n: int) -> None:
+            pass
+
+        d = kit.dispatcher(1)
+        with pytest.raises(TypeError, match=r"is a coroutine function: .*asyncio"):
+            d.dispatch(fetch, 1)
+        assert d.stats(0).completed == 0
 
     def test_arguments_are_refused_for_a_job_object(self, kit: Kit) -> None:
         """Positional arguments go to a callable; a Job object refuses them."""

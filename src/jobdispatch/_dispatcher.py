@@ -13,6 +13,7 @@ import weakref
 from collections.abc import Callable, Iterable
 from concurrent.futures import Future
 from contextvars import Context, copy_context
+from functools import partial
 from types import BuiltinFunctionType, FunctionType, MethodType, TracebackType
 from typing import Any, TypeAlias, TypeVar, TypeVarTuple, overload
 
@@ -272,7 +273,7 @@ class Dispatcher:
         kind = type(job)
         pool: Pool | None = None
         fn: Callable[[], object] = job  # type: ignore[assignment]
-        if args or name is not None:
+        if name is not None:
             pass
         elif kind is FunctionType or kind is MethodType:
             # A function (a method's function) checked once, not each time it
@@ -283,6 +284,10 @@ class Dispatcher:
                     pool = self._only_thread_pool
                 elif type(priority) is int:
                     pool = self._thread_pools.get(priority)
+                if args and pool is not None:  # bound as _route binds them: reports name the call with them
+                    job = fn = partial(job, *args)  # type: ignore[assignment, arg-type, operator, misc]
+        elif args:
+            pass
         elif (do := _PLAIN_JOB_CLASSES.get(kind)) is not None:
             fn = job.do  # type: ignore[union-attr]
             # The class's own do (not one the instance set, nor a later one of
