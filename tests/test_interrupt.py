@@ -1005,6 +1005,84 @@ class TestMappedChunkRunHereInterrupted:
         finally:
             d.finalize(cancel_pending=True, timeout=10)
 
+    def _map_with_a_failure_struck(self, trace: Any, profile: Any) -> tuple[list[int], tuple[int, int, int]]:
+        """Map three calls, the first of which raises, as one chunk run here, with ``trace`` and ``profile`` set."""
+        from jobdispatch import Dispatcher
+
+        d = Dispatcher({0: 1}, name="test-chunk-here")
+        executor = d.executor(0)
+        ran: list[int] = []
+
+        def call(n: int) -> int:
+            ran.append(n)
+            if n == 0:
+                raise ValueError(n)
+            return n
+
+        previous_trace, previous_profile = sys.gettrace(), sys.getprofile()  # coverage's, if any: put back after
+        sys.settrace(trace)
+        sys.setprofile(profile)
+        try:
+            with pytest.raises(KeyboardInterrupt):
+                list(executor.map(call, range(3), chunksize=3))
+        finally:
+            sys.setprofile(previous_profile)
+            sys.settrace(previous_trace)
+        try:
+            assert executor._pending.snapshot() == [], "the chunk's future was never settled"
+            stats = d.stats(0)
+            return ran, (stats.completed, stats.failed, stats.cancelled)
+        finally:
+            d.finalize(cancel_pending=True, timeout=10)
+
+    def test_a_second_ctrl_c_as_the_chunk_handles_the_first_leaves_no_call_uncounted(self, refused: None) -> None:
+        """Ctrl-C between two calls, then again at a C call before the chunk counts its calls: every call counted."""
+        from jobdispatch import _many
+
+        code = _many.MappedChunk.__call__.__code__
+        source, start = inspect.getsourcelines(code)
+        handler = next(n for n, text in enumerate(source) if "except BaseException as error:" in text)
+        counts_in = start + next(n for n in range(handler, len(source)) if "with pool._lock:" in source[n])
+        first = _strike_in_mapped_chunk(
+            "while index < count and not future.dropped", lambda f: f.f_locals["index"] == 1
+        )
+        struck_again: list[str] = []
+
+        def again(frame: Any, event: str, arg: Any) -> None:
+            # Once the first strike is in, CPython may deliver another Ctrl-C
+            # as any C call returns: here, any before the counts are taken.
+            if (
+                event == "c_return"
+                and frame.f_code is code
+                and not struck_again
+                and "error" in frame.f_locals
+                and frame.f_lineno < counts_in
+            ):
+                struck_again.append(getattr(arg, "__name__", "?"))
+                raise KeyboardInterrupt
+
+        ran, counts = self._map_with_a_failure_struck(first, again)
+        assert ran == [0]
+        # The first call failed, the thread counts the chunk as failed for the call about to run, the last is cancelled.
+        assert counts == (0, 2, 1), (counts, struck_again)
+
+    def test_ctrl_c_as_a_failed_calls_value_is_kept_counts_no_call_below_zero(self, refused: None) -> None:
+        """Ctrl-C as the chunk keeps the outcome of a call that raised: every call counted once, no count negative."""
+        from jobdispatch import _many
+
+        code = _many.MappedChunk.__call__.__code__
+        struck: list[bool] = []
+
+        def strike(frame: Any, event: str, arg: Any) -> None:
+            if event == "c_return" and frame.f_code is code and getattr(arg, "__name__", "") == "append" and not struck:
+                struck.append(True)
+                raise KeyboardInterrupt
+
+        ran, counts = self._map_with_a_failure_struck(None, strike)
+        assert struck
+        assert ran == [0]
+        assert counts == (0, 2, 1), counts
+
 
 class TestChunkRunHereInterrupted:
     """dispatch_many(chunksize=) into a pool that cannot start its thread: the thread runs each chunk itself."""

@@ -218,7 +218,7 @@ class MappedChunk:
         del self.fn, self.arguments, self.context  # nothing holds a call after the chunk
         values: list[Any] = []
         errors: dict[int, BaseException] | None = None
-        index = 0
+        index = failures = 0  # calls over; of those, calls that raised (counted here: no call in between)
         counted = False  # the calls are counted: Ctrl-C from then on must not count them again
         try:
             while index < count and not future.dropped:
@@ -229,15 +229,15 @@ class MappedChunk:
                 else:
                     failed, value = context.copy().run(_call, fn, args)
                 del args
+                index += 1  # the call is over, and counted with its failure: no call in between
                 if failed:
                     if errors is None:
                         errors = {}
-                    errors[index] = value
+                    errors[index - 1] = value
+                    failures += 1
                     value = None
                 values.append(value)
                 del value
-                index += 1
-            failures = 0 if errors is None else len(errors)
             completed = index - failures
             skipped = count - index  # the map was left, or the executor cancelled its calls, as the chunk ran
             with pool._lock:  # the worker counts the chunk itself as one: completed, failed or cancelled
@@ -263,8 +263,9 @@ class MappedChunk:
             # Ctrl-C on a thread that runs the chunk itself, which counts
             # the chunk as failed: for the call about to run (the rest are
             # cancelled), or once every call was made, for the last one.
+            # No call until the counts are in: a second Ctrl-C striking
+            # here cannot leave the calls uncounted.
             if not counted:
-                failures = 0 if errors is None else len(errors)
                 with pool._lock:
                     if index < count:
                         pool._inline_completed += index - failures
