@@ -1209,6 +1209,74 @@ class TestChunkRunHereInterrupted:
                 break
 
 
+class TestChunksRunHereStruckAtEveryReturn:
+    """A chunk run by the dispatching thread, one of its jobs failing: Ctrl-C as each C call of the library returns."""
+
+    @pytest.fixture
+    def refused(self, monkeypatch: pytest.MonkeyPatch) -> None:
+        """Refuse to start the threads of dispatchers named test-sweep-here."""
+        refuse_thread_starts(monkeypatch, "test-sweep-here")
+
+    @pytest.mark.parametrize("failing", [0, 1])
+    @pytest.mark.parametrize("how", ["dispatch_many", "map"])
+    def test_every_job_is_counted_once_and_no_future_is_left_running(
+        self, refused: None, how: str, failing: int
+    ) -> None:
+        """Ctrl-C after any C call the library makes: a chunk run here is counted whole (three counts) or not at all."""
+        from jobdispatch import Dispatcher
+        from support import WAIT
+
+        strike = 0
+        while True:
+            strike += 1
+            assert strike < 500, "the chunk never stops making calls"
+            d = Dispatcher({0: 1}, name="test-sweep-here")
+            executor = d.executor(0)
+            calls = 0
+            where: list[str] = []
+            ran = Counter()
+
+            def fail(n: int = 0, ran: Counter = ran) -> None:
+                ran()
+                raise ValueError(n)
+
+            def succeed(n: int = 0, ran: Counter = ran) -> int:
+                ran()
+                return n
+
+            def profile(frame: Any, event: str, arg: Any, strike: int = strike, where: list[str] = where) -> None:
+                nonlocal calls
+                if event == "c_return" and "jobdispatch" in frame.f_code.co_filename and not where:
+                    calls += 1
+                    if calls == strike:
+                        where.append(f"after {getattr(arg, '__qualname__', arg)} at line {frame.f_lineno}")
+                        raise KeyboardInterrupt
+
+            previous_trace, previous_profile = sys.gettrace(), sys.getprofile()  # coverage's, if any: put back after
+            sys.setprofile(profile)
+            try:
+                with contextlib.suppress(KeyboardInterrupt, ValueError):
+                    if how == "dispatch_many":
+                        d.dispatch_many([fail if n == failing else succeed for n in range(3)], chunksize=3)
+                    else:
+                        list(executor.map(lambda n: fail(n) if n == failing else succeed(n), range(3), chunksize=3))
+            finally:
+                sys.setprofile(previous_profile)
+                sys.settrace(previous_trace)
+            try:
+                stats = d.stats(0)
+                counts = (stats.completed, stats.failed, stats.cancelled)
+                # A chunk is dispatched whole or not at all (the call was struck before it was).
+                assert sum(counts) == (3 if sum(counts) or ran.value else 0), f"Ctrl-C {where}: {counts}"
+                assert min(counts) >= 0, f"Ctrl-C {where}: {counts}"
+                assert executor._pending.snapshot() == [], f"Ctrl-C {where}: a future was left running"
+                assert d.wait(WAIT)
+            finally:
+                d.finalize(cancel_pending=True, timeout=10)
+            if not where:  # the call ended before this strike: every C call was struck
+                break
+
+
 class TestTimerWakeUp:
     def test_stale_waiter_left_by_an_interrupted_notify_does_not_keep_the_timer_asleep(
         self, monkeypatch: pytest.MonkeyPatch
