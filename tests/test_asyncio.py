@@ -285,6 +285,44 @@ class TestWakeUps:
         assert ran.value == 1
         assert d.stats(0).completed == 2
 
+    @pytest.mark.parametrize("how", ["dispatch_async", "executor submit"])
+    def test_a_producer_whose_loop_stopped_does_not_keep_a_place_from_a_blocked_thread(self, how: str) -> None:
+        """A waiter of a loop that no longer runs passes the place on; its task gets it once the loop runs again."""
+        gate = threading.Event()
+        d = full_pool(gate)
+        ran = Counter()
+        loop = asyncio.new_event_loop()
+        producer: threading.Thread | None = None
+        try:
+
+            async def start_waiting() -> asyncio.Future[Any]:
+                if how == "dispatch_async":
+                    waiting: asyncio.Future[Any] = asyncio.ensure_future(d.dispatch_async(ran))
+                else:
+                    waiting = asyncio.wrap_future(d.executor(0).submit(ran))
+                await until(lambda: room_waiters(d) == 1, "the task to wait for room")
+                return waiting
+
+            # run_until_complete returns with the task still waiting for room:
+            # the loop stays open but does not run.
+            waiting = loop.run_until_complete(start_waiting())
+            thread_ran = threading.Event()
+            producer = threading.Thread(target=d.dispatch, args=(thread_ran.set,), name="test-producer")
+            producer.start()
+            wait_for(lambda: room_waiters(d) == 2, "the thread to wait for room behind the task")
+            gate.set()
+            assert thread_ran.wait(WAIT), "the blocked thread never got the place that freed up"
+            loop.run_until_complete(asyncio.wait_for(waiting, WAIT))
+            assert d.wait(WAIT)
+            assert ran.value == 1
+        finally:
+            gate.set()
+            if producer is not None:
+                producer.join(WAIT)
+            d.finalize(cancel_pending=True, timeout=WAIT)
+            loop.close()
+        assert d.stats(0).completed == 3
+
     def test_place_given_back_while_a_producer_registers_wakes_it(self) -> None:
         """A place given back between an async producer's check for room and its registration wakes it."""
         d = Dispatcher([PoolConfig(0, 1, queue_size=0)])
