@@ -12,6 +12,7 @@ import textwrap
 import threading
 import time
 import weakref
+from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
 import pytest
@@ -196,6 +197,29 @@ class TestNothingOutlivesItsJob:
         wait_for(lambda: ran_gone() is None, "the payload of the job that ran to be freed")
         assert ran.done()
         assert cancelled.cancelled()
+
+    @pytest.mark.parametrize("engine", ["threads", "executor backend"])
+    def test_a_kept_handle_holds_nothing_of_a_job_cancelled_in_its_pool_queue(self, kit: Kit, engine: str) -> None:
+        """The DelayedJob of a due job cancelled in its pool's queue keeps nothing of it once a worker dropped it."""
+        with ThreadPoolExecutor(1) as executor:
+            backend = None if engine == "threads" else executor
+            d = kit.dispatcher([PoolConfig(0, 1, queue_size=4, backend=backend)])
+            gate, started = kit.gate(), threading.Event()
+            d.dispatch(gated(gate, started))
+            assert started.wait(WAIT)
+            payload = Payload()
+            gone = weakref.ref(payload)
+            handle = d.dispatch_later(0, Holder(payload))
+            del payload
+            wait_for(lambda: d.stats(0).queued == 1, "the due job to be queued")
+            assert handle.cancel()
+            gate.set()
+            assert d.wait(WAIT)
+            assert d.stats(0).cancelled == 1
+            gc.collect()
+            assert gone() is None, "the handle keeps the dropped job"
+            assert handle.cancelled()
+            d.finalize(timeout=WAIT)
 
 
 class TestTimerSurvivesErrors:

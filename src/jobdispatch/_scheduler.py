@@ -169,11 +169,13 @@ class DelayedJob:
         sends it, and calls `_finish` once the engine is done with it.
         """
         with self._scheduler._lock:
-            if self._state is not _PENDING:
+            state, fn = self._state, self._fn
+            # The worker holds the job from here, or drops it: either way the
+            # handle lets go of it.
+            self._fn = self._item = self._pool = None
+            if state is not _PENDING:
                 raise CancelledBeforeStart
             self._state = _RUNNING
-            fn = self._fn
-            self._fn = self._item = self._pool = None  # the worker holds the job from here
         assert fn is not None
         return fn
 
