@@ -648,3 +648,50 @@ class TestCancelInterrupted:
             if not struck:
                 break  # cancel() finished before this point: every point was tried
         assert point > 5  # the sweep went through cancel()'s calls
+
+
+class TestCancelFromAProgressCallback:
+    """A batch's progress callback may cancel the batch's delayed jobs, whatever thread calls it."""
+
+    @pytest.mark.parametrize("caller", ["a worker", "the timer"])
+    def test_cancel_in_a_progress_callback_counts_the_job_and_the_batch_ends(self, kit: Kit, caller: str) -> None:
+        """cancel() in a progress callback run by a worker or by the timer returns, and the job is counted cancelled."""
+        d = kit.dispatcher(2, name="test-progress-cancel")
+        later: list[DelayedJob] = []
+        outcomes: list[bool] = []
+        callers: list[str] = []
+        errors: list[BaseException] = []
+        job = Stamp()
+
+        def progress(done: int, total: int) -> None:
+            callers.append(threading.current_thread().name)
+            outcomes.extend(handle.cancel() for handle in later)
+
+        def run_batch() -> None:
+            try:
+                with d.batch(progress=progress) as batch:
+                    if caller == "a worker":
+                        later.append(batch.dispatch_later(LONG, job.do))
+                        batch.dispatch(lambda: None)  # its end calls progress on its worker
+                    else:
+                        first = batch.dispatch_later(LONG, job.do)
+                        later.append(batch.dispatch_later(LONG, job.do))
+                        assert first.cancel()  # the timer counts it, and calls progress
+            except BaseException as error:
+                errors.append(error)
+
+        runner = threading.Thread(target=run_batch, name="test-batch-runner", daemon=True)
+        runner.start()
+        runner.join(WAIT)
+        assert not runner.is_alive(), "the batch never ended: cancel() in its progress callback deadlocked"
+        expected_thread = "test-progress-cancel-p0-" if caller == "a worker" else "test-progress-cancel-timer"
+        assert callers[0].startswith(expected_thread)
+        assert outcomes[0] is True
+        assert not any(outcomes[1:])
+        assert later[0].cancelled()
+        cancelled = 1 if caller == "a worker" else 2
+        assert [str(error) for error in errors] == [f"{cancelled} of 2 jobs in the batch were cancelled"]
+        assert not job.done.is_set()
+        assert d.wait(WAIT)
+        stats = d.stats(0)
+        assert (stats.cancelled, stats.delayed) == (cancelled, 0)

@@ -1349,6 +1349,7 @@ def _after_fork_in_child() -> None:
     # The forking thread may have been a worker: in the child it is not one.
     _thread_role.pool = None
     _thread_role.running = None
+    _thread_role.reporting = False
 
 
 if hasattr(os, "register_at_fork"):

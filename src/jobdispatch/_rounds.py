@@ -33,6 +33,7 @@ class _ThreadRole(threading.local):
 
     pool: Pool | None = None  # the pool whose worker thread this is
     running: Running | None = None  # set on a thread that runs jobs: whose round they belong to
+    reporting = False  # the thread is in a batch's progress callback: it must not wait for the timer
 
 
 class Running:

@@ -28,6 +28,7 @@ from ._config import LONGEST_WAIT, WAIT_SLICE
 from ._errors import DispatcherClosed
 from ._job import Named
 from ._outcome import CancelledBeforeStart, logger, safe_repr
+from ._rounds import role
 
 if TYPE_CHECKING:
     import contextvars
@@ -103,7 +104,9 @@ class DelayedJob:
         A cancelled job never runs. It is counted in ``stats().cancelled`` and
         stops counting for `Dispatcher.wait`, `Dispatcher.finalize` and its
         batch by the time this returns; only a job that had already reached
-        its pool's queue is counted when a worker reaches it.
+        its pool's queue is counted when a worker reaches it, and a job
+        cancelled from a batch's progress callback is counted once that
+        callback has returned (counting it may call the callback again).
 
         Returns:
             ``True`` if the job was cancelled now; ``False`` if it is running,
@@ -125,6 +128,11 @@ class DelayedJob:
             scheduler._requests.append(self)
         if timer is None:
             return True  # no timer: the job was handed over, and the worker counts it
+        if role.reporting:
+            # A batch's progress callback: counting the job may need that
+            # batch's progress lock, which this thread holds. The timer
+            # counts it once the callback returns.
+            return True
         if timer is threading.current_thread():
             scheduler._serve_requests()  # a job run by the timer itself cancels another
         else:
