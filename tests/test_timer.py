@@ -461,6 +461,26 @@ print("leaving", flush=True)
         assert child.returncode == 0, child.stderr
         assert child.stdout == "leaving\n"
 
+    def test_a_dispatcher_draining_in_a_daemon_thread_does_not_keep_the_process_alive(self) -> None:
+        """At exit, a dispatcher that a daemon thread is finalizing has its far-off delayed jobs cancelled too."""
+        child = run_child(
+            """
+import threading, time
+from jobdispatch import Dispatcher
+
+d = Dispatcher(1, name="draining")
+d.dispatch_later(3600, lambda: print("the delayed job ran", flush=True))
+threading.Thread(target=d.finalize, name="closer", daemon=True).start()
+deadline = time.monotonic() + 30
+while not d.closed and time.monotonic() < deadline:
+    time.sleep(0.001)
+print("leaving while", repr(d).split()[2].rstrip(","), flush=True)
+"""
+        )
+        assert child.returncode == 0, child.stderr
+        assert child.stdout == "leaving while draining\n"
+        assert "interpreter exit: cancelling 1 delayed jobs of dispatcher 'draining'" in child.stderr
+
 
 def python_refusing_threads_at_exit() -> str | None:
     """Return a CPython 3.12.0 or 3.12.1 (they refuse thread starts in exit hooks), if one is installed."""

@@ -1319,13 +1319,14 @@ def _finalize_live_dispatchers() -> None:
     together, until a whole pass over them finds nothing running and nothing
     new finished, before any is finalized. Delayed jobs are cancelled, and
     new ones refused, so that no job that delays itself again and again
-    keeps the process alive.
+    keeps the process alive: also in a dispatcher that another thread (a
+    daemon, which the exit does not wait for) has begun to finalize.
     """
     last_seen = None
     while True:
         # Every pass: a job that ran meanwhile may have delayed another, or a
         # new dispatcher may have come.
-        dispatchers = [d for d in _live() if d._state is _OPEN]
+        dispatchers = [d for d in _live() if d._state is not State.CLOSED]
         for dispatcher in dispatchers:
             dispatcher._cancel_delayed_at_exit()
         for dispatcher in dispatchers:
