@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import contextvars
+import gc
 import inspect
 import logging
 import random
@@ -536,6 +537,47 @@ class TestAsyncWith:
         assert not [t.name for t in threads_named("aw-") if t.is_alive()]
         with pytest.raises(DispatcherClosed):
             d.dispatch(print)
+
+    def test_a_leaving_task_dropped_with_its_closed_loop_closes_cleanly(
+        self, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+    ) -> None:
+        """A task leaving `async with`, dropped with its closed loop, closes its coroutine cleanly; finalize goes on."""
+        gate, started = threading.Event(), threading.Event()
+        d = Dispatcher(1, name="test-dropped-leave")
+
+        def blocker() -> None:
+            started.set()
+            gate.wait(WAIT)
+
+        d.dispatch(blocker)
+        assert started.wait(WAIT)
+        unraisable: list[Any] = []
+        monkeypatch.setattr(sys, "unraisablehook", unraisable.append)
+
+        async def leave() -> None:
+            async with d:
+                pass
+
+        async def start_leaving() -> asyncio.Task[None]:
+            task = asyncio.ensure_future(leave())
+            await until(lambda: threads_named("test-dropped-leave-finalize"), "finalize to start on its thread")
+            return task
+
+        loop = asyncio.new_event_loop()
+        try:
+            task = loop.run_until_complete(start_leaving())
+        finally:
+            loop.close()  # the task, still leaving, never runs again
+        gate.set()
+        for thread in threads_named("test-dropped-leave-"):
+            thread.join(WAIT)
+        assert d.stats(0).completed == 1
+        assert d.closed
+        del task
+        with caplog.at_level(logging.CRITICAL, logger="asyncio"):
+            gc.collect()  # drops the task: "destroyed but pending", as this test meant
+        assert [repr(hook.exc_value) for hook in unraisable] == []
+        d.finalize(timeout=WAIT)
 
     def test_leaving_does_not_block_the_event_loop(self) -> None:
         """While leaving waits for a running job, other tasks run: one of them lets the job end."""
