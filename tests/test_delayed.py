@@ -695,3 +695,38 @@ class TestCancelFromAProgressCallback:
         assert d.wait(WAIT)
         stats = d.stats(0)
         assert (stats.cancelled, stats.delayed) == (cancelled, 0)
+
+    @pytest.mark.parametrize("call", ["wait", "finalize", "batch"])
+    def test_a_barrier_in_a_progress_callback_on_the_timer_is_refused(self, kit: Kit, call: str) -> None:
+        """wait(), finalize() or a batch from a progress callback the timer runs raise DispatcherError, not hang."""
+        d = kit.dispatcher(2, name="test-timer-barrier")
+        soon = Stamp()
+        outcomes: list[str] = []
+        callers: list[str] = []
+
+        def progress(done: int, total: int) -> None:
+            callers.append(threading.current_thread().name)
+            try:
+                if call == "wait":
+                    d.wait(0.5)  # would wait for the delayed job that this thread holds up
+                elif call == "finalize":
+                    d.finalize(timeout=0.5)
+                else:
+                    d.batch()
+            except Exception as error:
+                outcomes.append(f"{type(error).__name__}: {error}")
+            else:
+                outcomes.append("returned")
+
+        with pytest.raises(DispatcherClosed), d.batch(progress=progress) as batch:
+            handle = batch.dispatch_later(LONG, lambda: None)
+            d.dispatch_later(0.01, soon.do)
+            assert handle.cancel()  # the timer counts it and calls progress
+        assert callers == ["test-timer-barrier-timer"]
+        action = {"wait": "wait", "finalize": "finalize", "batch": "open a batch"}[call]
+        assert outcomes == [
+            f"DispatcherError: cannot {action} from the dispatcher's timer thread "
+            "(in a progress callback or on_error it calls): it would deadlock"
+        ]
+        assert soon.done.wait(WAIT)
+        assert not d.closed

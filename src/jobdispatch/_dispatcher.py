@@ -888,7 +888,7 @@ class Dispatcher:
 
         Raises:
             DispatcherError: Called from one of the dispatcher's own jobs
-                (one that runs an event loop).
+                (one that runs an event loop), or from its timer thread.
             DispatcherClosed: The dispatcher was inherited through ``fork()``.
             TypeError: ``timeout`` is not a number.
             ValueError: ``timeout`` is negative or NaN.
@@ -919,7 +919,9 @@ class Dispatcher:
             ``True`` when those jobs are done, ``False`` if ``timeout`` ran out.
 
         Raises:
-            DispatcherError: Called from one of the dispatcher's own jobs.
+            DispatcherError: Called from one of the dispatcher's own jobs, or
+                from its timer thread (a batch's progress callback, or
+                ``on_error``, may run there).
             DispatcherClosed: The dispatcher was inherited through ``fork()``.
             ModuleNotFoundError: ``progress=True`` without tqdm installed.
             TypeError: ``timeout`` is not a number, or ``progress`` neither a
@@ -1054,9 +1056,10 @@ class Dispatcher:
 
         Raises:
             DispatcherClosed: `finalize` was called.
-            DispatcherError: Called from one of the dispatcher's own jobs:
-                leaving the batch there could deadlock. Dispatch follow-ups
-                with `Batch.dispatch` on the batch of the job instead.
+            DispatcherError: Called from one of the dispatcher's own jobs, or
+                from its timer thread: leaving the batch there could
+                deadlock. Dispatch follow-ups with `Batch.dispatch` on the
+                batch of the job instead.
             ModuleNotFoundError: ``progress=True`` without tqdm installed.
             TypeError: ``progress`` is neither a bool, a callable nor None.
         """
@@ -1084,6 +1087,13 @@ class Dispatcher:
     def _refuse_in_own_worker(self, action: str) -> None:
         if runs_jobs_of(self._owner):
             raise DispatcherError(f"cannot {action} from inside one of the dispatcher's own jobs: it would deadlock")
+        if self._scheduler.runs_here():
+            # A batch's progress callback, or on_error, called by the timer:
+            # the wait would hold up the delayed jobs it may wait for.
+            raise DispatcherError(
+                f"cannot {action} from the dispatcher's timer thread (in a progress callback or on_error "
+                "it calls): it would deadlock"
+            )
 
     # -- shutdown ----------------------------------------------------------
 
@@ -1102,7 +1112,8 @@ class Dispatcher:
         Raises:
             TimeoutError: Jobs or threads were still running when ``timeout``
                 ran out. The dispatcher stays closed; call again to finish.
-            DispatcherError: Called from one of the dispatcher's own jobs.
+            DispatcherError: Called from one of the dispatcher's own jobs,
+                or from its timer thread.
             TypeError: ``cancel_pending`` is not a bool, or ``timeout`` not a
                 number.
             ValueError: ``timeout`` is negative or NaN.

@@ -316,6 +316,11 @@ class Scheduler:
             raise
         self._thread = thread
 
+    def runs_here(self) -> bool:
+        """Whether the calling thread is the timer thread."""
+        thread = self._thread
+        return thread is not None and thread is threading.current_thread()
+
     def yield_if_overdue(self) -> None:
         """Hand the GIL over if jobs are overdue, at most once a millisecond.
 
