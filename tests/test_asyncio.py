@@ -18,7 +18,7 @@ import pytest
 
 from jobdispatch import Dispatcher, DispatcherClosed, DispatcherError, PoolConfig
 from jobdispatch._pool import Pool
-from support import WAIT, Counter, threads_named, wait_for
+from support import WAIT, Counter, refuse_thread_starts, threads_named, wait_for
 
 
 def full_pool(gate: threading.Event) -> Dispatcher:
@@ -578,6 +578,30 @@ class TestAsyncWith:
             gc.collect()  # drops the task: "destroyed but pending", as this test meant
         assert [repr(hook.exc_value) for hook in unraisable] == []
         d.finalize(timeout=WAIT)
+
+    def test_leaving_when_no_thread_can_start_says_so_and_leaves_the_dispatcher_open(
+        self, monkeypatch: pytest.MonkeyPatch
+    ) -> None:
+        """At a thread limit, leaving `async with` raises an error that says the dispatcher is still open."""
+        d = Dispatcher(1, name="test-no-finalizer")
+        count = Counter()
+        refuse_thread_starts(monkeypatch, "test-no-finalizer-finalize")
+
+        async def main() -> None:
+            async with d:
+                await d.dispatch_async(count)
+
+        try:
+            with pytest.raises(
+                RuntimeError,
+                match=r"^cannot start the thread that finalizes dispatcher 'test-no-finalizer' "
+                r"\(can't start new thread\): it was not finalized; call finalize\(\) to finish$",
+            ):
+                asyncio.run(main())
+            assert not d.closed
+        finally:
+            d.finalize(timeout=WAIT)
+        assert count.value == 1
 
     def test_leaving_does_not_block_the_event_loop(self) -> None:
         """While leaving waits for a running job, other tasks run: one of them lets the job end."""

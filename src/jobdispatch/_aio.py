@@ -270,7 +270,15 @@ class _OnThread:
         self._thread = threading.Thread(
             target=self._run, args=(fn, loop), name=f"{dispatcher._name}-finalize", daemon=True
         )
-        self._thread.start()
+        try:
+            self._thread.start()
+        except Exception as error:
+            # A thread limit. Finalizing here instead would block the loop,
+            # and deadlock on any job that waits for it.
+            raise RuntimeError(
+                f"cannot start the thread that finalizes dispatcher {dispatcher._name!r} ({error}): "
+                "it was not finalized; call finalize() to finish"
+            ) from error
 
     def _run(self, fn: Callable[[], None], loop: asyncio.AbstractEventLoop) -> None:
         try:
