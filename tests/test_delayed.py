@@ -11,6 +11,7 @@ import threading
 import time
 import weakref
 from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
 import pytest
@@ -730,3 +731,37 @@ class TestCancelFromAProgressCallback:
         ]
         assert soon.done.wait(WAIT)
         assert not d.closed
+
+
+class TestHandleOfABatchJobDroppedByItsBatch:
+    @pytest.mark.parametrize("engine", ["threads", "executor backend"])
+    @pytest.mark.parametrize("where", ["waiting for room", "queued"])
+    def test_the_handle_says_cancelled_and_keeps_nothing(self, kit: Kit, engine: str, where: str) -> None:
+        """A due batch job dropped as its batch is left by an exception shows cancelled, and lets go of the job."""
+        with ThreadPoolExecutor(1) as executor:
+            backend = None if engine == "threads" else executor
+            queue_size = 0 if where == "waiting for room" else 1
+            d = kit.dispatcher([PoolConfig(0, 1, queue_size=queue_size, backend=backend)])
+            gate, started = kit.gate(), threading.Event()
+            d.dispatch(gated(gate, started))
+            assert started.wait(WAIT)
+            payload = Payload()
+            gone = weakref.ref(payload)
+            with pytest.raises(RuntimeError, match=r"^the block failed$"), d.batch() as batch:
+                handle = batch.dispatch_later(0, Holder(payload))
+                del payload
+                if where == "waiting for room":
+                    wait_for(lambda: len(d._pools[0]._due) == 1, "the due job to wait for room")
+                else:
+                    wait_for(lambda: d.stats(0).queued == 1, "the due job to be queued")
+                raise RuntimeError("the block failed")
+            gate.set()
+            assert d.wait(WAIT)
+            stats = d.stats(0)
+            assert (stats.completed, stats.cancelled) == (1, 1)
+            assert handle.cancelled()
+            assert handle.done()
+            assert not handle.cancel()
+            gc.collect()
+            assert gone() is None, "the handle keeps the dropped job"
+            d.finalize(timeout=WAIT)

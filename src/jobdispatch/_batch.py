@@ -51,6 +51,7 @@ class BatchCall:
 
     def __call__(self) -> None:
         if not self.batch._start(self):
+            self.cancel_unstarted()  # a delayed job's handle learns that it never runs
             raise CancelledBeforeStart
         assert self.fn is not None
         try:
