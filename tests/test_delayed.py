@@ -491,9 +491,12 @@ class TestDelayedJobHandle:
         pool = d._pools[0]
         real = pool.submit_due
         handles: list[Any] = []
+        known = threading.Event()
         outcomes: list[bool] = []
 
         def submit_due(item: Any) -> bool:
+            # The timer may come here before dispatch_later has returned the handle (a loaded machine).
+            assert known.wait(WAIT), "the test never got the handle"
             outcomes.append(handles[0].cancel())  # in the timer thread, between the pop and the hand-over
             return real(item)
 
@@ -503,6 +506,7 @@ class TestDelayedJobHandle:
         )
         job = Stamp()
         handles.append(d.dispatch_later(0.01, job))
+        known.set()
         assert d.wait(WAIT)
         assert outcomes == [True]
         assert not job.done.is_set()
