@@ -588,8 +588,9 @@ class Pool:
 
     def _pass_room_on_locked(self) -> None:
         # Wake the first waiter, a blocked thread or an async producer. One
-        # that cannot take the wake-up (its loop is closed, or not running) passes it on at
-        # once; a woken one that does not take the room passes it on too.
+        # that cannot take the wake-up now (its loop is closed, or not
+        # running) passes it on at once; a woken one that does not take the
+        # room passes it on too.
         waiters = self._room_waiters
         while self._room and waiters:
             waiter = waiters.popleft()
