@@ -17,7 +17,7 @@ from typing import Any
 
 import pytest
 
-from jobdispatch import Dispatcher, PoolConfig, _scheduler
+from jobdispatch import Dispatcher, PoolConfig, _dispatcher, _scheduler
 from support import LONG, WAIT, Counter, Kit, gated, wait_for
 
 SRC = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "src")
@@ -220,6 +220,47 @@ class TestNothingOutlivesItsJob:
             assert gone() is None, "the handle keeps the dropped job"
             assert handle.cancelled()
             d.finalize(timeout=WAIT)
+
+
+class TestDroppedAsAJobFallsDue:
+    @pytest.mark.parametrize("room", [True, False], ids=["room", "full"])
+    def test_a_job_handed_over_as_its_dispatcher_is_collected_is_cancelled(
+        self, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture, room: bool
+    ) -> None:
+        """A due job the timer hands over as its dispatcher is collected is cancelled, not stranded behind the stop."""
+        d = Dispatcher([PoolConfig(0, 1, queue_size=0)], name="test-dropped-due")
+        pool = d._pools[0]
+        gate, started = threading.Event(), threading.Event()
+        if room:
+            d.dispatch(lambda: None)  # the pool has its worker, and room
+            assert d.wait(WAIT)
+        else:
+            d.dispatch(gated(gate, started))
+            assert started.wait(WAIT)
+        unpatched = type(pool).submit_due
+
+        def submit_due(self: Any, item: Any) -> None:
+            if self is pool:
+                # The dispatcher is collected between the timer's pop and its hand-over.
+                d._finalizer.detach()
+                _dispatcher._abandon(tuple(d._pools.values()), d._scheduler)
+            unpatched(self, item)
+
+        monkeypatch.setattr(type(pool), "submit_due", submit_due)
+        ran = threading.Event()
+        handle = d.dispatch_later(0, ran.set)
+        try:
+            wait_for(handle.done, "the job's handle to settle")
+        finally:
+            gate.set()
+            for thread in threading.enumerate():
+                if thread.name.startswith("test-dropped-due-"):
+                    thread.join(WAIT)
+        assert handle.cancelled()
+        assert not ran.is_set()
+        stats = d.stats(0)
+        assert (stats.queued, stats.delayed, stats.cancelled) == (0, 0, 1)
+        assert "1 delayed jobs cancelled" in caplog.text
 
 
 class TestTimerSurvivesErrors:

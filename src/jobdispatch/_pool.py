@@ -457,25 +457,38 @@ class Pool:
 
         If the pool is full, the item waits in ``_due``, and the next job of
         the pool to end hands its place over to it, ahead of blocked
-        producers.
+        producers. If the pool stops (its dispatcher was dropped without
+        finalize, as the timer took the job), the job is cancelled: queued
+        behind the workers' sentinels, it would never run.
         """
         try:
             with self._lock:
-                if not self._room:
-                    if self._planned:
-                        self._due.append(item)
-                        self._wanted = True
-                        return
-                    raise NoThread  # no room, and no thread to free any
-                spawn = self._spawning and self._reserve_worker_locked()
-                self._room -= 1
-                self._hand_over_due_locked(item)
+                if self._stopping:
+                    cancelled: list[tuple[Batch, object]] = []
+                    self._delayed -= 1
+                    self._cancel_item_locked(item, cancelled, waited_for_room=False)
+                    stopped = True
+                else:
+                    stopped = False
+                    if not self._room:
+                        if self._planned:
+                            self._due.append(item)
+                            self._wanted = True
+                            return
+                        raise NoThread  # no room, and no thread to free any
+                    spawn = self._spawning and self._reserve_worker_locked()
+                    self._room -= 1
+                    self._hand_over_due_locked(item)
         except NoThread:
             # No thread can run it: the timer thread does (even while finalize drains).
             job, fn, generation, batch, context = item
             self._run_here(job, fn, batch, context, generation)
             return
-        if spawn:
+        if stopped:
+            tell_cancelled(item[1])
+            for batch, call in cancelled:
+                batch._job_over(call, cancelled=True)
+        elif spawn:
             self.start_reserved(spawn)
 
     def _reserve_worker_locked(self) -> threading.Thread | None:
