@@ -262,6 +262,65 @@ class TestDroppedAsAJobFallsDue:
         assert (stats.queued, stats.delayed, stats.cancelled) == (0, 0, 1)
         assert "1 delayed jobs cancelled" in caplog.text
 
+    @pytest.mark.parametrize("race", ["due as the pools close", "a place frees as the pools stop"])
+    def test_a_due_job_of_a_full_pool_is_cancelled_whatever_comes_between_the_steps_of_the_collection(
+        self, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture, race: str
+    ) -> None:
+        """A due job of a full pool is cancelled, never stranded, if it or a free place comes amid the collection."""
+        d = Dispatcher([PoolConfig(0, 1, queue_size=0)], name="test-dropped-full")
+        pool = d._pools[0]
+        gate, started = threading.Event(), threading.Event()
+        d.dispatch(gated(gate, started))
+        assert started.wait(WAIT)
+        closing, handed = threading.Event(), threading.Event()
+        cls = type(pool)
+        close, submit_due, cancel_due = cls.close, cls.submit_due, cls.cancel_due
+
+        def patched_close(self: Any, *, draining: bool) -> None:
+            if self is pool and threading.current_thread().name == "test-collector":
+                closing.set()
+                if race == "due as the pools close":
+                    assert handed.wait(WAIT), "the timer never handed the job over"
+            close(self, draining=draining)
+
+        def patched_submit_due(self: Any, item: Any) -> None:
+            if self is pool and race == "due as the pools close":
+                assert closing.wait(WAIT), "the collection never began"
+            submit_due(self, item)
+            handed.set()
+
+        def patched_cancel_due(self: Any) -> None:
+            if self is pool and race == "a place frees as the pools stop":
+                gate.set()  # the running job ends: a place frees up for the due job
+                wait_for(lambda: pool.stats().busy == 0, "the running job to end")
+            cancel_due(self)
+
+        monkeypatch.setattr(cls, "close", patched_close)
+        monkeypatch.setattr(cls, "submit_due", patched_submit_due)
+        monkeypatch.setattr(cls, "cancel_due", patched_cancel_due)
+        ran = threading.Event()
+        handle = d.dispatch_later(0, ran.set)
+        if race == "a place frees as the pools stop":
+            assert handed.wait(WAIT)
+            assert pool.stats().delayed == 1  # due, and waiting for room
+        d._finalizer.detach()
+        collector = threading.Thread(
+            target=_dispatcher._abandon, args=(tuple(d._pools.values()), d._scheduler), name="test-collector"
+        )
+        collector.start()
+        try:
+            collector.join(WAIT)
+            wait_for(handle.done, "the job's handle to settle")
+        finally:
+            gate.set()
+            for thread in threading.enumerate():
+                if thread.name.startswith("test-dropped-full-"):
+                    thread.join(WAIT)
+        assert handle.cancelled()
+        assert not ran.is_set()
+        stats = d.stats(0)
+        assert (stats.queued, stats.delayed, stats.cancelled, stats.completed) == (0, 0, 1, 1)
+
 
 class TestTimerSurvivesErrors:
     def test_a_hand_over_that_raises_fails_that_job_only(self, kit: Kit, monkeypatch: pytest.MonkeyPatch) -> None:

@@ -1285,9 +1285,11 @@ def _abandon(pools: tuple[Pool, ...], scheduler: Scheduler) -> None:
         logger.warning("a dispatcher was garbage-collected without finalize(): %d delayed jobs cancelled", delayed)
     scheduler.cancel_all()
     for pool in pools:
-        pool.cancel_due()
         pool.close(draining=False)
+        # Stopping first: from then on, a due job the timer hands over, or
+        # one a place frees up for, is cancelled or left to cancel_due.
         pool.stop()
+        pool.cancel_due()
     scheduler.stop(0)
 
 

@@ -566,8 +566,12 @@ class Pool:
         self._jobs.put(item)  # the last call: Ctrl-C cannot leave it counted and not queued
 
     def free_place_locked(self) -> None:
-        """Free the place of a job that is over: for a due delayed job, or for the next producer that waits."""
-        if self._due:
+        """Free the place of a job that is over: for a due delayed job, or for the next producer that waits.
+
+        A pool that stops hands nothing over: behind the workers' sentinels,
+        a job would never run (`cancel_due` counts it cancelled).
+        """
+        if self._due and not self._stopping:
             self._hand_over_due_locked(self._due.popleft())  # the place goes with it
         else:
             self._room += 1
