@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import contextvars
+import gc
 import inspect
 import logging
 import random
@@ -17,7 +18,7 @@ import pytest
 
 from jobdispatch import Dispatcher, DispatcherClosed, DispatcherError, PoolConfig
 from jobdispatch._pool import Pool
-from support import WAIT, Counter, threads_named, wait_for
+from support import WAIT, Counter, refuse_thread_starts, threads_named, wait_for
 
 
 def full_pool(gate: threading.Event) -> Dispatcher:
@@ -285,6 +286,44 @@ class TestWakeUps:
         assert ran.value == 1
         assert d.stats(0).completed == 2
 
+    @pytest.mark.parametrize("how", ["dispatch_async", "executor submit"])
+    def test_a_producer_whose_loop_stopped_does_not_keep_a_place_from_a_blocked_thread(self, how: str) -> None:
+        """A waiter of a loop that no longer runs passes the place on; its task gets it once the loop runs again."""
+        gate = threading.Event()
+        d = full_pool(gate)
+        ran = Counter()
+        loop = asyncio.new_event_loop()
+        producer: threading.Thread | None = None
+        try:
+
+            async def start_waiting() -> asyncio.Future[Any]:
+                if how == "dispatch_async":
+                    waiting: asyncio.Future[Any] = asyncio.ensure_future(d.dispatch_async(ran))
+                else:
+                    waiting = asyncio.wrap_future(d.executor(0).submit(ran))
+                await until(lambda: room_waiters(d) == 1, "the task to wait for room")
+                return waiting
+
+            # run_until_complete returns with the task still waiting for room:
+            # the loop stays open but does not run.
+            waiting = loop.run_until_complete(start_waiting())
+            thread_ran = threading.Event()
+            producer = threading.Thread(target=d.dispatch, args=(thread_ran.set,), name="test-producer")
+            producer.start()
+            wait_for(lambda: room_waiters(d) == 2, "the thread to wait for room behind the task")
+            gate.set()
+            assert thread_ran.wait(WAIT), "the blocked thread never got the place that freed up"
+            loop.run_until_complete(asyncio.wait_for(waiting, WAIT))
+            assert d.wait(WAIT)
+            assert ran.value == 1
+        finally:
+            gate.set()
+            if producer is not None:
+                producer.join(WAIT)
+            d.finalize(cancel_pending=True, timeout=WAIT)
+            loop.close()
+        assert d.stats(0).completed == 3
+
     def test_place_given_back_while_a_producer_registers_wakes_it(self) -> None:
         """A place given back between an async producer's check for room and its registration wakes it."""
         d = Dispatcher([PoolConfig(0, 1, queue_size=0)])
@@ -498,6 +537,71 @@ class TestAsyncWith:
         assert not [t.name for t in threads_named("aw-") if t.is_alive()]
         with pytest.raises(DispatcherClosed):
             d.dispatch(print)
+
+    def test_a_leaving_task_dropped_with_its_closed_loop_closes_cleanly(
+        self, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+    ) -> None:
+        """A task leaving `async with`, dropped with its closed loop, closes its coroutine cleanly; finalize goes on."""
+        gate, started = threading.Event(), threading.Event()
+        d = Dispatcher(1, name="test-dropped-leave")
+
+        def blocker() -> None:
+            started.set()
+            gate.wait(WAIT)
+
+        d.dispatch(blocker)
+        assert started.wait(WAIT)
+        unraisable: list[Any] = []
+        monkeypatch.setattr(sys, "unraisablehook", unraisable.append)
+
+        async def leave() -> None:
+            async with d:
+                pass
+
+        async def start_leaving() -> asyncio.Task[None]:
+            task = asyncio.ensure_future(leave())
+            await until(lambda: threads_named("test-dropped-leave-finalize"), "finalize to start on its thread")
+            return task
+
+        loop = asyncio.new_event_loop()
+        try:
+            task = loop.run_until_complete(start_leaving())
+        finally:
+            loop.close()  # the task, still leaving, never runs again
+        gate.set()
+        for thread in threads_named("test-dropped-leave-"):
+            thread.join(WAIT)
+        assert d.stats(0).completed == 1
+        assert d.closed
+        del task
+        with caplog.at_level(logging.CRITICAL, logger="asyncio"):
+            gc.collect()  # drops the task: "destroyed but pending", as this test meant
+        assert [repr(hook.exc_value) for hook in unraisable] == []
+        d.finalize(timeout=WAIT)
+
+    def test_leaving_when_no_thread_can_start_says_so_and_leaves_the_dispatcher_open(
+        self, monkeypatch: pytest.MonkeyPatch
+    ) -> None:
+        """At a thread limit, leaving `async with` raises an error that says the dispatcher is still open."""
+        d = Dispatcher(1, name="test-no-finalizer")
+        count = Counter()
+        refuse_thread_starts(monkeypatch, "test-no-finalizer-finalize")
+
+        async def main() -> None:
+            async with d:
+                await d.dispatch_async(count)
+
+        try:
+            with pytest.raises(
+                RuntimeError,
+                match=r"^cannot start the thread that finalizes dispatcher 'test-no-finalizer' "
+                r"\(can't start new thread\): it was not finalized; call finalize\(\) to finish$",
+            ):
+                asyncio.run(main())
+            assert not d.closed
+        finally:
+            d.finalize(timeout=WAIT)
+        assert count.value == 1
 
     def test_leaving_does_not_block_the_event_loop(self) -> None:
         """While leaving waits for a running job, other tasks run: one of them lets the job end."""

@@ -11,6 +11,7 @@ import threading
 import time
 import weakref
 from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
 import pytest
@@ -490,9 +491,12 @@ class TestDelayedJobHandle:
         pool = d._pools[0]
         real = pool.submit_due
         handles: list[Any] = []
+        known = threading.Event()
         outcomes: list[bool] = []
 
         def submit_due(item: Any) -> bool:
+            # The timer may come here before dispatch_later has returned the handle (a loaded machine).
+            assert known.wait(WAIT), "the test never got the handle"
             outcomes.append(handles[0].cancel())  # in the timer thread, between the pop and the hand-over
             return real(item)
 
@@ -502,6 +506,7 @@ class TestDelayedJobHandle:
         )
         job = Stamp()
         handles.append(d.dispatch_later(0.01, job))
+        known.set()
         assert d.wait(WAIT)
         assert outcomes == [True]
         assert not job.done.is_set()
@@ -648,3 +653,119 @@ class TestCancelInterrupted:
             if not struck:
                 break  # cancel() finished before this point: every point was tried
         assert point > 5  # the sweep went through cancel()'s calls
+
+
+class TestCancelFromAProgressCallback:
+    """A batch's progress callback may cancel the batch's delayed jobs, whatever thread calls it."""
+
+    @pytest.mark.parametrize("caller", ["a worker", "the timer"])
+    def test_cancel_in_a_progress_callback_counts_the_job_and_the_batch_ends(self, kit: Kit, caller: str) -> None:
+        """cancel() in a progress callback run by a worker or by the timer returns, and the job is counted cancelled."""
+        d = kit.dispatcher(2, name="test-progress-cancel")
+        later: list[DelayedJob] = []
+        outcomes: list[bool] = []
+        callers: list[str] = []
+        errors: list[BaseException] = []
+        job = Stamp()
+
+        def progress(done: int, total: int) -> None:
+            callers.append(threading.current_thread().name)
+            outcomes.extend(handle.cancel() for handle in later)
+
+        def run_batch() -> None:
+            try:
+                with d.batch(progress=progress) as batch:
+                    if caller == "a worker":
+                        later.append(batch.dispatch_later(LONG, job.do))
+                        batch.dispatch(lambda: None)  # its end calls progress on its worker
+                    else:
+                        first = batch.dispatch_later(LONG, job.do)
+                        later.append(batch.dispatch_later(LONG, job.do))
+                        assert first.cancel()  # the timer counts it, and calls progress
+            except BaseException as error:
+                errors.append(error)
+
+        runner = threading.Thread(target=run_batch, name="test-batch-runner", daemon=True)
+        runner.start()
+        runner.join(WAIT)
+        assert not runner.is_alive(), "the batch never ended: cancel() in its progress callback deadlocked"
+        expected_thread = "test-progress-cancel-p0-" if caller == "a worker" else "test-progress-cancel-timer"
+        assert callers[0].startswith(expected_thread)
+        assert outcomes[0] is True
+        assert not any(outcomes[1:])
+        assert later[0].cancelled()
+        cancelled = 1 if caller == "a worker" else 2
+        assert [str(error) for error in errors] == [f"{cancelled} of 2 jobs in the batch were cancelled"]
+        assert not job.done.is_set()
+        assert d.wait(WAIT)
+        stats = d.stats(0)
+        assert (stats.cancelled, stats.delayed) == (cancelled, 0)
+
+    @pytest.mark.parametrize("call", ["wait", "finalize", "batch"])
+    def test_a_barrier_in_a_progress_callback_on_the_timer_is_refused(self, kit: Kit, call: str) -> None:
+        """wait(), finalize() or a batch from a progress callback the timer runs raise DispatcherError, not hang."""
+        d = kit.dispatcher(2, name="test-timer-barrier")
+        soon = Stamp()
+        outcomes: list[str] = []
+        callers: list[str] = []
+
+        def progress(done: int, total: int) -> None:
+            callers.append(threading.current_thread().name)
+            try:
+                if call == "wait":
+                    d.wait(0.5)  # would wait for the delayed job that this thread holds up
+                elif call == "finalize":
+                    d.finalize(timeout=0.5)
+                else:
+                    d.batch()
+            except Exception as error:
+                outcomes.append(f"{type(error).__name__}: {error}")
+            else:
+                outcomes.append("returned")
+
+        with pytest.raises(DispatcherClosed), d.batch(progress=progress) as batch:
+            handle = batch.dispatch_later(LONG, lambda: None)
+            d.dispatch_later(0.01, soon.do)
+            assert handle.cancel()  # the timer counts it and calls progress
+        assert callers == ["test-timer-barrier-timer"]
+        action = {"wait": "wait", "finalize": "finalize", "batch": "open a batch"}[call]
+        assert outcomes == [
+            f"DispatcherError: cannot {action} from the dispatcher's timer thread "
+            "(in a progress callback or on_error it calls): it would deadlock"
+        ]
+        assert soon.done.wait(WAIT)
+        assert not d.closed
+
+
+class TestHandleOfABatchJobDroppedByItsBatch:
+    @pytest.mark.parametrize("engine", ["threads", "executor backend"])
+    @pytest.mark.parametrize("where", ["waiting for room", "queued"])
+    def test_the_handle_says_cancelled_and_keeps_nothing(self, kit: Kit, engine: str, where: str) -> None:
+        """A due batch job dropped as its batch is left by an exception shows cancelled, and lets go of the job."""
+        with ThreadPoolExecutor(1) as executor:
+            backend = None if engine == "threads" else executor
+            queue_size = 0 if where == "waiting for room" else 1
+            d = kit.dispatcher([PoolConfig(0, 1, queue_size=queue_size, backend=backend)])
+            gate, started = kit.gate(), threading.Event()
+            d.dispatch(gated(gate, started))
+            assert started.wait(WAIT)
+            payload = Payload()
+            gone = weakref.ref(payload)
+            with pytest.raises(RuntimeError, match=r"^the block failed$"), d.batch() as batch:
+                handle = batch.dispatch_later(0, Holder(payload))
+                del payload
+                if where == "waiting for room":
+                    wait_for(lambda: len(d._pools[0]._due) == 1, "the due job to wait for room")
+                else:
+                    wait_for(lambda: d.stats(0).queued == 1, "the due job to be queued")
+                raise RuntimeError("the block failed")
+            gate.set()
+            assert d.wait(WAIT)
+            stats = d.stats(0)
+            assert (stats.completed, stats.cancelled) == (1, 1)
+            assert handle.cancelled()
+            assert handle.done()
+            assert not handle.cancel()
+            gc.collect()
+            assert gone() is None, "the handle keeps the dropped job"
+            d.finalize(timeout=WAIT)

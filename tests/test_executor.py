@@ -635,6 +635,56 @@ class TestEventLoop:
                 d.finalize(cancel_pending=True, timeout=WAIT)
         assert counter.value == (3 if chunksize is None else 4)
 
+    @pytest.mark.parametrize("how", ["submit", "map"])
+    @pytest.mark.parametrize("shutdown", ["view, wait", "thread pool, wait", "thread pool, no wait"])
+    def test_shutdown_runs_calls_left_waiting_for_room_in_a_closed_loop(
+        self, how: str, shutdown: str, caplog: pytest.LogCaptureFixture
+    ) -> None:
+        """Calls waiting for room in a loop that was closed without running them are run by shutdown, not waited for."""
+        gate, started = threading.Event(), threading.Event()
+        if shutdown.startswith("view"):
+            d, executor = full_view(gate)
+            owned: ThreadPoolExecutor | None = None
+        else:
+            owned = executor = ThreadPoolExecutor(1, thread_name_prefix="jobdispatch-test-closed", max_queue_size=0)  # type: ignore[assignment]
+            owned.submit(gated(gate, started))
+            assert started.wait(WAIT)
+            d = owned._dispatcher
+        pool = d._pools[0]
+        counter = Counter()
+
+        async def start_waiting() -> list[cf.Future[None]] | Iterator[None]:
+            calls: Any = (
+                [executor.submit(counter) for _ in range(2)]
+                if how == "submit"
+                else executor.map(lambda _: counter(), range(2), chunksize=2)
+            )
+            await until_waiting(pool, 2 if how == "submit" else 1)
+            return calls
+
+        loop = asyncio.new_event_loop()
+        try:
+            calls = loop.run_until_complete(start_waiting())
+        finally:
+            loop.close()  # its tasks, still waiting for room, never run again
+        gate.set()
+        closer = threading.Thread(target=executor.shutdown, args=(shutdown.endswith(", wait"),), name="test-closer")
+        closer.start()
+        closer.join(WAIT)
+        try:
+            assert not closer.is_alive(), "shutdown waits for calls stranded in a closed loop"
+            if how == "submit":
+                assert [future.result(WAIT) for future in calls] == [None, None]  # type: ignore[union-attr]
+            else:
+                assert list(calls) == [None, None]
+            assert counter.value == 2
+        finally:
+            gate.set()
+            d.finalize(cancel_pending=True, timeout=WAIT)
+            del calls
+            with caplog.at_level(logging.CRITICAL, logger="asyncio"):
+                gc.collect()  # the closed loop's tasks: "destroyed but pending", as this test meant
+
     def test_finalize_while_a_call_waits_for_room_settles_its_future(self) -> None:
         """A call waiting in a loop for room when the dispatcher is finalized gets DispatcherClosed."""
         gate = threading.Event()
@@ -673,6 +723,14 @@ class TestEventLoop:
             gate.set()
             executor.shutdown(wait=True)
         assert executor.stats().completed == 2
+
+
+async def until_waiting(pool: Any, count: int) -> None:
+    """Let the loop run until ``count`` producers wait for room in ``pool``; fail if they do not within WAIT."""
+    deadline = time.monotonic() + WAIT
+    while len(pool._room_waiters) != count:
+        assert time.monotonic() < deadline, f"timed out waiting for {count} producers to wait for room"
+        await asyncio.sleep(0.001)
 
 
 class TestDispatcherSubmit:

@@ -216,6 +216,56 @@ def _op_dispatch_async_full(d: Any, ran: Counter) -> None:
         gate.set()
 
 
+def _op_run_full(d: Any, ran: Counter) -> None:
+    """An awaited call (Dispatcher.run) waits for room in a full pool, woken as the job ahead of it ends."""
+    import asyncio
+
+    gate = threading.Event()
+    try:
+        d.dispatch(lambda: gate.wait(1.0), priority=1)  # pool 1 is now full
+        _open_once_waiting(d._pools[1], gate)
+        asyncio.run(d.run(ran, priority=1))
+    finally:
+        gate.set()
+
+
+def _op_wait_async(d: Any, ran: Counter) -> None:
+    import asyncio
+
+    asyncio.run(d.wait_async())
+
+
+def _op_cancel_delayed(d: Any, ran: Counter) -> None:
+    """Delayed jobs cancelled through their handles: one far off, one due at once (maybe handed over)."""
+    far = d.dispatch_later(0.2, ran, priority=0)  # runs soon, if an interrupt comes before it is cancelled
+    due = d.dispatch_later(0, ran, priority=1)
+    far.cancel()
+    due.cancel()
+
+
+def _op_async_batch(d: Any, ran: Counter) -> None:
+    import asyncio
+
+    async def main() -> None:
+        async with d.batch() as batch:
+            await batch.dispatch_async(ran, priority=0)
+            batch.dispatch_later(0, ran, priority=1)
+
+    asyncio.run(main())
+
+
+def _op_async_with(d: Any, ran: Counter) -> None:
+    """Leaving ``async with`` finalizes on a thread of its own, with a delayed job still to come."""
+    import asyncio
+
+    async def main() -> None:
+        async with d:
+            d.dispatch(ran, priority=0)
+            d.dispatch_later(0.001, ran, priority=1)
+
+    asyncio.run(main())
+
+
 # The executor views the map operations used, by dispatcher: after recovery
 # every future they made must be settled (a shutdown would wait for it).
 _views: list[tuple[Any, Any]] = []
@@ -409,6 +459,11 @@ SWEEP_OPS: dict[str, tuple[Callable[[Any, Counter], None] | None, Callable[[Any,
     "many_listed_mixed": (None, _op_many_listed_mixed),
     "many_listed_in_job": (None, _op_many_listed_in_job),
     "many_listed_no_thread": (None, _op_many_listed_no_thread),
+    "run_full": (None, _op_run_full),
+    "wait_async": (_some_jobs, _op_wait_async),
+    "cancel_delayed": (None, _op_cancel_delayed),
+    "async_batch": (None, _op_async_batch),
+    "async_with": (None, _op_async_with),
 }
 
 
@@ -1537,6 +1592,11 @@ SWEEP_CASES = [
         "many_listed_mixed",
         "many_listed_in_job",
         "many_listed_no_thread",
+        "run_full",
+        "wait_async",
+        "cancel_delayed",
+        "async_batch",
+        "async_with",
     )
     for mode in ("with", "exit", "continue")
 ]
@@ -1558,6 +1618,12 @@ SWEEP_RETURN_CASES = [
         "many_listed_mixed",
         "many_listed_in_job",
         "many_listed_no_thread",
+        "dispatch_later",
+        "cancel_delayed",
+        "run_full",
+        "wait_async",
+        "async_batch",
+        "async_with",
     )
 ]
 

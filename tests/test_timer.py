@@ -12,11 +12,12 @@ import textwrap
 import threading
 import time
 import weakref
+from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
 import pytest
 
-from jobdispatch import Dispatcher, PoolConfig, _scheduler
+from jobdispatch import Dispatcher, PoolConfig, _dispatcher, _scheduler
 from support import LONG, WAIT, Counter, Kit, gated, wait_for
 
 SRC = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "src")
@@ -196,6 +197,129 @@ class TestNothingOutlivesItsJob:
         wait_for(lambda: ran_gone() is None, "the payload of the job that ran to be freed")
         assert ran.done()
         assert cancelled.cancelled()
+
+    @pytest.mark.parametrize("engine", ["threads", "executor backend"])
+    def test_a_kept_handle_holds_nothing_of_a_job_cancelled_in_its_pool_queue(self, kit: Kit, engine: str) -> None:
+        """The DelayedJob of a due job cancelled in its pool's queue keeps nothing of it once a worker dropped it."""
+        with ThreadPoolExecutor(1) as executor:
+            backend = None if engine == "threads" else executor
+            d = kit.dispatcher([PoolConfig(0, 1, queue_size=4, backend=backend)])
+            gate, started = kit.gate(), threading.Event()
+            d.dispatch(gated(gate, started))
+            assert started.wait(WAIT)
+            payload = Payload()
+            gone = weakref.ref(payload)
+            handle = d.dispatch_later(0, Holder(payload))
+            del payload
+            wait_for(lambda: d.stats(0).queued == 1, "the due job to be queued")
+            assert handle.cancel()
+            gate.set()
+            assert d.wait(WAIT)
+            assert d.stats(0).cancelled == 1
+            gc.collect()
+            assert gone() is None, "the handle keeps the dropped job"
+            assert handle.cancelled()
+            d.finalize(timeout=WAIT)
+
+
+class TestDroppedAsAJobFallsDue:
+    @pytest.mark.parametrize("room", [True, False], ids=["room", "full"])
+    def test_a_job_handed_over_as_its_dispatcher_is_collected_is_cancelled(
+        self, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture, room: bool
+    ) -> None:
+        """A due job the timer hands over as its dispatcher is collected is cancelled, not stranded behind the stop."""
+        d = Dispatcher([PoolConfig(0, 1, queue_size=0)], name="test-dropped-due")
+        pool = d._pools[0]
+        gate, started = threading.Event(), threading.Event()
+        if room:
+            d.dispatch(lambda: None)  # the pool has its worker, and room
+            assert d.wait(WAIT)
+        else:
+            d.dispatch(gated(gate, started))
+            assert started.wait(WAIT)
+        unpatched = type(pool).submit_due
+
+        def submit_due(self: Any, item: Any) -> None:
+            if self is pool:
+                # The dispatcher is collected between the timer's pop and its hand-over.
+                d._finalizer.detach()
+                _dispatcher._abandon(tuple(d._pools.values()), d._scheduler)
+            unpatched(self, item)
+
+        monkeypatch.setattr(type(pool), "submit_due", submit_due)
+        ran = threading.Event()
+        handle = d.dispatch_later(0, ran.set)
+        try:
+            wait_for(handle.done, "the job's handle to settle")
+        finally:
+            gate.set()
+            for thread in threading.enumerate():
+                if thread.name.startswith("test-dropped-due-"):
+                    thread.join(WAIT)
+        assert handle.cancelled()
+        assert not ran.is_set()
+        stats = d.stats(0)
+        assert (stats.queued, stats.delayed, stats.cancelled) == (0, 0, 1)
+        assert "1 delayed jobs cancelled" in caplog.text
+
+    @pytest.mark.parametrize("race", ["due as the pools close", "a place frees as the pools stop"])
+    def test_a_due_job_of_a_full_pool_is_cancelled_whatever_comes_between_the_steps_of_the_collection(
+        self, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture, race: str
+    ) -> None:
+        """A due job of a full pool is cancelled, never stranded, if it or a free place comes amid the collection."""
+        d = Dispatcher([PoolConfig(0, 1, queue_size=0)], name="test-dropped-full")
+        pool = d._pools[0]
+        gate, started = threading.Event(), threading.Event()
+        d.dispatch(gated(gate, started))
+        assert started.wait(WAIT)
+        closing, handed = threading.Event(), threading.Event()
+        cls = type(pool)
+        close, submit_due, cancel_due = cls.close, cls.submit_due, cls.cancel_due
+
+        def patched_close(self: Any, *, draining: bool) -> None:
+            if self is pool and threading.current_thread().name == "test-collector":
+                closing.set()
+                if race == "due as the pools close":
+                    assert handed.wait(WAIT), "the timer never handed the job over"
+            close(self, draining=draining)
+
+        def patched_submit_due(self: Any, item: Any) -> None:
+            if self is pool and race == "due as the pools close":
+                assert closing.wait(WAIT), "the collection never began"
+            submit_due(self, item)
+            handed.set()
+
+        def patched_cancel_due(self: Any) -> None:
+            if self is pool and race == "a place frees as the pools stop":
+                gate.set()  # the running job ends: a place frees up for the due job
+                wait_for(lambda: pool.stats().busy == 0, "the running job to end")
+            cancel_due(self)
+
+        monkeypatch.setattr(cls, "close", patched_close)
+        monkeypatch.setattr(cls, "submit_due", patched_submit_due)
+        monkeypatch.setattr(cls, "cancel_due", patched_cancel_due)
+        ran = threading.Event()
+        handle = d.dispatch_later(0, ran.set)
+        if race == "a place frees as the pools stop":
+            assert handed.wait(WAIT)
+            assert pool.stats().delayed == 1  # due, and waiting for room
+        d._finalizer.detach()
+        collector = threading.Thread(
+            target=_dispatcher._abandon, args=(tuple(d._pools.values()), d._scheduler), name="test-collector"
+        )
+        collector.start()
+        try:
+            collector.join(WAIT)
+            wait_for(handle.done, "the job's handle to settle")
+        finally:
+            gate.set()
+            for thread in threading.enumerate():
+                if thread.name.startswith("test-dropped-full-"):
+                    thread.join(WAIT)
+        assert handle.cancelled()
+        assert not ran.is_set()
+        stats = d.stats(0)
+        assert (stats.queued, stats.delayed, stats.cancelled, stats.completed) == (0, 0, 1, 1)
 
 
 class TestTimerSurvivesErrors:
@@ -436,6 +560,26 @@ print("leaving", flush=True)
         )
         assert child.returncode == 0, child.stderr
         assert child.stdout == "leaving\n"
+
+    def test_a_dispatcher_draining_in_a_daemon_thread_does_not_keep_the_process_alive(self) -> None:
+        """At exit, a dispatcher that a daemon thread is finalizing has its far-off delayed jobs cancelled too."""
+        child = run_child(
+            """
+import threading, time
+from jobdispatch import Dispatcher
+
+d = Dispatcher(1, name="draining")
+d.dispatch_later(3600, lambda: print("the delayed job ran", flush=True))
+threading.Thread(target=d.finalize, name="closer", daemon=True).start()
+deadline = time.monotonic() + 30
+while not d.closed and time.monotonic() < deadline:
+    time.sleep(0.001)
+print("leaving while", repr(d).split()[2].rstrip(","), flush=True)
+"""
+        )
+        assert child.returncode == 0, child.stderr
+        assert child.stdout == "leaving while draining\n"
+        assert "interpreter exit: cancelling 1 delayed jobs of dispatcher 'draining'" in child.stderr
 
 
 def python_refusing_threads_at_exit() -> str | None:

@@ -25,7 +25,7 @@ from concurrent.futures import Future
 from typing import TYPE_CHECKING, Any, TypeVar
 
 from ._backed import BackedPool
-from ._config import check_timeout
+from ._config import WAIT_SLICE, check_timeout
 from ._errors import DispatcherClosed, PoolFull
 from ._outcome import CancelledBeforeStart, ReportedElsewhere, safe_repr
 from ._pool import Pool
@@ -242,56 +242,87 @@ async def leave(dispatcher: Dispatcher, error: BaseException | None) -> None:
     """
     dispatcher._refuse_in_own_worker("finalize")
     cancel = error is not None
-    draining = _in_thread(functools.partial(dispatcher.finalize, cancel_pending=cancel), dispatcher)
+    draining = _OnThread(functools.partial(dispatcher.finalize, cancel_pending=cancel), dispatcher)
     try:
-        await asyncio.shield(draining)
+        await draining.over()
+        draining.result()
+    except GeneratorExit:
+        raise  # the coroutine is closed: nothing can be awaited any more (the thread finalizes on)
     except BaseException:
         finishing = [draining]
         if not cancel:
             # Drop what has not started, as `with` does when interrupted. The
             # first finalize, still draining, then finds the jobs gone.
-            finishing.append(_in_thread(functools.partial(dispatcher.finalize, cancel_pending=True), dispatcher))
+            finishing.append(_OnThread(functools.partial(dispatcher.finalize, cancel_pending=True), dispatcher))
         await _through_cancellation(finishing)
         if finishing[-1] is not draining:
             finishing[-1].result()  # an error of the finalize that cancels comes out, chained
         raise
 
 
-def _in_thread(fn: Callable[[], None], dispatcher: Dispatcher) -> asyncio.Future[None]:
-    """Run ``fn`` on a new thread; the future settles once the thread has ended."""
-    loop = asyncio.get_running_loop()
-    done: asyncio.Future[None] = loop.create_future()
-    outcome: list[BaseException] = []
+class _OnThread:
+    """A call run on a new thread, and an asyncio future that settles once the thread has ended."""
 
-    def settle() -> None:
-        thread.join()  # it has made its last call: this returns at once
-        if not done.cancelled():
-            if outcome:
-                done.set_exception(outcome[0])
-            else:
-                done.set_result(None)
+    def __init__(self, fn: Callable[[], None], dispatcher: Dispatcher) -> None:
+        loop = asyncio.get_running_loop()
+        self.done: asyncio.Future[None] = loop.create_future()
+        self._outcome: list[BaseException] = []
+        self._thread = threading.Thread(
+            target=self._run, args=(fn, loop), name=f"{dispatcher._name}-finalize", daemon=True
+        )
+        try:
+            self._thread.start()
+        except Exception as error:
+            # A thread limit. Finalizing here instead would block the loop,
+            # and deadlock on any job that waits for it.
+            raise RuntimeError(
+                f"cannot start the thread that finalizes dispatcher {dispatcher._name!r} ({error}): "
+                "it was not finalized; call finalize() to finish"
+            ) from error
 
-    def target() -> None:
+    def _run(self, fn: Callable[[], None], loop: asyncio.AbstractEventLoop) -> None:
         try:
             fn()
         except BaseException as error:
-            outcome.append(error)
+            self._outcome.append(error)
         finally:
             with contextlib.suppress(RuntimeError):  # the loop is closed: nobody awaits the future
-                loop.call_soon_threadsafe(settle)
+                loop.call_soon_threadsafe(self._settle)
 
-    thread = threading.Thread(target=target, name=f"{dispatcher._name}-finalize", daemon=True)
-    thread.start()
-    return done
+    def _settle(self) -> None:
+        """Settle the future once the thread has ended (on the loop's thread)."""
+        self._thread.join()  # it has made its last call: this returns at once
+        if not self.done.done():
+            if self._outcome:
+                self.done.set_exception(self._outcome[0])
+            else:
+                self.done.set_result(None)
+
+    async def over(self) -> None:
+        """Await the end of the thread; a cancellation of the awaiting task leaves the thread and the future alone.
+
+        The thread's wake-up, a callback on the loop, may be cut short (Ctrl-C
+        on the loop's thread as it runs): a thread seen ended settles the
+        future here, within `WAIT_SLICE`.
+        """
+        while not self.done.done():
+            await asyncio.wait([self.done], timeout=WAIT_SLICE)
+            if not self.done.done() and not self._thread.is_alive():
+                self._settle()
+
+    def result(self) -> None:
+        """Raise what the call raised, if anything."""
+        self.done.result()
 
 
-async def _through_cancellation(futures: list[asyncio.Future[None]]) -> None:
-    """Await ``futures`` to the end, whatever cancels the awaiting task meanwhile."""
-    for future in futures:
-        while not future.done():
+async def _through_cancellation(finishing: list[_OnThread]) -> None:
+    """Await the end of each of ``finishing`` to the end, whatever cancels the awaiting task meanwhile."""
+    for call in finishing:
+        while not call.done.done():
             try:
-                await asyncio.shield(future)
+                await call.over()
+            except GeneratorExit:
+                raise  # the coroutine is closed: nothing can be awaited any more
             except BaseException:
                 continue
-        if not future.cancelled():
-            future.exception()  # retrieved: the caller decides what to raise
+        call.done.exception()  # retrieved: the caller decides what to raise

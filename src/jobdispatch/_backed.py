@@ -134,7 +134,9 @@ class BackedPool(Pool):
             job_over(self, CancelledBeforeStart, generation, batch, fn)
             return False
         started = fn.batch._start(fn) if isinstance(fn, BatchCall) else True
-        if started and type(remote) is Run:  # a delayed job: its handle decides between cancel and send
+        if not started and type(remote) is Run:
+            remote.cancel_unstarted()  # its batch dropped it: the handle learns that it never runs
+        elif started and type(remote) is Run:  # a delayed job: its handle decides between cancel and send
             try:
                 remote = remote.handle._claim()
             except CancelledBeforeStart:

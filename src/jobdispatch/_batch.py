@@ -14,7 +14,7 @@ from ._config import WAIT_SLICE
 from ._errors import DispatcherClosed, DispatcherError
 from ._outcome import QUEUED_NOTE, CancelledBeforeStart, logger, was_queued
 from ._progress import TqdmProgress
-from ._rounds import wake_future
+from ._rounds import role, wake_future
 from ._scheduler import Run
 
 if TYPE_CHECKING:
@@ -51,6 +51,7 @@ class BatchCall:
 
     def __call__(self) -> None:
         if not self.batch._start(self):
+            self.cancel_unstarted()  # a delayed job's handle learns that it never runs
             raise CancelledBeforeStart
         assert self.fn is not None
         try:
@@ -393,11 +394,16 @@ class Batch:
                     if not self._count_over(call, cancelled):
                         return
                     done, total = self._finished, self._total
+                # The timer may need this lock to count a job of the batch
+                # that the callback cancels: cancel() must not wait for it.
+                reporting, role.reporting = role.reporting, True
                 try:
                     self._progress(done, total)
                 except BaseException:  # even SystemExit: it must not kill a worker
                     with contextlib.suppress(BaseException):
                         logger.exception("the progress callback of a batch raised")
+                finally:
+                    role.reporting = reporting
             with self._lock:
                 self._pending -= 1
                 self._notify_if_idle()

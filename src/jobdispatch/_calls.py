@@ -13,17 +13,19 @@ import contextlib
 import threading
 from collections.abc import Callable
 from concurrent.futures import Future
+from concurrent.futures import wait as futures_wait
 from concurrent.futures.thread import BrokenThreadPool
 from functools import partial
 from typing import TYPE_CHECKING, Any, Protocol, TypeVar
 
+from ._config import WAIT_SLICE
 from ._errors import PoolFull
 from ._outcome import CancelledBeforeStart, ReportedElsewhere, safe_repr
 
 if TYPE_CHECKING:
     from ._dispatcher import Dispatcher
 
-__all__ = ["Pending", "SettlesAFuture", "dispatch_or_settle", "running_loop", "submit", "submit_call"]
+__all__ = ["Pending", "SettlesAFuture", "dispatch_or_settle", "running_loop", "submit", "submit_call", "wait_for_calls"]
 
 _T = TypeVar("_T")
 
@@ -252,6 +254,46 @@ def _after_waiting(dispatcher: Dispatcher, priority: int, pending: Pending, task
     error = task.exception()
     if error is not None:
         _refused(call.future, error)
+
+
+def wait_for_calls(
+    dispatcher: Dispatcher, priority: int, pending: Pending, loop: asyncio.AbstractEventLoop | None
+) -> None:
+    """Wait for the calls submitted so far, handing over those that wait for room where they cannot get it.
+
+    The calls that wait in ``loop`` (the caller's, which this blocks) are
+    handed over at once. A call that waits in a loop closed meanwhile
+    would wait for ever: it is handed over as soon as its loop is seen
+    closed.
+    """
+    not_done = set(pending.snapshot())
+    while not_done:
+        _hand_over_waiting(dispatcher, priority, pending, loop)
+        not_done = futures_wait(not_done, timeout=WAIT_SLICE).not_done  # in slices: to see loops close
+
+
+def _hand_over_waiting(
+    dispatcher: Dispatcher, priority: int, pending: Pending, loop: asyncio.AbstractEventLoop | None
+) -> None:
+    """Hand the calls waiting for room in ``loop`` or in a closed loop to the pool, blocking."""
+    with pending.lock:
+        stranded = [
+            (task, call)
+            for task, call in pending.waiting.items()
+            if task.get_loop() is loop or task.get_loop().is_closed()
+        ]
+        for task, _ in stranded:
+            del pending.waiting[task]
+    for task, _ in stranded:
+        # Each finds itself gone from ``waiting`` and leaves its call alone.
+        # All first: a waiting task's wake-up must not go to a task that
+        # this thread, blocked below, keeps from running. (A closed loop
+        # runs nothing more: its tasks cannot be cancelled, nor need to be.)
+        if task.get_loop() is loop:
+            task.cancel()
+    for _, call in stranded:
+        if not call.future.cancelled():
+            dispatch_or_settle(dispatcher, priority, call)
 
 
 def dispatch_or_settle(dispatcher: Dispatcher, priority: int, call: SettlesAFuture) -> None:

@@ -893,7 +893,7 @@ class Dispatcher:
 
         Raises:
             DispatcherError: Called from one of the dispatcher's own jobs
-                (one that runs an event loop).
+                (one that runs an event loop), or from its timer thread.
             DispatcherClosed: The dispatcher was inherited through ``fork()``.
             TypeError: ``timeout`` is not a number.
             ValueError: ``timeout`` is negative or NaN.
@@ -924,7 +924,9 @@ class Dispatcher:
             ``True`` when those jobs are done, ``False`` if ``timeout`` ran out.
 
         Raises:
-            DispatcherError: Called from one of the dispatcher's own jobs.
+            DispatcherError: Called from one of the dispatcher's own jobs, or
+                from its timer thread (a batch's progress callback, or
+                ``on_error``, may run there).
             DispatcherClosed: The dispatcher was inherited through ``fork()``.
             ModuleNotFoundError: ``progress=True`` without tqdm installed.
             TypeError: ``timeout`` is not a number, or ``progress`` neither a
@@ -1059,9 +1061,10 @@ class Dispatcher:
 
         Raises:
             DispatcherClosed: `finalize` was called.
-            DispatcherError: Called from one of the dispatcher's own jobs:
-                leaving the batch there could deadlock. Dispatch follow-ups
-                with `Batch.dispatch` on the batch of the job instead.
+            DispatcherError: Called from one of the dispatcher's own jobs, or
+                from its timer thread: leaving the batch there could
+                deadlock. Dispatch follow-ups with `Batch.dispatch` on the
+                batch of the job instead.
             ModuleNotFoundError: ``progress=True`` without tqdm installed.
             TypeError: ``progress`` is neither a bool, a callable nor None.
         """
@@ -1089,6 +1092,13 @@ class Dispatcher:
     def _refuse_in_own_worker(self, action: str) -> None:
         if runs_jobs_of(self._owner):
             raise DispatcherError(f"cannot {action} from inside one of the dispatcher's own jobs: it would deadlock")
+        if self._scheduler.runs_here():
+            # A batch's progress callback, or on_error, called by the timer:
+            # the wait would hold up the delayed jobs it may wait for.
+            raise DispatcherError(
+                f"cannot {action} from the dispatcher's timer thread (in a progress callback or on_error "
+                "it calls): it would deadlock"
+            )
 
     # -- shutdown ----------------------------------------------------------
 
@@ -1107,7 +1117,8 @@ class Dispatcher:
         Raises:
             TimeoutError: Jobs or threads were still running when ``timeout``
                 ran out. The dispatcher stays closed; call again to finish.
-            DispatcherError: Called from one of the dispatcher's own jobs.
+            DispatcherError: Called from one of the dispatcher's own jobs,
+                or from its timer thread.
             TypeError: ``cancel_pending`` is not a bool, or ``timeout`` not a
                 number.
             ValueError: ``timeout`` is negative or NaN.
@@ -1279,9 +1290,11 @@ def _abandon(pools: tuple[Pool, ...], scheduler: Scheduler) -> None:
         logger.warning("a dispatcher was garbage-collected without finalize(): %d delayed jobs cancelled", delayed)
     scheduler.cancel_all()
     for pool in pools:
-        pool.cancel_due()
         pool.close(draining=False)
+        # Stopping first: from then on, a due job the timer hands over, or
+        # one a place frees up for, is cancelled or left to cancel_due.
         pool.stop()
+        pool.cancel_due()
     scheduler.stop(0)
 
 
@@ -1324,13 +1337,14 @@ def _finalize_live_dispatchers() -> None:
     together, until a whole pass over them finds nothing running and nothing
     new finished, before any is finalized. Delayed jobs are cancelled, and
     new ones refused, so that no job that delays itself again and again
-    keeps the process alive.
+    keeps the process alive: also in a dispatcher that another thread (a
+    daemon, which the exit does not wait for) has begun to finalize.
     """
     last_seen = None
     while True:
         # Every pass: a job that ran meanwhile may have delayed another, or a
         # new dispatcher may have come.
-        dispatchers = [d for d in _live() if d._state is _OPEN]
+        dispatchers = [d for d in _live() if d._state is not State.CLOSED]
         for dispatcher in dispatchers:
             dispatcher._cancel_delayed_at_exit()
         for dispatcher in dispatchers:
@@ -1354,6 +1368,7 @@ def _after_fork_in_child() -> None:
     # The forking thread may have been a worker: in the child it is not one.
     _thread_role.pool = None
     _thread_role.running = None
+    _thread_role.reporting = False
 
 
 if hasattr(os, "register_at_fork"):

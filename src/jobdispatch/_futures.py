@@ -11,12 +11,11 @@ import weakref
 from collections import deque
 from collections.abc import Callable, Iterable, Iterator
 from concurrent.futures import Executor, Future
-from concurrent.futures import wait as futures_wait
 from functools import partial
 from itertools import islice
 from typing import TYPE_CHECKING, Any, ParamSpec, TypeVar
 
-from ._calls import Pending, dispatch_or_settle, running_loop, submit
+from ._calls import Pending, running_loop, submit, wait_for_calls
 from ._config import check_int, check_timeout
 from ._errors import PoolFull
 from ._many import ChunkFuture, submit_calls
@@ -154,29 +153,7 @@ class FuturesExecutor(Executor):
         pool = current_pool()
         if pool is not None and pool is self._pool_ref():
             raise RuntimeError("cannot wait for the executor's calls from one of its own threads: it would deadlock")
-        if running_loop() is not None:
-            self._hand_over_waiting()
-        futures_wait(self._pending.snapshot())
-
-    def _hand_over_waiting(self) -> None:
-        """Hand the calls waiting for room in this thread's loop to the pool, blocking.
-
-        Called before blocking that loop: those calls could not get room
-        while it is blocked.
-        """
-        pending, loop = self._pending, running_loop()
-        with pending.lock:
-            mine = [(task, call) for task, call in pending.waiting.items() if task.get_loop() is loop]
-            for task, _ in mine:
-                del pending.waiting[task]
-        for task, _ in mine:
-            # Each finds itself gone from ``waiting`` and leaves its call alone.
-            # All first: a waiting task's wake-up must not go to a task that
-            # this thread, blocked below, keeps from running.
-            task.cancel()
-        for _, call in mine:
-            if not call.future.cancelled():
-                dispatch_or_settle(self._dispatcher, self._priority, call)
+        wait_for_calls(self._dispatcher, self._priority, self._pending, running_loop())
 
     def _cancel_pending(self) -> None:
         for future in self._pending.snapshot():

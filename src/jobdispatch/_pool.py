@@ -461,25 +461,38 @@ class Pool:
 
         If the pool is full, the item waits in ``_due``, and the next job of
         the pool to end hands its place over to it, ahead of blocked
-        producers.
+        producers. If the pool stops (its dispatcher was dropped without
+        finalize, as the timer took the job), the job is cancelled: queued
+        behind the workers' sentinels, it would never run.
         """
         try:
             with self._lock:
-                if not self._room:
-                    if self._planned:
-                        self._due.append(item)
-                        self._wanted = True
-                        return
-                    raise NoThread  # no room, and no thread to free any
-                spawn = self._spawning and self._reserve_worker_locked()
-                self._room -= 1
-                self._hand_over_due_locked(item)
+                if self._stopping:
+                    cancelled: list[tuple[Batch, object]] = []
+                    self._delayed -= 1
+                    self._cancel_item_locked(item, cancelled, waited_for_room=False)
+                    stopped = True
+                else:
+                    stopped = False
+                    if not self._room:
+                        if self._planned:
+                            self._due.append(item)
+                            self._wanted = True
+                            return
+                        raise NoThread  # no room, and no thread to free any
+                    spawn = self._spawning and self._reserve_worker_locked()
+                    self._room -= 1
+                    self._hand_over_due_locked(item)
         except NoThread:
             # No thread can run it: the timer thread does (even while finalize drains).
             job, fn, generation, batch, context = item
             self._run_here(job, fn, batch, context, generation)
             return
-        if spawn:
+        if stopped:
+            tell_cancelled(item[1])
+            for batch, call in cancelled:
+                batch._job_over(call, cancelled=True)
+        elif spawn:
             self.start_reserved(spawn)
 
     def _reserve_worker_locked(self) -> threading.Thread | None:
@@ -557,8 +570,12 @@ class Pool:
         self._jobs.put(item)  # the last call: Ctrl-C cannot leave it counted and not queued
 
     def free_place_locked(self) -> None:
-        """Free the place of a job that is over: for a due delayed job, or for the next producer that waits."""
-        if self._due:
+        """Free the place of a job that is over: for a due delayed job, or for the next producer that waits.
+
+        A pool that stops hands nothing over: behind the workers' sentinels,
+        a job would never run (`cancel_due` counts it cancelled).
+        """
+        if self._due and not self._stopping:
             self._hand_over_due_locked(self._due.popleft())  # the place goes with it
         else:
             self._room += 1
@@ -592,8 +609,9 @@ class Pool:
 
     def _pass_room_on_locked(self) -> None:
         # Wake the first waiter, a blocked thread or an async producer. One
-        # that cannot take the wake-up (its loop is closed) passes it on at
-        # once; a woken one that does not take the room passes it on too.
+        # that cannot take the wake-up now (its loop is closed, or not
+        # running) passes it on at once; a woken one that does not take the
+        # room passes it on too.
         waiters = self._room_waiters
         while self._room and waiters:
             waiter = waiters.popleft()

@@ -33,6 +33,7 @@ class _ThreadRole(threading.local):
 
     pool: Pool | None = None  # the pool whose worker thread this is
     running: Running | None = None  # set on a thread that runs jobs: whose round they belong to
+    reporting = False  # the thread is in a batch's progress callback: it must not wait for the timer
 
 
 class Running:
@@ -141,8 +142,14 @@ def wake_future(future: asyncio.Future[None]) -> bool:
     that its task takes the wake-up: it may be cancelled before the loop
     resolves the future.
 
+    A loop that is not running (``run_until_complete`` returned with the
+    task still waiting) resolves the future only if it runs again: the
+    future is resolved then, and its task looks again, but the wake-up must
+    go now to a producer that can take it.
+
     Returns:
-        ``False`` if the future is cancelled or its loop closed: nobody will be woken.
+        ``False`` if the future is cancelled, or its loop closed or not
+        running: nobody will take the wake-up now.
     """
     if future.done():
         return False
@@ -151,8 +158,9 @@ def wake_future(future: asyncio.Future[None]) -> bool:
         if not future.done():
             future.set_result(None)
 
+    loop = future.get_loop()
     try:
-        future.get_loop().call_soon_threadsafe(resolve)
+        loop.call_soon_threadsafe(resolve)
     except RuntimeError:  # the loop is closed: its coroutine is gone and nobody waits
         return False
-    return True
+    return loop.is_running()  # after the call: a loop that stops meanwhile is seen stopped

@@ -28,6 +28,7 @@ from ._config import LONGEST_WAIT, WAIT_SLICE
 from ._errors import DispatcherClosed
 from ._job import Named
 from ._outcome import CancelledBeforeStart, logger, safe_repr
+from ._rounds import role
 
 if TYPE_CHECKING:
     import contextvars
@@ -103,7 +104,9 @@ class DelayedJob:
         A cancelled job never runs. It is counted in ``stats().cancelled`` and
         stops counting for `Dispatcher.wait`, `Dispatcher.finalize` and its
         batch by the time this returns; only a job that had already reached
-        its pool's queue is counted when a worker reaches it.
+        its pool's queue is counted when a worker reaches it, and a job
+        cancelled from a batch's progress callback is counted once that
+        callback has returned (counting it may call the callback again).
 
         Returns:
             ``True`` if the job was cancelled now; ``False`` if it is running,
@@ -125,6 +128,11 @@ class DelayedJob:
             scheduler._requests.append(self)
         if timer is None:
             return True  # no timer: the job was handed over, and the worker counts it
+        if role.reporting:
+            # A batch's progress callback: counting the job may need that
+            # batch's progress lock, which this thread holds. The timer
+            # counts it once the callback returns.
+            return True
         if timer is threading.current_thread():
             scheduler._serve_requests()  # a job run by the timer itself cancels another
         else:
@@ -169,11 +177,13 @@ class DelayedJob:
         sends it, and calls `_finish` once the engine is done with it.
         """
         with self._scheduler._lock:
-            if self._state is not _PENDING:
+            state, fn = self._state, self._fn
+            # The worker holds the job from here, or drops it: either way the
+            # handle lets go of it.
+            self._fn = self._item = self._pool = None
+            if state is not _PENDING:
                 raise CancelledBeforeStart
             self._state = _RUNNING
-            fn = self._fn
-            self._fn = self._item = self._pool = None  # the worker holds the job from here
         assert fn is not None
         return fn
 
@@ -305,6 +315,11 @@ class Scheduler:
             self._orphans.append(thread)  # stop() joins it if it did start
             raise
         self._thread = thread
+
+    def runs_here(self) -> bool:
+        """Whether the calling thread is the timer thread."""
+        thread = self._thread
+        return thread is not None and thread is threading.current_thread()
 
     def yield_if_overdue(self) -> None:
         """Hand the GIL over if jobs are overdue, at most once a millisecond.

@@ -9,11 +9,10 @@ import os
 import sys
 import threading
 from collections.abc import Callable
-from concurrent.futures import wait as futures_wait
 from concurrent.futures.thread import BrokenThreadPool
 from typing import Any
 
-from ._calls import Pending
+from ._calls import Pending, wait_for_calls
 from ._config import PoolConfig
 from ._dispatcher import Dispatcher
 from ._errors import DispatcherClosed
@@ -177,7 +176,7 @@ def _finish(dispatcher: Dispatcher, pending: Pending, cancel: bool) -> None:
     Waiting for the futures first lets calls that wait for room in an event
     loop get it: finalize alone would refuse them.
     """
-    futures_wait(pending.snapshot())
+    wait_for_calls(dispatcher, 0, pending, None)
     dispatcher.finalize(cancel_pending=cancel)
 
 
