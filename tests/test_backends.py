@@ -12,9 +12,10 @@ import sys
 import threading
 import weakref
 from collections.abc import Iterator
-from concurrent.futures import ProcessPoolExecutor, ThreadPoolExecutor
+from concurrent.futures import Future, ProcessPoolExecutor, ThreadPoolExecutor
 from concurrent.futures.process import BrokenProcessPool
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -468,6 +469,51 @@ class TestEngineFaults:
         assert "jobdispatch" in str(error)
 
 
+class UnrulyExecutor(ThreadPoolExecutor):
+    """An engine of the user's own: submit raises SystemExit, then returns a future that refuses callbacks."""
+
+    def __init__(self) -> None:
+        super().__init__(1)
+        self.faults = ["raise", "refuse callbacks"]
+
+    def submit(self, fn: Any, /, *args: Any, **kwargs: Any) -> Future[Any]:
+        fault = self.faults.pop(0) if self.faults else None
+        if fault == "raise":
+            raise SystemExit("no more jobs")
+        future = super().submit(fn, *args, **kwargs)
+        if fault == "refuse callbacks":
+            future.add_done_callback = self._refuse  # type: ignore[method-assign]
+        return future
+
+    @staticmethod
+    def _refuse(callback: object) -> None:
+        raise RuntimeError("callbacks are closed")
+
+
+class TestEnginesOfYourOwn:
+    def test_engine_that_raises_or_refuses_callbacks_fails_the_job_and_the_pool_goes_on(self) -> None:
+        """A BaseException from submit, or a future refusing callbacks: the job fails once; later jobs run."""
+        errors: list[BaseException] = []
+        with UnrulyExecutor() as executor:
+            d = Dispatcher([PoolConfig(0, 1, queue_size=4, backend=executor)], on_error=lambda j, e: errors.append(e))
+            try:
+                view = d.executor(0)
+                futures = [view.submit(remote_jobs.square, n) for n in range(4)]
+                assert d.wait(WAIT)
+                refused = r"^pool 0 could not send job .*refused it \(SystemExit: no more jobs\)$"
+                with pytest.raises(EngineBroken, match=refused):
+                    futures[0].result(0)
+                lost = r"^pool 0 sent job .*lost it \(RuntimeError: callbacks are closed\)$"
+                with pytest.raises(EngineBroken, match=lost):
+                    futures[1].result(0)
+                assert [f.result(0) for f in futures[2:]] == [4, 9]
+            finally:
+                d.finalize(timeout=WAIT)
+        stats = d.stats(0)
+        assert (stats.completed, stats.failed, stats.busy, stats.queued) == (2, 2, 0, 0)
+        assert errors == []  # the futures got them
+
+
 class TestThreadPoolsBeside:
     def test_a_backed_pool_and_a_thread_pool_do_not_wait_for_each_other(
         self, engine: ProcessPoolExecutor, gate: Gate
@@ -512,6 +558,25 @@ class TestNoFeeder:
             assert d.stats(0).completed == 2
         finally:
             refusing.active = False
+            d.finalize(timeout=WAIT)
+
+    def test_pool_without_feeder_settles_the_future_of_a_job_its_engine_refuses(
+        self, monkeypatch: pytest.MonkeyPatch
+    ) -> None:
+        """With no feeder, a job a shut-down engine refuses fails its future with EngineBroken, never left running."""
+        RefusingStart(monkeypatch, "nofeeder-")
+        executor = ThreadPoolExecutor(1)
+        executor.shutdown()
+        errors: list[BaseException] = []
+        d = Dispatcher([PoolConfig(0, 1, backend=executor)], name="nofeeder", on_error=lambda j, e: errors.append(e))
+        try:
+            future = d.executor(0).submit(remote_jobs.square, 2)
+            with pytest.raises(EngineBroken, match=r"refused it \(RuntimeError: cannot schedule new futures after"):
+                future.result(0)
+            stats = d.stats(0)
+            assert (stats.failed, stats.busy) == (1, 0)
+            assert errors == []  # the future got it
+        finally:
             d.finalize(timeout=WAIT)
 
 

@@ -298,6 +298,29 @@ class TestClosedClient:
         assert "refused it (ClosedClientError" in str(error)
         assert d.stats(0).failed == 1
 
+    def test_client_closed_under_jobs_in_flight_leaves_no_job_pending(self, client: Any, gate: Gate) -> None:
+        """Closing the client while jobs are in flight and queued: every job is counted over, wait() returns."""
+        second = distributed.Client(client.cluster, set_as_default=False)
+        d = Dispatcher([PoolConfig(0, 4, queue_size=4, backend=second)])
+        try:
+            view = d.executor(0)
+            futures = [view.submit(gate.job(n)) for n in range(8)]
+            gate.wait_started(2)
+            # The close cancels the jobs in flight; the pool sends its queued
+            # jobs as their slots free up, while the client is closing.
+            second.close()
+            gate.open()
+            assert d.wait(WAIT)
+        finally:
+            gate.open()
+            d.finalize(timeout=WAIT)
+        stats = d.stats(0)
+        assert (stats.completed + stats.failed, stats.busy, stats.queued) == (8, 0, 0)
+        assert all(f.done() for f in futures)
+        for future in futures:
+            if future.exception() is not None:
+                assert isinstance(future.exception(), EngineBroken | concurrent.futures.CancelledError)
+
 
 class TestClientExecutor:
     def test_dask_executor_runs_jobs_with_cloudpickle(self, client: Any) -> None:

@@ -27,7 +27,7 @@ from ._batch import BatchCall
 from ._calls import _Call
 from ._config import PoolConfig
 from ._errors import EngineBroken
-from ._outcome import CancelledBeforeStart, ReportedElsewhere, safe_repr
+from ._outcome import CancelledBeforeStart, ReportedElsewhere, interrupts_caller, safe_repr
 from ._pool import ErrorHandler, Pool, count_worker_in, job_over
 from ._remote import Payload
 from ._rounds import Generation, Round
@@ -74,11 +74,13 @@ class RemoteCall:
     def __call__(self) -> None:
         if not self.start():
             raise CancelledBeforeStart
-        done = threading.Event()
-        engine_future = self.engine.submit(self.payload)
-        self.engine.when_done(engine_future, lambda _: done.set())
-        done.wait()
-        result, error = self.engine.outcome(engine_future, self.future is not None)
+        try:
+            result, error = self._run()
+        except BaseException as problem:
+            if interrupts_caller(problem):  # Ctrl-C on the main thread: the caller's, not the job's
+                self.settle(None, problem)  # the future never stays running
+                raise
+            result, error = None, problem
         if self.future is not None:
             self.settle(result, error)
             if error is not None:
@@ -86,8 +88,28 @@ class RemoteCall:
         elif error is not None:
             raise error
 
+    def _run(self) -> tuple[object, BaseException | None]:
+        try:
+            engine_future = self.engine.submit(self.payload)
+        except Exception as error:
+            raise engine_broken(self.engine, "could not send the job", "refused it", error) from error
+        done = threading.Event()
+        self.engine.when_done(engine_future, lambda _: done.set())
+        lost = self.engine.lost(engine_future)
+        if lost is not None:
+            return None, engine_broken(self.engine, "sent the job", "lost it", lost)
+        done.wait()
+        return self.engine.outcome(engine_future, self.future is not None)
+
     def __repr__(self) -> str:
         return f"<job serialised for {self.engine.describe()}>"
+
+
+def engine_broken(engine: Engine, subject: str, what: str, error: BaseException) -> EngineBroken:
+    """Return the `EngineBroken` a job fails with when ``engine`` refused or lost it (``what``)."""
+    broken = EngineBroken(f"{subject}: its engine, {engine.describe()}, {what} ({type(error).__name__}: {error})")
+    broken.__cause__ = error
+    return broken
 
 
 class BackedPool(Pool):
@@ -147,21 +169,33 @@ class BackedPool(Pool):
             job_over(self, CancelledBeforeStart, generation, batch, fn)
             return False
         began = time.perf_counter()
+        # The engine is the user's code: whatever it raises (a BaseException
+        # too), the job is counted over, and the feeder lives on.
         try:
             future = self._engine.submit(remote.payload)
-        except Exception as error:
-            broken = EngineBroken(
-                f"pool {self.priority} could not send job {safe_repr(job)}: its engine, "
-                f"{self._engine.describe()}, refused it ({type(error).__name__}: {error})"
-            )
-            broken.__cause__ = error
-            self._over(job, fn, remote, generation, batch, began, None, broken)
+        except BaseException as error:
+            self._over(job, fn, remote, generation, batch, began, None, self._broken(job, "refused it", error))
             return False
-        self._engine.when_done(future, partial(self._done, job, fn, remote, generation, batch, began))
-        return True
+        # Counted over once, by whichever takes ``claim`` first: the
+        # done-callback, or this thread if the engine will never call it.
+        claim = threading.Lock()
+        try:
+            self._engine.when_done(future, partial(self._done, claim, job, fn, remote, generation, batch, began))
+            lost = self._engine.lost(future)
+        except BaseException as error:
+            lost = error
+        if lost is None or not claim.acquire(False):
+            return True  # the done-callback counts it over and frees the slot
+        self._over(job, fn, remote, generation, batch, began, None, self._broken(job, "lost it", lost))
+        return False
+
+    def _broken(self, job: object, what: str, error: BaseException) -> EngineBroken:
+        subject = f"pool {self.priority} {'could not send' if what == 'refused it' else 'sent'} job {safe_repr(job)}"
+        return engine_broken(self._engine, subject, what, error)
 
     def _done(
         self,
+        claim: threading.Lock,
         job: object,
         fn: Callable[[], object],
         remote: RemoteCall,
@@ -171,6 +205,8 @@ class BackedPool(Pool):
         future: Any,
     ) -> None:
         """Count the job over and free its slot: the done-callback, on a thread of the engine."""
+        if not claim.acquire(False):
+            return  # counted over already, when the engine lost it
         try:
             try:
                 result, error = self._engine.outcome(future, remote.future is not None)

@@ -141,6 +141,9 @@ class Engine(Protocol):
         a round trip to a remote worker.
         """
 
+    def lost(self, future: Any) -> BaseException | None:
+        """Return why the engine will never call back for ``future``, or ``None`` if it will."""
+
     def describe(self) -> str:
         """Name the engine in error messages."""
 
@@ -172,6 +175,9 @@ class _ExecutorEngine:
         if error is not None:
             return None, error
         return future.result() if want_result else None, None
+
+    def lost(self, future: Any) -> BaseException | None:
+        return None
 
     def describe(self) -> str:
         return f"{type(self._executor).__name__} at {id(self._executor):#x}"
@@ -207,6 +213,15 @@ class _DaskEngine:
             error = future.exception()
             return None, error if isinstance(error, BaseException) else RuntimeError(repr(error))
         return None, concurrent.futures.CancelledError(f"the Dask future of the job ended as {status!r}")
+
+    def lost(self, future: Any) -> BaseException | None:
+        # A client that closes cancels the futures it has as it begins to
+        # close; one made meanwhile (the pool sends its next job as a slot
+        # frees up) is never settled.
+        status = self._client.status
+        if status in ("closing", "closed") and not future.done():
+            return RuntimeError(f"the Dask client is {status}")
+        return None
 
     def describe(self) -> str:
         return f"Dask client {self._client!r}"

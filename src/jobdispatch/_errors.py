@@ -55,13 +55,16 @@ class JobNotSerializable(DispatcherError, TypeError):
 
 
 class EngineBroken(DispatcherError, RuntimeError):
-    """A job's failure when the pool's backend refused to take it.
+    """A job's failure when the pool's backend refused to take it, or lost it.
 
     The engine belongs to the user, so the pool cannot replace it: a
     ``ProcessPoolExecutor`` broken by a worker process that died, or one that
     was shut down, or a closed Dask client, fails every further job of the
     pool with this error (counted in ``stats().failed`` and reported to
-    ``on_error`` or the job's batch) instead of hanging.
+    ``on_error`` or the job's batch) instead of hanging. So does an engine
+    whose ``submit`` raises anything, or that will never say a job is over
+    (its future refuses a done-callback; a Dask client closing as the job is
+    sent).
     """
 
 
