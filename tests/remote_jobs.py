@@ -112,6 +112,21 @@ class LockHolder:
             pass
 
 
+def _refuse_to_load() -> None:
+    raise RuntimeError("this object cannot be unpickled")
+
+
+class LoadsNowhere:
+    """A result that pickles, but whose unpickling raises."""
+
+    def __reduce__(self) -> tuple[object, tuple[()]]:
+        return _refuse_to_load, ()
+
+
+def loads_nowhere() -> LoadsNowhere:
+    return LoadsNowhere()
+
+
 class Item:
     """A plain job object that the tests follow with weak references."""
 

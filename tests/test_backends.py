@@ -30,6 +30,7 @@ from jobdispatch import (
     PoolConfig,
     PoolFull,
     RemoteJobError,
+    ResultNotSerializable,
 )
 from support import WAIT, wait_for
 from test_faults import RefusingStart
@@ -302,6 +303,31 @@ class TestBulkhead:
         late_frees = 0 if getattr(sys, "_is_gil_enabled", lambda: True)() else 4
         assert most <= 5 + 2 + late_frees
         assert backed.stats(0).completed == 2000
+
+
+class TestResults:
+    def test_results_that_cannot_travel_back_fail_their_call_and_leave_the_engine_working(self) -> None:
+        """A result that cannot be pickled, or unpickled here, fails its future with ResultNotSerializable only."""
+        with ProcessPoolExecutor(1, mp_context=SPAWN) as executor:
+            d = Dispatcher([PoolConfig(0, 1, backend=executor)])
+            try:
+                view = d.executor(0)
+                unpicklable = view.submit(remote_jobs.LockHolder)
+                unloadable = view.submit(remote_jobs.loads_nowhere)
+                after = view.submit(remote_jobs.square, 3)
+                reason = r"^the result of the call, a remote_jobs.LockHolder, cannot be sent back: pickle failed with"
+                with pytest.raises(ResultNotSerializable, match=reason):
+                    unpicklable.result(WAIT)
+                reason = r"^the result of the call cannot be unpickled in this process: RuntimeError: this object"
+                with pytest.raises(ResultNotSerializable, match=reason):
+                    unloadable.result(WAIT)
+                assert after.result(WAIT) == 9  # the engine was not broken
+                assert executor.submit(remote_jobs.square, 4).result(WAIT) == 16
+            finally:
+                d.finalize(timeout=WAIT)
+        stats = d.stats(0)
+        assert (stats.completed, stats.failed) == (1, 2)
+        assert issubclass(ResultNotSerializable, TypeError)
 
 
 class TestBatches:

@@ -18,7 +18,7 @@ from dataclasses import dataclass
 from typing import Any, Protocol
 
 from ._errors import JobNotSerializable
-from ._remote import Call, Payload, run_job, seal
+from ._remote import Call, Payload, load_result, run_job, seal
 
 __all__ = ["DaskBackend", "Engine", "ExecutorBackend", "check_backend", "engine_for"]
 
@@ -139,6 +139,9 @@ class Engine(Protocol):
 
         Without ``want_result``, the result is ``None``: fetching it may cost
         a round trip to a remote worker.
+
+        Raises:
+            ResultNotSerializable: The result cannot be unpickled here.
         """
 
     def lost(self, future: Any) -> BaseException | None:
@@ -174,7 +177,10 @@ class _ExecutorEngine:
         error = future.exception()
         if error is not None:
             return None, error
-        return future.result() if want_result else None, None
+        if not want_result:
+            return None, None
+        result = future.result()
+        return (result if self.serializer == "none" else load_result(result)), None
 
     def lost(self, future: Any) -> BaseException | None:
         return None
@@ -208,7 +214,7 @@ class _DaskEngine:
     def outcome(self, future: Any, want_result: bool) -> tuple[object, BaseException | None]:
         status = future.status
         if status == "finished":
-            return future.result() if want_result else None, None
+            return (load_result(future.result()) if want_result else None), None
         if status == "error":
             error = future.exception()
             return None, error if isinstance(error, BaseException) else RuntimeError(repr(error))

@@ -9,6 +9,7 @@ __all__ = [
     "JobNotSerializable",
     "PoolFull",
     "RemoteJobError",
+    "ResultNotSerializable",
     "UnknownPriority",
 ]
 
@@ -65,6 +66,17 @@ class EngineBroken(DispatcherError, RuntimeError):
     whose ``submit`` raises anything, or that will never say a job is over
     (its future refuses a done-callback; a Dask client closing as the job is
     sent).
+    """
+
+
+class ResultNotSerializable(DispatcherError, TypeError):
+    """The exception of a call whose result could not be sent back from the process that ran it.
+
+    A call through the executor view of a pool with a backend sends its
+    result back pickled. A result that cannot be pickled where the call ran,
+    or unpickled in the dispatching process, fails the call's future with
+    this error, which says why; the call is counted failed, and the engine
+    keeps working.
     """
 
 

@@ -16,9 +16,9 @@ import pickle
 from collections.abc import Callable
 from typing import Any, TypeAlias
 
-from ._errors import RemoteJobError
+from ._errors import RemoteJobError, ResultNotSerializable
 
-__all__ = ["Call", "Payload", "run_job", "seal"]
+__all__ = ["Call", "Payload", "load_result", "run_job", "seal"]
 
 Call: TypeAlias = "tuple[Callable[..., Any], tuple[Any, ...], dict[str, Any], bool]"
 """A job to send: ``(fn, args, kwargs, keep_result)``."""
@@ -28,11 +28,13 @@ Payload: TypeAlias = "bytes | Call"
 
 
 def run_job(payload: Payload, serializer: str = "pickle") -> object:
-    """Run a job sent by a pool with a backend; return its result if it is wanted.
+    """Run a job sent by a pool with a backend; return its result, pickled, if it is wanted.
 
     A job's exception that could not travel back (its class or its state
     cannot be pickled, or unpickled) is replaced by a `RemoteJobError` with
-    its type name and text.
+    its type name and text. The result is pickled here, and unpickled by
+    `load_result` in the dispatching process: an engine that unpickles a
+    result it cannot load may break (a ``ProcessPoolExecutor`` does).
 
     Args:
         payload: The job, as made by the pool at dispatch.
@@ -40,7 +42,11 @@ def run_job(payload: Payload, serializer: str = "pickle") -> object:
             ``"cloudpickle"``), used to check that an exception can go back.
 
     Returns:
-        The call's result for the executor view of a pool, ``None`` for a job.
+        The call's result for the executor view of a pool (pickled, unless
+        ``serializer`` is ``"none"``), ``None`` for a job.
+
+    Raises:
+        ResultNotSerializable: The result cannot be pickled.
     """
     fn, args, kwargs, keep_result = pickle.loads(payload) if isinstance(payload, bytes) else payload
     del payload
@@ -55,7 +61,33 @@ def run_job(payload: Payload, serializer: str = "pickle") -> object:
         except Exception:
             text = "(str() of the exception raised)"
         raise RemoteJobError(f"{type(error).__module__}.{type(error).__qualname__}", text, reason) from None
-    return result if keep_result else None
+    if not keep_result:
+        return None
+    if serializer == "none":
+        return result
+    try:
+        module: Any = pickle if serializer == "pickle" else importlib.import_module(serializer)
+        return module.dumps(result, pickle.HIGHEST_PROTOCOL)
+    except Exception as problem:
+        what = f"{type(result).__module__}.{type(result).__qualname__}"
+        raise ResultNotSerializable(
+            f"the result of the call, a {what}, cannot be sent back: {serializer} failed with "
+            f"{type(problem).__name__}: {problem}"
+        ) from None
+
+
+def load_result(data: object) -> object:
+    """Unpickle a result that `run_job` pickled.
+
+    Raises:
+        ResultNotSerializable: It cannot be unpickled here.
+    """
+    try:
+        return pickle.loads(data)  # type: ignore[arg-type]  # bytes from run_job
+    except Exception as problem:
+        raise ResultNotSerializable(
+            f"the result of the call cannot be unpickled in this process: {type(problem).__name__}: {problem}"
+        ) from problem
 
 
 def _unsendable(error: BaseException, serializer: str) -> str | None:
