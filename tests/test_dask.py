@@ -143,18 +143,23 @@ class TestDask:
         wait_for(lambda: not any(key.startswith("jobdispatch-") for key in client.futures), "Dask to drop the keys")
         assert d.stats(0).completed == 300
 
-    def test_results_that_cannot_travel_back_fail_their_call_only(self, on_dask: Any) -> None:
+    def test_results_that_cannot_travel_back_fail_their_call_only(self, on_dask: Any, client: Any) -> None:
         """A result that cannot be pickled on the worker, or unpickled here, fails its call: ResultNotSerializable."""
         d, errors = on_dask
         view = d.executor(0)
+        unpicklable = view.submit(remote_jobs.LockHolder)
+        unloadable = view.submit(remote_jobs.loads_nowhere)
         with pytest.raises(ResultNotSerializable, match=r"^the result of the call, a remote_jobs.LockHolder, "):
-            view.submit(remote_jobs.LockHolder).result(WAIT)
+            unpicklable.result(WAIT)
         with pytest.raises(ResultNotSerializable, match=r"^the result of the call cannot be unpickled in this process"):
-            view.submit(remote_jobs.loads_nowhere).result(WAIT)
+            unloadable.result(WAIT)
         assert view.submit(remote_jobs.square, 5).result(WAIT) == 25
         assert d.wait(WAIT)
         assert (d.stats(0).completed, d.stats(0).failed) == (1, 2)
         assert errors == []
+        # The exceptions, still held here, keep no Dask future: the cluster lets the results go.
+        gc.collect()
+        wait_for(lambda: not any(key.startswith("jobdispatch-") for key in client.futures), "Dask to drop the keys")
 
     def test_batch_raises_the_group_of_remote_errors(self, on_dask: Any) -> None:
         """A batch's failed jobs come back as an ExceptionGroup of their own exceptions."""

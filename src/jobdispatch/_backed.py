@@ -80,7 +80,7 @@ class RemoteCall:
             if interrupts_caller(problem):  # Ctrl-C on the main thread: the caller's, not the job's
                 self.settle(None, problem)  # the future never stays running
                 raise
-            result, error = None, problem
+            result, error = None, problem.with_traceback(None)  # see BackedPool._done
         if self.future is not None:
             self.settle(result, error)
             if error is not None:
@@ -211,7 +211,10 @@ class BackedPool(Pool):
             try:
                 result, error = self._engine.outcome(future, remote.future is not None)
             except BaseException as problem:  # the engine could not say: count it failed
-                result, error = None, problem
+                # Without its traceback: its frames (outcome's, then this
+                # one's and the engine's, by f_back) hold the engine's future,
+                # which the job's exception must not keep alive.
+                result, error = None, problem.with_traceback(None)
             del future
             self._over(job, fn, remote, generation, batch, began, result, error)
         finally:

@@ -138,10 +138,8 @@ class Engine(Protocol):
         """Return ``(result, None)`` or ``(None, exception)`` for a future that is done.
 
         Without ``want_result``, the result is ``None``: fetching it may cost
-        a round trip to a remote worker.
-
-        Raises:
-            ResultNotSerializable: The result cannot be unpickled here.
+        a round trip to a remote worker. A result that cannot be unpickled
+        here gives a `ResultNotSerializable` as the exception.
         """
 
     def lost(self, future: Any) -> BaseException | None:
@@ -180,7 +178,7 @@ class _ExecutorEngine:
         if not want_result:
             return None, None
         result = future.result()
-        return (result if self.serializer == "none" else load_result(result)), None
+        return (result, None) if self.serializer == "none" else load_result(result)
 
     def lost(self, future: Any) -> BaseException | None:
         return None
@@ -214,7 +212,7 @@ class _DaskEngine:
     def outcome(self, future: Any, want_result: bool) -> tuple[object, BaseException | None]:
         status = future.status
         if status == "finished":
-            return (load_result(future.result()) if want_result else None), None
+            return load_result(future.result()) if want_result else (None, None)
         if status == "error":
             error = future.exception()
             return None, error if isinstance(error, BaseException) else RuntimeError(repr(error))

@@ -76,18 +76,22 @@ def run_job(payload: Payload, serializer: str = "pickle") -> object:
         ) from None
 
 
-def load_result(data: object) -> object:
-    """Unpickle a result that `run_job` pickled.
+def load_result(data: object) -> tuple[object, BaseException | None]:
+    """Unpickle a result that `run_job` pickled: return ``(result, None)``, or ``(None, error)``.
 
-    Raises:
-        ResultNotSerializable: It cannot be unpickled here.
+    The error, a `ResultNotSerializable`, is returned rather than raised,
+    and its cause has no traceback: frames of the caller's (reached by
+    ``f_back``) hold the engine's future, which the exception the user
+    keeps must not keep alive.
     """
     try:
-        return pickle.loads(data)  # type: ignore[arg-type]  # bytes from run_job
+        return pickle.loads(data), None  # type: ignore[arg-type]  # bytes from run_job
     except Exception as problem:
-        raise ResultNotSerializable(
+        error = ResultNotSerializable(
             f"the result of the call cannot be unpickled in this process: {type(problem).__name__}: {problem}"
-        ) from problem
+        )
+        error.__cause__ = problem.with_traceback(None)
+        return None, error
 
 
 def _unsendable(error: BaseException, serializer: str) -> str | None:
