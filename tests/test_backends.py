@@ -207,6 +207,52 @@ class TestRunning:
         assert d.stats(0).completed == 2
 
 
+class TestEngineInThisProcess:
+    def test_job_runs_in_its_round_and_context_its_follow_up_is_let_in_while_finalize_drains(self) -> None:
+        """On a ThreadPoolExecutor, a job sees the dispatching context; a draining finalize accepts its follow-up."""
+        gate = threading.Event()
+        seen: list[str] = []
+        refused: list[BaseException] = []
+        follow_up_ran = threading.Event()
+        with ThreadPoolExecutor(2) as executor:
+            d = Dispatcher([PoolConfig(0, 2, backend=executor), PoolConfig(1, 1)])
+
+            def parent() -> None:
+                seen.append(remote_jobs.marker.get())
+                gate.wait(WAIT)
+                try:
+                    d.dispatch(follow_up_ran.set, priority=1)
+                except BaseException as error:
+                    refused.append(error)
+
+            token = remote_jobs.marker.set("set by the dispatching code")
+            try:
+                d.dispatch(parent, priority=0)
+            finally:
+                remote_jobs.marker.reset(token)
+            finisher = threading.Thread(target=d.finalize, kwargs={"timeout": WAIT}, name="test-finalize")
+            finisher.start()
+            wait_for(lambda: d.closed, "finalize to begin draining")
+            gate.set()
+            finisher.join(WAIT)
+            assert not finisher.is_alive()
+        assert refused == []
+        assert follow_up_ran.is_set()
+        assert seen == ["set by the dispatching code"]
+        assert (d.stats(0).completed, d.stats(1).completed) == (1, 1)
+
+    def test_wait_inside_a_job_raises_instead_of_deadlocking(self) -> None:
+        """wait() from a job on a ThreadPoolExecutor raises DispatcherError, as from a job on the pool's threads."""
+        with ThreadPoolExecutor(1) as executor:
+            d = Dispatcher([PoolConfig(0, 1, backend=executor)])
+            try:
+                future = d.executor(0).submit(d.wait, 0.5)
+                with pytest.raises(DispatcherError, match=r"^cannot wait from inside one of the dispatcher's own jobs"):
+                    future.result(WAIT)
+            finally:
+                d.finalize(timeout=WAIT)
+
+
 class TestSerialisation:
     def test_lambda_is_refused_at_dispatch_and_not_counted(self, backed: Dispatcher) -> None:
         """A lambda cannot be pickled: dispatch raises JobNotSerializable, a TypeError, and counts nothing."""

@@ -15,6 +15,7 @@ travel fails there, uncounted, with `JobNotSerializable`.
 
 from __future__ import annotations
 
+import contextvars
 import threading
 import time
 from collections.abc import Callable
@@ -30,7 +31,7 @@ from ._errors import EngineBroken
 from ._outcome import CancelledBeforeStart, ReportedElsewhere, interrupts_caller, safe_repr
 from ._pool import ErrorHandler, Pool, count_worker_in, job_over
 from ._remote import Payload
-from ._rounds import Generation, Round
+from ._rounds import Generation, Round, Running, role
 from ._scheduler import Run
 
 if TYPE_CHECKING:
@@ -147,7 +148,14 @@ class BackedPool(Pool):
     def _worker_main(self) -> None:
         _feed(self)
 
-    def send(self, job: object, fn: Callable[[], object], generation: Generation, batch: Batch | None) -> bool:
+    def send(
+        self,
+        job: object,
+        fn: Callable[[], object],
+        generation: Generation,
+        batch: Batch | None,
+        context: contextvars.Context | None,
+    ) -> bool:
         """Submit one queued job to the engine; return whether it took the in-flight slot."""
         remote = fn.fn if isinstance(fn, BatchCall) else fn
         if generation.cancelled:  # finalize(cancel_pending=True) dropped it
@@ -171,8 +179,12 @@ class BackedPool(Pool):
         began = time.perf_counter()
         # The engine is the user's code: whatever it raises (a BaseException
         # too), the job is counted over, and the feeder lives on.
+        payload = remote.payload
+        if type(payload) is tuple:  # an engine in this process runs the job as a thread of the pool would
+            call, args, kwargs, keep = payload
+            payload = (_InRound(generation, context, call), args, kwargs, keep)
         try:
-            future = self._engine.submit(remote.payload)
+            future = self._engine.submit(payload)
         except BaseException as error:
             self._over(job, fn, remote, generation, batch, began, None, self._broken(job, "refused it", error))
             return False
@@ -267,8 +279,45 @@ def _feed(pool: BackedPool) -> None:
                 pool._sentinels -= 1
                 pool._live -= 1
             return
-        job, fn, generation, batch, _ = item
+        job, fn, generation, batch, context = item
         del item
-        if pool.send(job, fn, generation, batch):
+        if pool.send(job, fn, generation, batch, context):
             holding = False  # the job holds it now; its done-callback frees it
-        del job, fn, generation, batch
+        del job, fn, generation, batch, context
+
+
+class _InRound:
+    """A job for an engine in this process, run as a thread of its pool would run it.
+
+    In the dispatching code's context, and in the job's round: its follow-up
+    jobs join that round (and are let in while `Dispatcher.finalize`
+    drains), and `Dispatcher.wait` inside it raises instead of deadlocking.
+    Pickled (an engine said to be in this process is not), it is the bare
+    call: the round and the context stay here.
+    """
+
+    __slots__ = ("call", "context", "generation")
+
+    def __init__(self, generation: Generation, context: contextvars.Context | None, call: Callable[..., Any]) -> None:
+        self.generation = generation
+        self.context = context
+        self.call = call
+
+    def __call__(self, *args: Any, **kwargs: Any) -> object:
+        running = role.running
+        if running is None:
+            running = role.running = Running()
+        previous, running.generation = running.generation, self.generation
+        try:
+            if self.context is None:
+                return self.call(*args, **kwargs)
+            return self.context.run(self.call, *args, **kwargs)
+        finally:
+            running.generation = previous
+
+    def __reduce__(self) -> str | tuple[Any, ...]:
+        return _bare, (self.call,)
+
+
+def _bare(call: Callable[..., Any]) -> Callable[..., Any]:
+    return call
