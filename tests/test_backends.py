@@ -554,7 +554,7 @@ class UnrulyExecutor(ThreadPoolExecutor):
             raise SystemExit("no more jobs")
         future = super().submit(fn, *args, **kwargs)
         if fault == "refuse callbacks":
-            future.add_done_callback = self._refuse  # type: ignore[method-assign]
+            future.add_done_callback = self._refuse  # type: ignore[method-assign, assignment]
         return future
 
     @staticmethod

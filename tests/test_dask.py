@@ -242,6 +242,22 @@ class TestDaskBackendOptions:
         with pytest.raises(TypeError, match=r"^allow_other_workers must be a bool, got 1$"):
             DaskBackend(client, allow_other_workers=1)  # type: ignore[arg-type]
 
+    def test_options_no_worker_could_satisfy_are_refused_with_their_values(self, client: Any) -> None:
+        """Options under which a job would wait on the cluster for ever, or run anywhere, raise naming the value."""
+        with pytest.raises(ValueError, match=r"^workers must name at least one worker, got \[\]$"):
+            DaskBackend(client, workers=[])
+        with pytest.raises(TypeError, match=r"^resources amounts must be numbers, got 'one' for 'gpu'$"):
+            DaskBackend(client, resources={"gpu": "one"})  # type: ignore[dict-item]
+        keys = r"^resources must map names \(str\) to amounts, got the key 1 in \{1: 1\}$"
+        with pytest.raises(TypeError, match=keys):
+            DaskBackend(client, resources={1: 1})  # type: ignore[dict-item]
+        for amount in (-1, float("inf"), float("nan")):
+            with pytest.raises(ValueError, match=r"^resources amounts must be finite and >= 0, got .* for 'gpu'$"):
+                DaskBackend(client, resources={"gpu": amount})
+        with pytest.raises(ValueError, match=r"^allow_other_workers=True needs workers, got workers=None$"):
+            DaskBackend(client, allow_other_workers=True)
+        assert DaskBackend(client, resources={"gpu": 0.5}).resources == {"gpu": 0.5}
+
     def test_resources_route_jobs_to_the_workers_that_declare_them(self, client: Any) -> None:
         """A pool asking for a resource no worker has keeps its jobs in flight, unrun, until cancelled."""
         d = Dispatcher([PoolConfig(0, 1, backend=DaskBackend(client, resources={"unicorn": 1}))])

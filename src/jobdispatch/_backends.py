@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import concurrent.futures
 import importlib
+import math
 import pickle
 import sys
 import uuid
@@ -78,7 +79,9 @@ class DaskBackend:
 
     Raises:
         TypeError: An option has the wrong type.
-        ValueError: ``retries`` is negative.
+        ValueError: ``retries`` is negative; ``workers`` is empty; a
+            resource amount is negative, infinite or NaN;
+            ``allow_other_workers`` is set without ``workers``.
     """
 
     client: Any
@@ -90,13 +93,16 @@ class DaskBackend:
     def __post_init__(self) -> None:
         if not _is_dask_client(self.client):
             raise TypeError(f"client must be a distributed.Client, got {self.client!r}")
-        if self.workers is not None and not (
-            isinstance(self.workers, str)
-            or (isinstance(self.workers, Sequence) and all(isinstance(w, str) for w in self.workers))
-        ):
-            raise TypeError(f"workers must be a str, a sequence of str or None, got {self.workers!r}")
-        if self.resources is not None and not isinstance(self.resources, Mapping):
-            raise TypeError(f"resources must be a mapping or None, got {self.resources!r}")
+        if self.workers is not None:
+            if not (
+                isinstance(self.workers, str)
+                or (isinstance(self.workers, Sequence) and all(isinstance(w, str) for w in self.workers))
+            ):
+                raise TypeError(f"workers must be a str, a sequence of str or None, got {self.workers!r}")
+            if not self.workers:  # Dask would run the jobs anywhere
+                raise ValueError(f"workers must name at least one worker, got {self.workers!r}")
+        if self.resources is not None:
+            _check_resources(self.resources)
         if self.retries is not None:
             if isinstance(self.retries, bool) or not isinstance(self.retries, int):
                 raise TypeError(f"retries must be an int or None, got {self.retries!r}")
@@ -104,6 +110,21 @@ class DaskBackend:
                 raise ValueError(f"retries must be >= 0, got {self.retries!r}")
         if not isinstance(self.allow_other_workers, bool):
             raise TypeError(f"allow_other_workers must be a bool, got {self.allow_other_workers!r}")
+        if self.allow_other_workers and self.workers is None:
+            raise ValueError("allow_other_workers=True needs workers, got workers=None")
+
+
+def _check_resources(resources: object) -> None:
+    """Refuse resources a Dask worker could never satisfy: its jobs would wait on the cluster for ever."""
+    if not isinstance(resources, Mapping):
+        raise TypeError(f"resources must be a mapping or None, got {resources!r}")
+    for name, amount in resources.items():
+        if not isinstance(name, str):
+            raise TypeError(f"resources must map names (str) to amounts, got the key {name!r} in {resources!r}")
+        if isinstance(amount, bool) or not isinstance(amount, int | float):
+            raise TypeError(f"resources amounts must be numbers, got {amount!r} for {name!r}")
+        if not (0 <= amount < math.inf):
+            raise ValueError(f"resources amounts must be finite and >= 0, got {amount!r} for {name!r}")
 
 
 def _is_dask_client(value: object) -> bool:
