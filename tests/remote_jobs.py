@@ -127,6 +127,27 @@ def loads_nowhere() -> LoadsNowhere:
     return LoadsNowhere()
 
 
+class UnloadableError(Exception):
+    """An exception that pickles, but whose unpickling raises."""
+
+    def __reduce__(self) -> tuple[object, tuple[()]]:
+        return _refuse_to_load, ()
+
+
+def _raise_unloadable() -> None:
+    raise UnloadableError("raised as the job was unpickled")
+
+
+class FailsToLoad:
+    """A job whose unpickling, in the worker, raises an `UnloadableError`."""
+
+    def __reduce__(self) -> tuple[object, tuple[()]]:
+        return _raise_unloadable, ()
+
+    def __call__(self) -> None:
+        pass
+
+
 class Item:
     """A plain job object that the tests follow with weak references."""
 

@@ -375,6 +375,25 @@ class TestResults:
         assert (stats.completed, stats.failed) == (1, 2)
         assert issubclass(ResultNotSerializable, TypeError)
 
+    def test_exception_raised_as_the_job_is_unpickled_that_cannot_come_back_leaves_the_engine_working(
+        self, errors: list[tuple[object, BaseException]]
+    ) -> None:
+        """A job whose unpickling in the worker raises an exception that cannot come back fails with RemoteJobError."""
+        with ProcessPoolExecutor(1, mp_context=SPAWN) as executor:
+            d = Dispatcher(
+                [PoolConfig(0, 1, backend=executor)], on_error=lambda job, error: errors.append((job, error))
+            )
+            try:
+                d.dispatch(remote_jobs.FailsToLoad())
+                assert d.wait(WAIT)
+                assert d.executor(0).submit(remote_jobs.square, 3).result(WAIT) == 9  # the engine was not broken
+            finally:
+                d.finalize(timeout=WAIT)
+        (_, error), *_ = errors
+        assert isinstance(error, RemoteJobError)
+        assert (error.type_name, error.text) == ("remote_jobs.UnloadableError", "raised as the job was unpickled")
+        assert (d.stats(0).completed, d.stats(0).failed) == (1, 1)
+
 
 class TestBatches:
     def test_batch_raises_the_group_of_remote_errors(self, backed: Dispatcher) -> None:

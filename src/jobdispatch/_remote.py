@@ -30,11 +30,12 @@ Payload: TypeAlias = "bytes | Call"
 def run_job(payload: Payload, serializer: str = "pickle") -> object:
     """Run a job sent by a pool with a backend; return its result, pickled, if it is wanted.
 
-    A job's exception that could not travel back (its class or its state
-    cannot be pickled, or unpickled) is replaced by a `RemoteJobError` with
-    its type name and text. The result is pickled here, and unpickled by
-    `load_result` in the dispatching process: an engine that unpickles a
-    result it cannot load may break (a ``ProcessPoolExecutor`` does).
+    A job's exception, or one raised as the job is unpickled here, that
+    could not travel back (its class or its state cannot be pickled, or
+    unpickled) is replaced by a `RemoteJobError` with its type name and
+    text. The result is pickled here, and unpickled by `load_result` in the
+    dispatching process: an engine that unpickles a result it cannot load
+    may break (a ``ProcessPoolExecutor`` does).
 
     Args:
         payload: The job, as made by the pool at dispatch.
@@ -48,9 +49,11 @@ def run_job(payload: Payload, serializer: str = "pickle") -> object:
     Raises:
         ResultNotSerializable: The result cannot be pickled.
     """
-    fn, args, kwargs, keep_result = pickle.loads(payload) if isinstance(payload, bytes) else payload
-    del payload
     try:
+        # Unpickling runs code of the job's too (its classes' __setstate__ or
+        # __reduce__): what it raises goes back as the job's exception would.
+        fn, args, kwargs, keep_result = pickle.loads(payload) if isinstance(payload, bytes) else payload
+        del payload
         result = fn(*args, **kwargs)
     except BaseException as error:
         reason = _unsendable(error, serializer)
