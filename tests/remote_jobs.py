@@ -127,6 +127,31 @@ def loads_nowhere() -> LoadsNowhere:
     return LoadsNowhere()
 
 
+# Gates for results whose unpickling, in the test's process, waits: by key.
+LOADING: dict[str, threading.Event] = {}
+GATES: dict[str, threading.Event] = {}
+
+
+def _load_after_gate(key: str) -> str:
+    LOADING[key].set()
+    GATES[key].wait(BOUND)
+    return key
+
+
+class LoadsAfterGate:
+    """A result whose unpickling says it began (``LOADING[key]``), then waits for ``GATES[key]``."""
+
+    def __init__(self, key: str) -> None:
+        self.key = key
+
+    def __reduce__(self) -> tuple[object, tuple[str]]:
+        return _load_after_gate, (self.key,)
+
+
+def loads_after_gate(key: str) -> LoadsAfterGate:
+    return LoadsAfterGate(key)
+
+
 class UnloadableError(Exception):
     """An exception that pickles, but whose unpickling raises."""
 

@@ -161,6 +161,23 @@ class TestDask:
         gc.collect()
         wait_for(lambda: not any(key.startswith("jobdispatch-") for key in client.futures), "Dask to drop the keys")
 
+    def test_result_slow_to_arrive_holds_up_no_other_pool(self, client: Any) -> None:
+        """While one pool's result is still being fetched and loaded, another pool's results come back."""
+        d = Dispatcher([PoolConfig(0, 1, backend=client), PoolConfig(1, 1, backend=client)])
+        loading = remote_jobs.LOADING["slow"] = threading.Event()
+        gate = remote_jobs.GATES["slow"] = threading.Event()
+        try:
+            slow = d.executor(0).submit(remote_jobs.loads_after_gate, "slow")
+            assert loading.wait(WAIT)  # its result is arriving, and waits for the gate
+            assert d.executor(1).submit(remote_jobs.square, 3).result(WAIT) == 9
+            assert not slow.done()
+            gate.set()
+            assert slow.result(WAIT) == "slow"
+        finally:
+            gate.set()
+            d.finalize(timeout=WAIT)
+        assert (d.stats(0).completed, d.stats(1).completed) == (1, 1)
+
     def test_batch_raises_the_group_of_remote_errors(self, on_dask: Any) -> None:
         """A batch's failed jobs come back as an ExceptionGroup of their own exceptions."""
         d, errors = on_dask

@@ -219,6 +219,37 @@ class BackedPool(Pool):
         """Count the job over and free its slot: the done-callback, on a thread of the engine."""
         if not claim.acquire(False):
             return  # counted over already, when the engine lost it
+        if remote.future is not None and self._engine.slow_results:
+            # Fetching the result is a round trip to a worker, and the
+            # engine's callback thread serves every pool on it (Dask has one
+            # per process): the fetch gets a thread of its own, so that a
+            # large or slow result holds up no other job's accounting. At
+            # most ``workers`` at once: each holds its job's slot.
+            fetcher = threading.Thread(
+                target=self._settle,
+                args=(job, fn, remote, generation, batch, began, future),
+                name=f"{self._thread_name}-result",
+                daemon=True,
+            )
+            try:
+                fetcher.start()
+            except Exception:  # no thread to be had: fetch it here
+                pass
+            else:
+                return
+        self._settle(job, fn, remote, generation, batch, began, future)
+
+    def _settle(
+        self,
+        job: object,
+        fn: Callable[[], object],
+        remote: RemoteCall,
+        generation: Generation,
+        batch: Batch | None,
+        began: float,
+        future: Any,
+    ) -> None:
+        """Fetch the job's outcome, count it over and free its slot."""
         try:
             try:
                 result, error = self._engine.outcome(future, remote.future is not None)

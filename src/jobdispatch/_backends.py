@@ -148,6 +148,7 @@ class Engine(Protocol):
     """What a pool with a backend needs from it."""
 
     serializer: str
+    slow_results: bool  # fetching a result is a round trip: not on the engine's callback thread
 
     def submit(self, payload: Payload) -> Any:
         """Start a job; return the engine's future for it."""
@@ -171,6 +172,8 @@ class Engine(Protocol):
 
 
 class _ExecutorEngine:
+    slow_results = False  # a concurrent.futures future holds its result
+
     def __init__(self, executor: concurrent.futures.Executor, serializer: str) -> None:
         self._executor = executor
         if serializer == "auto":
@@ -210,6 +213,7 @@ class _ExecutorEngine:
 
 class _DaskEngine:
     serializer = "cloudpickle"
+    slow_results = True  # a Dask result stays on its worker until fetched
 
     def __init__(self, spec: DaskBackend) -> None:
         self._client = spec.client
