@@ -241,6 +241,19 @@ class TestEngineInThisProcess:
         assert seen == ["set by the dispatching code"]
         assert (d.stats(0).completed, d.stats(1).completed) == (1, 1)
 
+    def test_jobs_of_dispatch_many_in_chunks_see_the_dispatching_context(self) -> None:
+        """dispatch_many(chunksize=2) to a ThreadPoolExecutor backend runs each job in the dispatching context."""
+        seen: list[str] = []
+        with ThreadPoolExecutor(2) as executor:
+            d = Dispatcher([PoolConfig(0, 2, backend=executor)])
+            token = remote_jobs.marker.set("set by the dispatching code")
+            try:
+                assert d.dispatch_many([lambda: seen.append(remote_jobs.marker.get())] * 3, chunksize=2) == 3
+            finally:
+                remote_jobs.marker.reset(token)
+            d.finalize(timeout=WAIT)
+        assert seen == ["set by the dispatching code"] * 3
+
     def test_wait_inside_a_job_raises_instead_of_deadlocking(self) -> None:
         """wait() from a job on a ThreadPoolExecutor raises DispatcherError, as from a job on the pool's threads."""
         with ThreadPoolExecutor(1) as executor:
