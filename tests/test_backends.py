@@ -19,6 +19,7 @@ from typing import Any
 
 import pytest
 
+import jobdispatch
 import remote_jobs
 from jobdispatch import (
     DaskBackend,
@@ -32,7 +33,7 @@ from jobdispatch import (
     RemoteJobError,
     ResultNotSerializable,
 )
-from support import WAIT, wait_for
+from support import WAIT, Counter, wait_for
 from test_faults import RefusingStart
 
 SPAWN = multiprocessing.get_context("spawn")
@@ -240,6 +241,19 @@ class TestEngineInThisProcess:
         assert follow_up_ran.is_set()
         assert seen == ["set by the dispatching code"]
         assert (d.stats(0).completed, d.stats(1).completed) == (1, 1)
+
+    def test_jobdispatch_executors_run_in_this_process_and_take_lambdas(self) -> None:
+        """jobdispatch's ThreadPoolExecutor, or a dispatcher's executor view, as a backend: nothing is pickled."""
+        ran = Counter()
+        with jobdispatch.ThreadPoolExecutor(2) as threads, Dispatcher(2) as other:
+            for engine in (threads, other.executor(0)):
+                d = Dispatcher([PoolConfig(0, 2, backend=engine)])
+                try:
+                    d.dispatch(lambda: ran())
+                    assert d.executor(0).submit(lambda: 6 * 7).result(WAIT) == 42
+                finally:
+                    d.finalize(timeout=WAIT)
+        assert ran.value == 2
 
     def test_jobs_of_dispatch_many_in_chunks_see_the_dispatching_context(self) -> None:
         """dispatch_many(chunksize=2) to a ThreadPoolExecutor backend runs each job in the dispatching context."""

@@ -39,8 +39,10 @@ class ExecutorBackend:
         serializer: How jobs are serialised at dispatch: ``"pickle"``,
             ``"cloudpickle"`` (needs the cloudpickle package), ``"none"`` (the
             job itself is handed over: for engines in this process), or
-            ``"auto"``: none for a ``ThreadPoolExecutor``, cloudpickle for
-            Dask's ``Client.get_executor()``, pickle otherwise.
+            ``"auto"``: none for a ``ThreadPoolExecutor`` (the standard one
+            or jobdispatch's) and for a dispatcher's executor view,
+            cloudpickle for Dask's ``Client.get_executor()``, pickle
+            otherwise.
 
     Raises:
         TypeError: ``executor`` is not an Executor.
@@ -177,7 +179,12 @@ class _ExecutorEngine:
     def __init__(self, executor: concurrent.futures.Executor, serializer: str) -> None:
         self._executor = executor
         if serializer == "auto":
-            if isinstance(executor, concurrent.futures.ThreadPoolExecutor):
+            from ._futures import FuturesExecutor  # here: it imports the pools, which import this module
+
+            # Threads of this process: jobdispatch's ThreadPoolExecutor and
+            # the executor view of a dispatcher (which sends each job on to
+            # its pool's own backend, if it has one) as much as the standard one.
+            if isinstance(executor, concurrent.futures.ThreadPoolExecutor | FuturesExecutor):
                 serializer = "none"
             elif type(executor).__module__.startswith("distributed"):
                 serializer = "cloudpickle"
