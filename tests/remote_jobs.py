@@ -8,6 +8,7 @@ bound, for ``open`` to exist.
 from __future__ import annotations
 
 import contextvars
+import multiprocessing
 import os
 import threading
 import time
@@ -150,6 +151,23 @@ class LoadsAfterGate:
 
 def loads_after_gate(key: str) -> LoadsAfterGate:
     return LoadsAfterGate(key)
+
+
+def _load_in_a_worker_only(text: str) -> WorkerOnlyError:
+    if multiprocessing.parent_process() is None:
+        raise RuntimeError("this exception cannot be unpickled in the main process")
+    return WorkerOnlyError(text)
+
+
+class WorkerOnlyError(Exception):
+    """An exception that unpickles in a worker process, but not in the main one (as if its module were missing)."""
+
+    def __reduce__(self) -> tuple[object, tuple[str]]:
+        return _load_in_a_worker_only, (str(self),)
+
+
+def raise_worker_only() -> None:
+    raise WorkerOnlyError("only workers know it")
 
 
 class UnloadableError(Exception):

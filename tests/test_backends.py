@@ -158,6 +158,7 @@ class TestRunning:
         assert errors[0][0] is job
         assert isinstance(errors[0][1], ValueError)
         assert str(errors[0][1]) == "remote trouble"
+        assert "raise ValueError(text)" in str(errors[0][1].__cause__)  # the traceback from the worker, as text
         assert backed.stats(0).failed == 1
 
     def test_exception_that_cannot_come_back_keeps_its_type_name_and_text(
@@ -401,6 +402,27 @@ class TestResults:
         stats = d.stats(0)
         assert (stats.completed, stats.failed) == (1, 2)
         assert issubclass(ResultNotSerializable, TypeError)
+
+    def test_exception_that_cannot_be_unpickled_here_fails_its_job_only(
+        self, errors: list[tuple[object, BaseException]]
+    ) -> None:
+        """An exception that unpickles in the worker but not here arrives as RemoteJobError; the engine lives on."""
+        with ProcessPoolExecutor(1, mp_context=SPAWN) as executor:
+            d = Dispatcher(
+                [PoolConfig(0, 1, backend=executor)], on_error=lambda job, error: errors.append((job, error))
+            )
+            try:
+                d.dispatch(remote_jobs.raise_worker_only)
+                assert d.wait(WAIT)
+                assert d.executor(0).submit(remote_jobs.square, 3).result(WAIT) == 9  # the engine was not broken
+            finally:
+                d.finalize(timeout=WAIT)
+        (_, error), *_ = errors
+        assert isinstance(error, RemoteJobError)
+        assert (error.type_name, error.text) == ("remote_jobs.WorkerOnlyError", "only workers know it")
+        assert error.reason.startswith("unpickling it in this process failed with RuntimeError: this exception")
+        assert "in raise_worker_only" in str(error.__cause__)  # the traceback from the worker, as text
+        assert (d.stats(0).completed, d.stats(0).failed) == (1, 1)
 
     def test_exception_raised_as_the_job_is_unpickled_that_cannot_come_back_leaves_the_engine_working(
         self, errors: list[tuple[object, BaseException]]

@@ -25,6 +25,7 @@ from jobdispatch import (  # noqa: E402
     JobNotSerializable,
     PoolConfig,
     PoolFull,
+    RemoteJobError,
     ResultNotSerializable,
 )
 from support import WAIT, Counter, wait_for  # noqa: E402
@@ -158,6 +159,19 @@ class TestDask:
         assert (d.stats(0).completed, d.stats(0).failed) == (1, 2)
         assert errors == []
         # The exceptions, still held here, keep no Dask future: the cluster lets the results go.
+        gc.collect()
+        wait_for(lambda: not any(key.startswith("jobdispatch-") for key in client.futures), "Dask to drop the keys")
+
+    def test_exception_that_cannot_be_unpickled_here_fails_its_job_only(self, on_dask: Any, client: Any) -> None:
+        """An exception that unpickles on the workers but not here arrives as RemoteJobError, and keeps no key."""
+        d, errors = on_dask
+        d.dispatch(remote_jobs.raise_worker_only)
+        assert d.wait(WAIT)
+        (_, error), *_ = errors
+        assert isinstance(error, RemoteJobError)
+        assert (error.type_name, error.text) == ("remote_jobs.WorkerOnlyError", "only workers know it")
+        assert "in raise_worker_only" in str(error.__cause__)
+        assert d.stats(0).failed == 1
         gc.collect()
         wait_for(lambda: not any(key.startswith("jobdispatch-") for key in client.futures), "Dask to drop the keys")
 

@@ -19,7 +19,7 @@ from dataclasses import dataclass
 from typing import Any, Protocol
 
 from ._errors import JobNotSerializable
-from ._remote import Call, Payload, load_result, run_job, seal
+from ._remote import Call, Payload, load_result, run_job, seal, unwrap
 
 __all__ = ["DaskBackend", "Engine", "ExecutorBackend", "check_backend", "engine_for"]
 
@@ -205,7 +205,7 @@ class _ExecutorEngine:
             return None, concurrent.futures.CancelledError("the engine cancelled the job")
         error = future.exception()
         if error is not None:
-            return None, error
+            return None, unwrap(error)
         if not want_result:
             return None, None
         result = future.result()
@@ -247,7 +247,7 @@ class _DaskEngine:
             return load_result(future.result()) if want_result else (None, None)
         if status == "error":
             error = future.exception()
-            return None, error if isinstance(error, BaseException) else RuntimeError(repr(error))
+            return None, unwrap(error) if isinstance(error, BaseException) else RuntimeError(repr(error))
         return None, concurrent.futures.CancelledError(f"the Dask future of the job ended as {status!r}")
 
     def lost(self, future: Any) -> BaseException | None:
