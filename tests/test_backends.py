@@ -7,6 +7,7 @@ import functools
 import gc
 import multiprocessing
 import os
+import signal
 import subprocess
 import sys
 import threading
@@ -699,6 +700,35 @@ class TestNoFeeder:
         finally:
             refusing.active = False
             d.finalize(timeout=WAIT)
+
+    @pytest.mark.skipif(sys.platform == "win32", reason="POSIX signals")
+    def test_ctrl_c_while_the_caller_waits_for_the_engine_settles_the_call(
+        self, engine: ProcessPoolExecutor, gate: Gate, monkeypatch: pytest.MonkeyPatch
+    ) -> None:
+        """With no feeder, Ctrl-C while submit waits for the engine propagates; the view's shutdown() returns."""
+        assert threading.current_thread() is threading.main_thread()
+        RefusingStart(monkeypatch, "nofeeder-")
+        d = Dispatcher([PoolConfig(0, 1, backend=engine)], name="nofeeder")
+        view = d.executor(0)
+
+        def strike() -> None:
+            gate.wait_started(1)
+            signal.pthread_kill(threading.main_thread().ident, signal.SIGINT)  # type: ignore[arg-type]
+
+        striker = threading.Thread(target=strike, name="test-striker")
+        striker.start()
+        try:
+            with pytest.raises(KeyboardInterrupt):
+                view.submit(gate.job(0))
+        finally:
+            striker.join(WAIT)
+            gate.open()
+        closer = threading.Thread(target=view.shutdown, name="test-shutdown")
+        closer.start()
+        closer.join(WAIT)
+        assert not closer.is_alive()  # the call's future was settled, not left running
+        d.finalize(timeout=WAIT)
+        assert d.stats(0).failed == 1
 
     def test_pool_without_feeder_settles_the_future_of_a_job_its_engine_refuses(
         self, monkeypatch: pytest.MonkeyPatch
