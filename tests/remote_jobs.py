@@ -70,6 +70,12 @@ def fail_once(directory: str) -> str:
     return "second try"
 
 
+def count_run_then_return_a_lock(directory: str) -> threading.Lock:
+    """Leave a file for each run in ``directory``; return what cannot be pickled."""
+    (Path(directory) / f"run-{os.getpid()}-{time.monotonic_ns()}").touch()
+    return threading.Lock()
+
+
 def read_marker() -> str:
     return marker.get()
 

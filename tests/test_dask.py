@@ -258,6 +258,18 @@ class TestDask:
             d.finalize(timeout=WAIT)
         assert (d.stats(0).completed, d.stats(0).failed) == (1, 0)
 
+    def test_retries_do_not_rerun_a_job_whose_result_cannot_be_sent_back(self, client: Any, tmp_path: Path) -> None:
+        """A job that ran but whose result cannot be pickled is not rerun by retries; its call fails once."""
+        d = Dispatcher([PoolConfig(0, 1, backend=DaskBackend(client, retries=2))])
+        try:
+            future = d.executor(0).submit(remote_jobs.count_run_then_return_a_lock, str(tmp_path))
+            with pytest.raises(ResultNotSerializable, match=r"^the result of the call, a _thread.lock, cannot be sent"):
+                future.result(WAIT)
+        finally:
+            d.finalize(timeout=WAIT)
+        assert len(list(tmp_path.iterdir())) == 1
+        assert d.stats(0).failed == 1
+
 
 class TestDaskBackendOptions:
     def test_bad_options_are_refused_with_their_values(self, client: Any) -> None:

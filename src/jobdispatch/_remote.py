@@ -47,8 +47,8 @@ def run_job(payload: Payload, serializer: str = "pickle") -> object:
         The call's result for the executor view of a pool (pickled, unless
         ``serializer`` is ``"none"``), ``None`` for a job.
 
-    Raises:
-        ResultNotSerializable: The result cannot be pickled.
+    A result that cannot be pickled comes back as a note that says why,
+    which `load_result` turns into a `ResultNotSerializable`.
     """
     # What goes back instead is raised out of the except blocks, with no
     # __context__: an engine that pickles chained exceptions too (Dask)
@@ -75,11 +75,22 @@ def run_job(payload: Payload, serializer: str = "pickle") -> object:
         return module.dumps(result, pickle.HIGHEST_PROTOCOL)
     except Exception as problem:
         what = f"{type(result).__module__}.{type(result).__qualname__}"
-        carried = ResultNotSerializable(
-            f"the result of the call, a {what}, cannot be sent back: {serializer} failed with "
-            f"{type(problem).__name__}: {problem}"
-        )
-    raise carried
+        reason = f"{serializer} failed with {type(problem).__name__}: {problem}"
+    # Returned, not raised: the job ran, and an engine that reruns jobs that
+    # raised (Dask's retries) must not run it again for this.
+    return pickle.dumps(_Unsent(f"the result of the call, a {what}, cannot be sent back: {reason}"))
+
+
+class _Unsent:
+    """What a call returns, pickled, instead of a result that cannot be pickled."""
+
+    __slots__ = ("message",)
+
+    def __init__(self, message: str) -> None:
+        self.message = message
+
+    def __reduce__(self) -> tuple[type[_Unsent], tuple[str]]:
+        return _Unsent, (self.message,)
 
 
 def load_result(data: object) -> tuple[object, BaseException | None]:
@@ -91,7 +102,10 @@ def load_result(data: object) -> tuple[object, BaseException | None]:
     keeps must not keep alive.
     """
     try:
-        return pickle.loads(data), None  # type: ignore[arg-type]  # bytes from run_job
+        result = pickle.loads(data)  # type: ignore[arg-type]  # bytes from run_job
+        if type(result) is _Unsent:
+            return None, ResultNotSerializable(result.message)
+        return result, None
     except Exception as problem:
         error = ResultNotSerializable(
             f"the result of the call cannot be unpickled in this process: {type(problem).__name__}: {problem}"
