@@ -162,6 +162,32 @@ class TestRunning:
         assert "raise ValueError(text)" in str(errors[0][1].__cause__)  # the traceback from the worker, as text
         assert backed.stats(0).failed == 1
 
+    def test_on_error_can_dispatch_a_retry_into_its_own_full_pool(self, engine: ProcessPoolExecutor) -> None:
+        """on_error, on the engine's thread, re-dispatches a failed job into its full pool: it runs, nothing blocks."""
+        retried: list[object] = []
+        refused: list[BaseException] = []
+        holder: list[Dispatcher] = []
+
+        def retry(job: object, error: BaseException) -> None:
+            if not retried:
+                retried.append(job)
+                try:
+                    holder[0].dispatch(job, timeout=WAIT / 2)  # type: ignore[arg-type]
+                except BaseException as problem:
+                    refused.append(problem)
+
+        d = Dispatcher([PoolConfig(0, 1, queue_size=0, backend=engine)], on_error=retry)
+        holder.append(d)
+        try:
+            d.dispatch(functools.partial(remote_jobs.fail, "retry me"))
+            wait_for(lambda: d.stats(0).failed == 2, "the retry to run and fail")
+            assert d.wait(WAIT)
+        finally:
+            d.finalize(timeout=WAIT)
+        assert refused == []
+        stats = d.stats(0)
+        assert (stats.failed, stats.busy, stats.queued) == (2, 0, 0)
+
     def test_exception_that_cannot_come_back_keeps_its_type_name_and_text(
         self, backed: Dispatcher, errors: list[tuple[object, BaseException]]
     ) -> None:

@@ -31,7 +31,7 @@ from ._errors import EngineBroken
 from ._outcome import CancelledBeforeStart, ReportedElsewhere, interrupts_caller, safe_repr
 from ._pool import ErrorHandler, Pool, count_worker_in, job_over
 from ._remote import Payload
-from ._rounds import Generation, Round, Running, role
+from ._rounds import Generation, Round, Running, finish_generation, role
 from ._scheduler import Run
 
 if TYPE_CHECKING:
@@ -274,12 +274,29 @@ class BackedPool(Pool):
         result: object,
         error: BaseException | None,
     ) -> None:
-        kind: BaseException | type[ReportedElsewhere] | None = error
+        """Count a job that was sent over, then tell whoever waits for its outcome.
+
+        The counters and the job's place come first: what is told runs code
+        of the user's (``on_error``, a future's callbacks, a batch's
+        progress) on a thread of the engine, and that code may dispatch into
+        this very pool. Its place then waits for it, as a thread of the pool
+        would run it, where holding the place would leave it blocked for
+        ever on a full pool, and the engine's thread with it. The barrier
+        and the batch are told last, as for a job on threads.
+        """
+        with self._lock:
+            if error is None:
+                self._completed += 1
+            else:
+                self._left_otherwise += 1
+                self._failed += 1
+            if self._wanted:
+                self.free_place_locked()
+            else:
+                self._room += 1
         try:
             if remote.future is not None:
                 remote.settle(result, error)
-                if error is not None:
-                    kind = ReportedElsewhere
             elif error is not None:
                 self._report(job, error, batch, time.perf_counter() - began)
             if isinstance(fn, BatchCall):
@@ -288,7 +305,10 @@ class BackedPool(Pool):
             if type(run) is Run:
                 run.handle._finish()
         finally:
-            job_over(self, kind, generation, batch, fn)
+            with self._lock:
+                finish_generation(generation)
+            if batch is not None:
+                batch._job_over(fn, cancelled=False)
 
 
 def _feed(pool: BackedPool) -> None:
