@@ -8,6 +8,7 @@ bound, for ``open`` to exist.
 from __future__ import annotations
 
 import contextvars
+import multiprocessing
 import os
 import threading
 import time
@@ -69,6 +70,12 @@ def fail_once(directory: str) -> str:
     return "second try"
 
 
+def count_run_then_return_a_lock(directory: str) -> threading.Lock:
+    """Leave a file for each run in ``directory``; return what cannot be pickled."""
+    (Path(directory) / f"run-{os.getpid()}-{time.monotonic_ns()}").touch()
+    return threading.Lock()
+
+
 def read_marker() -> str:
     return marker.get()
 
@@ -110,6 +117,84 @@ class LockHolder:
     def __call__(self) -> None:
         with self.lock:
             pass
+
+
+def _refuse_to_load() -> None:
+    raise RuntimeError("this object cannot be unpickled")
+
+
+class LoadsNowhere:
+    """A result that pickles, but whose unpickling raises."""
+
+    def __reduce__(self) -> tuple[object, tuple[()]]:
+        return _refuse_to_load, ()
+
+
+def loads_nowhere() -> LoadsNowhere:
+    return LoadsNowhere()
+
+
+# Gates for results whose unpickling, in the test's process, waits: by key.
+LOADING: dict[str, threading.Event] = {}
+GATES: dict[str, threading.Event] = {}
+
+
+def _load_after_gate(key: str) -> str:
+    LOADING[key].set()
+    GATES[key].wait(BOUND)
+    return key
+
+
+class LoadsAfterGate:
+    """A result whose unpickling says it began (``LOADING[key]``), then waits for ``GATES[key]``."""
+
+    def __init__(self, key: str) -> None:
+        self.key = key
+
+    def __reduce__(self) -> tuple[object, tuple[str]]:
+        return _load_after_gate, (self.key,)
+
+
+def loads_after_gate(key: str) -> LoadsAfterGate:
+    return LoadsAfterGate(key)
+
+
+def _load_in_a_worker_only(text: str) -> WorkerOnlyError:
+    if multiprocessing.parent_process() is None:
+        raise RuntimeError("this exception cannot be unpickled in the main process")
+    return WorkerOnlyError(text)
+
+
+class WorkerOnlyError(Exception):
+    """An exception that unpickles in a worker process, but not in the main one (as if its module were missing)."""
+
+    def __reduce__(self) -> tuple[object, tuple[str]]:
+        return _load_in_a_worker_only, (str(self),)
+
+
+def raise_worker_only() -> None:
+    raise WorkerOnlyError("only workers know it")
+
+
+class UnloadableError(Exception):
+    """An exception that pickles, but whose unpickling raises."""
+
+    def __reduce__(self) -> tuple[object, tuple[()]]:
+        return _refuse_to_load, ()
+
+
+def _raise_unloadable() -> None:
+    raise UnloadableError("raised as the job was unpickled")
+
+
+class FailsToLoad:
+    """A job whose unpickling, in the worker, raises an `UnloadableError`."""
+
+    def __reduce__(self) -> tuple[object, tuple[()]]:
+        return _raise_unloadable, ()
+
+    def __call__(self) -> None:
+        pass
 
 
 class Item:

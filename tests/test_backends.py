@@ -7,17 +7,20 @@ import functools
 import gc
 import multiprocessing
 import os
+import signal
 import subprocess
 import sys
 import threading
 import weakref
 from collections.abc import Iterator
-from concurrent.futures import ProcessPoolExecutor, ThreadPoolExecutor
+from concurrent.futures import Future, ProcessPoolExecutor, ThreadPoolExecutor
 from concurrent.futures.process import BrokenProcessPool
 from pathlib import Path
+from typing import Any
 
 import pytest
 
+import jobdispatch
 import remote_jobs
 from jobdispatch import (
     DaskBackend,
@@ -29,8 +32,9 @@ from jobdispatch import (
     PoolConfig,
     PoolFull,
     RemoteJobError,
+    ResultNotSerializable,
 )
-from support import WAIT, wait_for
+from support import WAIT, Counter, wait_for
 from test_faults import RefusingStart
 
 SPAWN = multiprocessing.get_context("spawn")
@@ -155,7 +159,34 @@ class TestRunning:
         assert errors[0][0] is job
         assert isinstance(errors[0][1], ValueError)
         assert str(errors[0][1]) == "remote trouble"
+        assert "raise ValueError(text)" in str(errors[0][1].__cause__)  # the traceback from the worker, as text
         assert backed.stats(0).failed == 1
+
+    def test_on_error_can_dispatch_a_retry_into_its_own_full_pool(self, engine: ProcessPoolExecutor) -> None:
+        """on_error, on the engine's thread, re-dispatches a failed job into its full pool: it runs, nothing blocks."""
+        retried: list[object] = []
+        refused: list[BaseException] = []
+        holder: list[Dispatcher] = []
+
+        def retry(job: object, error: BaseException) -> None:
+            if not retried:
+                retried.append(job)
+                try:
+                    holder[0].dispatch(job, timeout=WAIT / 2)  # type: ignore[arg-type]
+                except BaseException as problem:
+                    refused.append(problem)
+
+        d = Dispatcher([PoolConfig(0, 1, queue_size=0, backend=engine)], on_error=retry)
+        holder.append(d)
+        try:
+            d.dispatch(functools.partial(remote_jobs.fail, "retry me"))
+            wait_for(lambda: d.stats(0).failed == 2, "the retry to run and fail")
+            assert d.wait(WAIT)
+        finally:
+            d.finalize(timeout=WAIT)
+        assert refused == []
+        stats = d.stats(0)
+        assert (stats.failed, stats.busy, stats.queued) == (2, 0, 0)
 
     def test_exception_that_cannot_come_back_keeps_its_type_name_and_text(
         self, backed: Dispatcher, errors: list[tuple[object, BaseException]]
@@ -203,6 +234,78 @@ class TestRunning:
             d.finalize(timeout=WAIT)
         assert ran.is_set()
         assert d.stats(0).completed == 2
+
+
+class TestEngineInThisProcess:
+    def test_job_runs_in_its_round_and_context_its_follow_up_is_let_in_while_finalize_drains(self) -> None:
+        """On a ThreadPoolExecutor, a job sees the dispatching context; a draining finalize accepts its follow-up."""
+        gate = threading.Event()
+        seen: list[str] = []
+        refused: list[BaseException] = []
+        follow_up_ran = threading.Event()
+        with ThreadPoolExecutor(2) as executor:
+            d = Dispatcher([PoolConfig(0, 2, backend=executor), PoolConfig(1, 1)])
+
+            def parent() -> None:
+                seen.append(remote_jobs.marker.get())
+                gate.wait(WAIT)
+                try:
+                    d.dispatch(follow_up_ran.set, priority=1)
+                except BaseException as error:
+                    refused.append(error)
+
+            token = remote_jobs.marker.set("set by the dispatching code")
+            try:
+                d.dispatch(parent, priority=0)
+            finally:
+                remote_jobs.marker.reset(token)
+            finisher = threading.Thread(target=d.finalize, kwargs={"timeout": WAIT}, name="test-finalize")
+            finisher.start()
+            wait_for(lambda: d.closed, "finalize to begin draining")
+            gate.set()
+            finisher.join(WAIT)
+            assert not finisher.is_alive()
+        assert refused == []
+        assert follow_up_ran.is_set()
+        assert seen == ["set by the dispatching code"]
+        assert (d.stats(0).completed, d.stats(1).completed) == (1, 1)
+
+    def test_jobdispatch_executors_run_in_this_process_and_take_lambdas(self) -> None:
+        """jobdispatch's ThreadPoolExecutor, or a dispatcher's executor view, as a backend: nothing is pickled."""
+        ran = Counter()
+        with jobdispatch.ThreadPoolExecutor(2) as threads, Dispatcher(2) as other:
+            for engine in (threads, other.executor(0)):
+                d = Dispatcher([PoolConfig(0, 2, backend=engine)])
+                try:
+                    d.dispatch(lambda: ran())
+                    assert d.executor(0).submit(lambda: 6 * 7).result(WAIT) == 42
+                finally:
+                    d.finalize(timeout=WAIT)
+        assert ran.value == 2
+
+    def test_jobs_of_dispatch_many_in_chunks_see_the_dispatching_context(self) -> None:
+        """dispatch_many(chunksize=2) to a ThreadPoolExecutor backend runs each job in the dispatching context."""
+        seen: list[str] = []
+        with ThreadPoolExecutor(2) as executor:
+            d = Dispatcher([PoolConfig(0, 2, backend=executor)])
+            token = remote_jobs.marker.set("set by the dispatching code")
+            try:
+                assert d.dispatch_many([lambda: seen.append(remote_jobs.marker.get())] * 3, chunksize=2) == 3
+            finally:
+                remote_jobs.marker.reset(token)
+            d.finalize(timeout=WAIT)
+        assert seen == ["set by the dispatching code"] * 3
+
+    def test_wait_inside_a_job_raises_instead_of_deadlocking(self) -> None:
+        """wait() from a job on a ThreadPoolExecutor raises DispatcherError, as from a job on the pool's threads."""
+        with ThreadPoolExecutor(1) as executor:
+            d = Dispatcher([PoolConfig(0, 1, backend=executor)])
+            try:
+                future = d.executor(0).submit(d.wait, 0.5)
+                with pytest.raises(DispatcherError, match=r"^cannot wait from inside one of the dispatcher's own jobs"):
+                    future.result(WAIT)
+            finally:
+                d.finalize(timeout=WAIT)
 
 
 class TestSerialisation:
@@ -301,6 +404,71 @@ class TestBulkhead:
         late_frees = 0 if getattr(sys, "_is_gil_enabled", lambda: True)() else 4
         assert most <= 5 + 2 + late_frees
         assert backed.stats(0).completed == 2000
+
+
+class TestResults:
+    def test_results_that_cannot_travel_back_fail_their_call_and_leave_the_engine_working(self) -> None:
+        """A result that cannot be pickled, or unpickled here, fails its future with ResultNotSerializable only."""
+        with ProcessPoolExecutor(1, mp_context=SPAWN) as executor:
+            d = Dispatcher([PoolConfig(0, 1, backend=executor)])
+            try:
+                view = d.executor(0)
+                unpicklable = view.submit(remote_jobs.LockHolder)
+                unloadable = view.submit(remote_jobs.loads_nowhere)
+                after = view.submit(remote_jobs.square, 3)
+                reason = r"^the result of the call, a remote_jobs.LockHolder, cannot be sent back: pickle failed with"
+                with pytest.raises(ResultNotSerializable, match=reason):
+                    unpicklable.result(WAIT)
+                reason = r"^the result of the call cannot be unpickled in this process: RuntimeError: this object"
+                with pytest.raises(ResultNotSerializable, match=reason):
+                    unloadable.result(WAIT)
+                assert after.result(WAIT) == 9  # the engine was not broken
+                assert executor.submit(remote_jobs.square, 4).result(WAIT) == 16
+            finally:
+                d.finalize(timeout=WAIT)
+        stats = d.stats(0)
+        assert (stats.completed, stats.failed) == (1, 2)
+        assert issubclass(ResultNotSerializable, TypeError)
+
+    def test_exception_that_cannot_be_unpickled_here_fails_its_job_only(
+        self, errors: list[tuple[object, BaseException]]
+    ) -> None:
+        """An exception that unpickles in the worker but not here arrives as RemoteJobError; the engine lives on."""
+        with ProcessPoolExecutor(1, mp_context=SPAWN) as executor:
+            d = Dispatcher(
+                [PoolConfig(0, 1, backend=executor)], on_error=lambda job, error: errors.append((job, error))
+            )
+            try:
+                d.dispatch(remote_jobs.raise_worker_only)
+                assert d.wait(WAIT)
+                assert d.executor(0).submit(remote_jobs.square, 3).result(WAIT) == 9  # the engine was not broken
+            finally:
+                d.finalize(timeout=WAIT)
+        (_, error), *_ = errors
+        assert isinstance(error, RemoteJobError)
+        assert (error.type_name, error.text) == ("remote_jobs.WorkerOnlyError", "only workers know it")
+        assert error.reason.startswith("unpickling it in this process failed with RuntimeError: this exception")
+        assert "in raise_worker_only" in str(error.__cause__)  # the traceback from the worker, as text
+        assert (d.stats(0).completed, d.stats(0).failed) == (1, 1)
+
+    def test_exception_raised_as_the_job_is_unpickled_that_cannot_come_back_leaves_the_engine_working(
+        self, errors: list[tuple[object, BaseException]]
+    ) -> None:
+        """A job whose unpickling in the worker raises an exception that cannot come back fails with RemoteJobError."""
+        with ProcessPoolExecutor(1, mp_context=SPAWN) as executor:
+            d = Dispatcher(
+                [PoolConfig(0, 1, backend=executor)], on_error=lambda job, error: errors.append((job, error))
+            )
+            try:
+                d.dispatch(remote_jobs.FailsToLoad())
+                assert d.wait(WAIT)
+                assert d.executor(0).submit(remote_jobs.square, 3).result(WAIT) == 9  # the engine was not broken
+            finally:
+                d.finalize(timeout=WAIT)
+        (_, error), *_ = errors
+        assert isinstance(error, RemoteJobError)
+        assert (error.type_name, error.text) == ("remote_jobs.UnloadableError", "raised as the job was unpickled")
+        assert (d.stats(0).completed, d.stats(0).failed) == (1, 1)
 
 
 class TestBatches:
@@ -468,6 +636,51 @@ class TestEngineFaults:
         assert "jobdispatch" in str(error)
 
 
+class UnrulyExecutor(ThreadPoolExecutor):
+    """An engine of the user's own: submit raises SystemExit, then returns a future that refuses callbacks."""
+
+    def __init__(self) -> None:
+        super().__init__(1)
+        self.faults = ["raise", "refuse callbacks"]
+
+    def submit(self, fn: Any, /, *args: Any, **kwargs: Any) -> Future[Any]:
+        fault = self.faults.pop(0) if self.faults else None
+        if fault == "raise":
+            raise SystemExit("no more jobs")
+        future = super().submit(fn, *args, **kwargs)
+        if fault == "refuse callbacks":
+            future.add_done_callback = self._refuse  # type: ignore[method-assign, assignment]
+        return future
+
+    @staticmethod
+    def _refuse(callback: object) -> None:
+        raise RuntimeError("callbacks are closed")
+
+
+class TestEnginesOfYourOwn:
+    def test_engine_that_raises_or_refuses_callbacks_fails_the_job_and_the_pool_goes_on(self) -> None:
+        """A BaseException from submit, or a future refusing callbacks: the job fails once; later jobs run."""
+        errors: list[BaseException] = []
+        with UnrulyExecutor() as executor:
+            d = Dispatcher([PoolConfig(0, 1, queue_size=4, backend=executor)], on_error=lambda j, e: errors.append(e))
+            try:
+                view = d.executor(0)
+                futures = [view.submit(remote_jobs.square, n) for n in range(4)]
+                assert d.wait(WAIT)
+                refused = r"^pool 0 could not send job .*refused it \(SystemExit: no more jobs\)$"
+                with pytest.raises(EngineBroken, match=refused):
+                    futures[0].result(0)
+                lost = r"^pool 0 sent job .*lost it \(RuntimeError: callbacks are closed\)$"
+                with pytest.raises(EngineBroken, match=lost):
+                    futures[1].result(0)
+                assert [f.result(0) for f in futures[2:]] == [4, 9]
+            finally:
+                d.finalize(timeout=WAIT)
+        stats = d.stats(0)
+        assert (stats.completed, stats.failed, stats.busy, stats.queued) == (2, 2, 0, 0)
+        assert errors == []  # the futures got them
+
+
 class TestThreadPoolsBeside:
     def test_a_backed_pool_and_a_thread_pool_do_not_wait_for_each_other(
         self, engine: ProcessPoolExecutor, gate: Gate
@@ -512,6 +725,54 @@ class TestNoFeeder:
             assert d.stats(0).completed == 2
         finally:
             refusing.active = False
+            d.finalize(timeout=WAIT)
+
+    @pytest.mark.skipif(sys.platform == "win32", reason="POSIX signals")
+    def test_ctrl_c_while_the_caller_waits_for_the_engine_settles_the_call(
+        self, engine: ProcessPoolExecutor, gate: Gate, monkeypatch: pytest.MonkeyPatch
+    ) -> None:
+        """With no feeder, Ctrl-C while submit waits for the engine propagates; the view's shutdown() returns."""
+        assert threading.current_thread() is threading.main_thread()
+        RefusingStart(monkeypatch, "nofeeder-")
+        d = Dispatcher([PoolConfig(0, 1, backend=engine)], name="nofeeder")
+        view = d.executor(0)
+
+        def strike() -> None:
+            gate.wait_started(1)
+            signal.pthread_kill(threading.main_thread().ident, signal.SIGINT)  # type: ignore[arg-type]
+
+        striker = threading.Thread(target=strike, name="test-striker")
+        striker.start()
+        try:
+            with pytest.raises(KeyboardInterrupt):
+                view.submit(gate.job(0))
+        finally:
+            striker.join(WAIT)
+            gate.open()
+        closer = threading.Thread(target=view.shutdown, name="test-shutdown")
+        closer.start()
+        closer.join(WAIT)
+        assert not closer.is_alive()  # the call's future was settled, not left running
+        d.finalize(timeout=WAIT)
+        assert d.stats(0).failed == 1
+
+    def test_pool_without_feeder_settles_the_future_of_a_job_its_engine_refuses(
+        self, monkeypatch: pytest.MonkeyPatch
+    ) -> None:
+        """With no feeder, a job a shut-down engine refuses fails its future with EngineBroken, never left running."""
+        RefusingStart(monkeypatch, "nofeeder-")
+        executor = ThreadPoolExecutor(1)
+        executor.shutdown()
+        errors: list[BaseException] = []
+        d = Dispatcher([PoolConfig(0, 1, backend=executor)], name="nofeeder", on_error=lambda j, e: errors.append(e))
+        try:
+            future = d.executor(0).submit(remote_jobs.square, 2)
+            with pytest.raises(EngineBroken, match=r"refused it \(RuntimeError: cannot schedule new futures after"):
+                future.result(0)
+            stats = d.stats(0)
+            assert (stats.failed, stats.busy) == (1, 0)
+            assert errors == []  # the future got it
+        finally:
             d.finalize(timeout=WAIT)
 
 

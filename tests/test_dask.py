@@ -18,7 +18,16 @@ distributed = pytest.importorskip("distributed")
 dask = pytest.importorskip("dask")
 
 import remote_jobs  # noqa: E402
-from jobdispatch import DaskBackend, Dispatcher, EngineBroken, JobNotSerializable, PoolConfig, PoolFull  # noqa: E402
+from jobdispatch import (  # noqa: E402
+    DaskBackend,
+    Dispatcher,
+    EngineBroken,
+    JobNotSerializable,
+    PoolConfig,
+    PoolFull,
+    RemoteJobError,
+    ResultNotSerializable,
+)
 from support import WAIT, Counter, wait_for  # noqa: E402
 from test_backends import Gate  # noqa: E402
 
@@ -135,6 +144,54 @@ class TestDask:
         wait_for(lambda: not any(key.startswith("jobdispatch-") for key in client.futures), "Dask to drop the keys")
         assert d.stats(0).completed == 300
 
+    def test_results_that_cannot_travel_back_fail_their_call_only(self, on_dask: Any, client: Any) -> None:
+        """A result that cannot be pickled on the worker, or unpickled here, fails its call: ResultNotSerializable."""
+        d, errors = on_dask
+        view = d.executor(0)
+        unpicklable = view.submit(remote_jobs.LockHolder)
+        unloadable = view.submit(remote_jobs.loads_nowhere)
+        with pytest.raises(ResultNotSerializable, match=r"^the result of the call, a remote_jobs.LockHolder, "):
+            unpicklable.result(WAIT)
+        with pytest.raises(ResultNotSerializable, match=r"^the result of the call cannot be unpickled in this process"):
+            unloadable.result(WAIT)
+        assert view.submit(remote_jobs.square, 5).result(WAIT) == 25
+        assert d.wait(WAIT)
+        assert (d.stats(0).completed, d.stats(0).failed) == (1, 2)
+        assert errors == []
+        # The exceptions, still held here, keep no Dask future: the cluster lets the results go.
+        gc.collect()
+        wait_for(lambda: not any(key.startswith("jobdispatch-") for key in client.futures), "Dask to drop the keys")
+
+    def test_exception_that_cannot_be_unpickled_here_fails_its_job_only(self, on_dask: Any, client: Any) -> None:
+        """An exception that unpickles on the workers but not here arrives as RemoteJobError, and keeps no key."""
+        d, errors = on_dask
+        d.dispatch(remote_jobs.raise_worker_only)
+        assert d.wait(WAIT)
+        (_, error), *_ = errors
+        assert isinstance(error, RemoteJobError)
+        assert (error.type_name, error.text) == ("remote_jobs.WorkerOnlyError", "only workers know it")
+        assert "in raise_worker_only" in str(error.__cause__)
+        assert d.stats(0).failed == 1
+        gc.collect()
+        wait_for(lambda: not any(key.startswith("jobdispatch-") for key in client.futures), "Dask to drop the keys")
+
+    def test_result_slow_to_arrive_holds_up_no_other_pool(self, client: Any) -> None:
+        """While one pool's result is still being fetched and loaded, another pool's results come back."""
+        d = Dispatcher([PoolConfig(0, 1, backend=client), PoolConfig(1, 1, backend=client)])
+        loading = remote_jobs.LOADING["slow"] = threading.Event()
+        gate = remote_jobs.GATES["slow"] = threading.Event()
+        try:
+            slow = d.executor(0).submit(remote_jobs.loads_after_gate, "slow")
+            assert loading.wait(WAIT)  # its result is arriving, and waits for the gate
+            assert d.executor(1).submit(remote_jobs.square, 3).result(WAIT) == 9
+            assert not slow.done()
+            gate.set()
+            assert slow.result(WAIT) == "slow"
+        finally:
+            gate.set()
+            d.finalize(timeout=WAIT)
+        assert (d.stats(0).completed, d.stats(1).completed) == (1, 1)
+
     def test_batch_raises_the_group_of_remote_errors(self, on_dask: Any) -> None:
         """A batch's failed jobs come back as an ExceptionGroup of their own exceptions."""
         d, errors = on_dask
@@ -201,6 +258,18 @@ class TestDask:
             d.finalize(timeout=WAIT)
         assert (d.stats(0).completed, d.stats(0).failed) == (1, 0)
 
+    def test_retries_do_not_rerun_a_job_whose_result_cannot_be_sent_back(self, client: Any, tmp_path: Path) -> None:
+        """A job that ran but whose result cannot be pickled is not rerun by retries; its call fails once."""
+        d = Dispatcher([PoolConfig(0, 1, backend=DaskBackend(client, retries=2))])
+        try:
+            future = d.executor(0).submit(remote_jobs.count_run_then_return_a_lock, str(tmp_path))
+            with pytest.raises(ResultNotSerializable, match=r"^the result of the call, a _thread.lock, cannot be sent"):
+                future.result(WAIT)
+        finally:
+            d.finalize(timeout=WAIT)
+        assert len(list(tmp_path.iterdir())) == 1
+        assert d.stats(0).failed == 1
+
 
 class TestDaskBackendOptions:
     def test_bad_options_are_refused_with_their_values(self, client: Any) -> None:
@@ -215,6 +284,22 @@ class TestDaskBackendOptions:
             DaskBackend(client, retries=-1)
         with pytest.raises(TypeError, match=r"^allow_other_workers must be a bool, got 1$"):
             DaskBackend(client, allow_other_workers=1)  # type: ignore[arg-type]
+
+    def test_options_no_worker_could_satisfy_are_refused_with_their_values(self, client: Any) -> None:
+        """Options under which a job would wait on the cluster for ever, or run anywhere, raise naming the value."""
+        with pytest.raises(ValueError, match=r"^workers must name at least one worker, got \[\]$"):
+            DaskBackend(client, workers=[])
+        with pytest.raises(TypeError, match=r"^resources amounts must be numbers, got 'one' for 'gpu'$"):
+            DaskBackend(client, resources={"gpu": "one"})  # type: ignore[dict-item]
+        keys = r"^resources must map names \(str\) to amounts, got the key 1 in \{1: 1\}$"
+        with pytest.raises(TypeError, match=keys):
+            DaskBackend(client, resources={1: 1})  # type: ignore[dict-item]
+        for amount in (-1, float("inf"), float("nan")):
+            with pytest.raises(ValueError, match=r"^resources amounts must be finite and >= 0, got .* for 'gpu'$"):
+                DaskBackend(client, resources={"gpu": amount})
+        with pytest.raises(ValueError, match=r"^allow_other_workers=True needs workers, got workers=None$"):
+            DaskBackend(client, allow_other_workers=True)
+        assert DaskBackend(client, resources={"gpu": 0.5}).resources == {"gpu": 0.5}
 
     def test_resources_route_jobs_to_the_workers_that_declare_them(self, client: Any) -> None:
         """A pool asking for a resource no worker has keeps its jobs in flight, unrun, until cancelled."""
@@ -297,6 +382,29 @@ class TestClosedClient:
         assert isinstance(error, EngineBroken)
         assert "refused it (ClosedClientError" in str(error)
         assert d.stats(0).failed == 1
+
+    def test_client_closed_under_jobs_in_flight_leaves_no_job_pending(self, client: Any, gate: Gate) -> None:
+        """Closing the client while jobs are in flight and queued: every job is counted over, wait() returns."""
+        second = distributed.Client(client.cluster, set_as_default=False)
+        d = Dispatcher([PoolConfig(0, 4, queue_size=4, backend=second)])
+        try:
+            view = d.executor(0)
+            futures = [view.submit(gate.job(n)) for n in range(8)]
+            gate.wait_started(2)
+            # The close cancels the jobs in flight; the pool sends its queued
+            # jobs as their slots free up, while the client is closing.
+            second.close()
+            gate.open()
+            assert d.wait(WAIT)
+        finally:
+            gate.open()
+            d.finalize(timeout=WAIT)
+        stats = d.stats(0)
+        assert (stats.completed + stats.failed, stats.busy, stats.queued) == (8, 0, 0)
+        assert all(f.done() for f in futures)
+        for future in futures:
+            if future.exception() is not None:
+                assert isinstance(future.exception(), EngineBroken | concurrent.futures.CancelledError)
 
 
 class TestClientExecutor:

@@ -20,6 +20,7 @@ from ._errors import EngineBroken as EngineBroken
 from ._errors import JobNotSerializable as JobNotSerializable
 from ._errors import PoolFull as PoolFull
 from ._errors import RemoteJobError as RemoteJobError
+from ._errors import ResultNotSerializable as ResultNotSerializable
 from ._errors import UnknownPriority as UnknownPriority
 from ._futures import PoolExecutor as PoolExecutor
 from ._job import Job as Job
@@ -51,6 +52,7 @@ __all__ = [
     "PoolStats",
     "ProgressCallback",
     "RemoteJobError",
+    "ResultNotSerializable",
     "ThreadPoolExecutor",
     "UnknownPriority",
 ]

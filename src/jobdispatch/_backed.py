@@ -15,6 +15,7 @@ travel fails there, uncounted, with `JobNotSerializable`.
 
 from __future__ import annotations
 
+import contextvars
 import threading
 import time
 from collections.abc import Callable
@@ -27,10 +28,10 @@ from ._batch import BatchCall
 from ._calls import _Call
 from ._config import PoolConfig
 from ._errors import EngineBroken
-from ._outcome import CancelledBeforeStart, ReportedElsewhere, safe_repr
+from ._outcome import CancelledBeforeStart, ReportedElsewhere, interrupts_caller, safe_repr
 from ._pool import ErrorHandler, Pool, count_worker_in, job_over
 from ._remote import Payload
-from ._rounds import Generation, Round
+from ._rounds import Generation, Round, Running, finish_generation, role
 from ._scheduler import Run
 
 if TYPE_CHECKING:
@@ -74,11 +75,13 @@ class RemoteCall:
     def __call__(self) -> None:
         if not self.start():
             raise CancelledBeforeStart
-        done = threading.Event()
-        engine_future = self.engine.submit(self.payload)
-        self.engine.when_done(engine_future, lambda _: done.set())
-        done.wait()
-        result, error = self.engine.outcome(engine_future, self.future is not None)
+        try:
+            result, error = self._run()
+        except BaseException as problem:
+            if interrupts_caller(problem):  # Ctrl-C on the main thread: the caller's, not the job's
+                self.settle(None, problem)  # the future never stays running
+                raise
+            result, error = None, problem.with_traceback(None)  # see BackedPool._done
         if self.future is not None:
             self.settle(result, error)
             if error is not None:
@@ -86,8 +89,28 @@ class RemoteCall:
         elif error is not None:
             raise error
 
+    def _run(self) -> tuple[object, BaseException | None]:
+        try:
+            engine_future = self.engine.submit(self.payload)
+        except Exception as error:
+            raise engine_broken(self.engine, "could not send the job", "refused it", error) from error
+        done = threading.Event()
+        self.engine.when_done(engine_future, lambda _: done.set())
+        lost = self.engine.lost(engine_future)
+        if lost is not None:
+            return None, engine_broken(self.engine, "sent the job", "lost it", lost)
+        done.wait()
+        return self.engine.outcome(engine_future, self.future is not None)
+
     def __repr__(self) -> str:
         return f"<job serialised for {self.engine.describe()}>"
+
+
+def engine_broken(engine: Engine, subject: str, what: str, error: BaseException) -> EngineBroken:
+    """Return the `EngineBroken` a job fails with when ``engine`` refused or lost it (``what``)."""
+    broken = EngineBroken(f"{subject}: its engine, {engine.describe()}, {what} ({type(error).__name__}: {error})")
+    broken.__cause__ = error
+    return broken
 
 
 class BackedPool(Pool):
@@ -125,7 +148,14 @@ class BackedPool(Pool):
     def _worker_main(self) -> None:
         _feed(self)
 
-    def send(self, job: object, fn: Callable[[], object], generation: Generation, batch: Batch | None) -> bool:
+    def send(
+        self,
+        job: object,
+        fn: Callable[[], object],
+        generation: Generation,
+        batch: Batch | None,
+        context: contextvars.Context | None,
+    ) -> bool:
         """Submit one queued job to the engine; return whether it took the in-flight slot."""
         remote = fn.fn if isinstance(fn, BatchCall) else fn
         if generation.cancelled:  # finalize(cancel_pending=True) dropped it
@@ -149,21 +179,37 @@ class BackedPool(Pool):
             job_over(self, CancelledBeforeStart, generation, batch, fn)
             return False
         began = time.perf_counter()
+        # The engine is the user's code: whatever it raises (a BaseException
+        # too), the job is counted over, and the feeder lives on.
+        payload = remote.payload
+        if type(payload) is tuple:  # an engine in this process runs the job as a thread of the pool would
+            call, args, kwargs, keep = payload
+            payload = (_InRound(generation, context, call), args, kwargs, keep)
         try:
-            future = self._engine.submit(remote.payload)
-        except Exception as error:
-            broken = EngineBroken(
-                f"pool {self.priority} could not send job {safe_repr(job)}: its engine, "
-                f"{self._engine.describe()}, refused it ({type(error).__name__}: {error})"
-            )
-            broken.__cause__ = error
-            self._over(job, fn, remote, generation, batch, began, None, broken)
+            future = self._engine.submit(payload)
+        except BaseException as error:
+            self._over(job, fn, remote, generation, batch, began, None, self._broken(job, "refused it", error))
             return False
-        self._engine.when_done(future, partial(self._done, job, fn, remote, generation, batch, began))
-        return True
+        # Counted over once, by whichever takes ``claim`` first: the
+        # done-callback, or this thread if the engine will never call it.
+        claim = threading.Lock()
+        try:
+            self._engine.when_done(future, partial(self._done, claim, job, fn, remote, generation, batch, began))
+            lost = self._engine.lost(future)
+        except BaseException as error:
+            lost = error
+        if lost is None or not claim.acquire(False):
+            return True  # the done-callback counts it over and frees the slot
+        self._over(job, fn, remote, generation, batch, began, None, self._broken(job, "lost it", lost))
+        return False
+
+    def _broken(self, job: object, what: str, error: BaseException) -> EngineBroken:
+        subject = f"pool {self.priority} {'could not send' if what == 'refused it' else 'sent'} job {safe_repr(job)}"
+        return engine_broken(self._engine, subject, what, error)
 
     def _done(
         self,
+        claim: threading.Lock,
         job: object,
         fn: Callable[[], object],
         remote: RemoteCall,
@@ -173,11 +219,47 @@ class BackedPool(Pool):
         future: Any,
     ) -> None:
         """Count the job over and free its slot: the done-callback, on a thread of the engine."""
+        if not claim.acquire(False):
+            return  # counted over already, when the engine lost it
+        if remote.future is not None and self._engine.slow_results:
+            # Fetching the result is a round trip to a worker, and the
+            # engine's callback thread serves every pool on it (Dask has one
+            # per process): the fetch gets a thread of its own, so that a
+            # large or slow result holds up no other job's accounting. At
+            # most ``workers`` at once: each holds its job's slot.
+            fetcher = threading.Thread(
+                target=self._settle,
+                args=(job, fn, remote, generation, batch, began, future),
+                name=f"{self._thread_name}-result",
+                daemon=True,
+            )
+            try:
+                fetcher.start()
+            except Exception:  # no thread to be had: fetch it here
+                pass
+            else:
+                return
+        self._settle(job, fn, remote, generation, batch, began, future)
+
+    def _settle(
+        self,
+        job: object,
+        fn: Callable[[], object],
+        remote: RemoteCall,
+        generation: Generation,
+        batch: Batch | None,
+        began: float,
+        future: Any,
+    ) -> None:
+        """Fetch the job's outcome, count it over and free its slot."""
         try:
             try:
                 result, error = self._engine.outcome(future, remote.future is not None)
             except BaseException as problem:  # the engine could not say: count it failed
-                result, error = None, problem
+                # Without its traceback: its frames (outcome's, then this
+                # one's and the engine's, by f_back) hold the engine's future,
+                # which the job's exception must not keep alive.
+                result, error = None, problem.with_traceback(None)
             del future
             self._over(job, fn, remote, generation, batch, began, result, error)
         finally:
@@ -194,12 +276,29 @@ class BackedPool(Pool):
         result: object,
         error: BaseException | None,
     ) -> None:
-        kind: BaseException | type[ReportedElsewhere] | None = error
+        """Count a job that was sent over, then tell whoever waits for its outcome.
+
+        The counters and the job's place come first: what is told runs code
+        of the user's (``on_error``, a future's callbacks, a batch's
+        progress) on a thread of the engine, and that code may dispatch into
+        this very pool. Its place then waits for it, as a thread of the pool
+        would run it, where holding the place would leave it blocked for
+        ever on a full pool, and the engine's thread with it. The barrier
+        and the batch are told last, as for a job on threads.
+        """
+        with self._lock:
+            if error is None:
+                self._completed += 1
+            else:
+                self._left_otherwise += 1
+                self._failed += 1
+            if self._wanted:
+                self.free_place_locked()
+            else:
+                self._room += 1
         try:
             if remote.future is not None:
                 remote.settle(result, error)
-                if error is not None:
-                    kind = ReportedElsewhere
             elif error is not None:
                 self._report(job, error, batch, time.perf_counter() - began)
             if isinstance(fn, BatchCall):
@@ -208,7 +307,10 @@ class BackedPool(Pool):
             if type(run) is Run:
                 run.handle._finish()
         finally:
-            job_over(self, kind, generation, batch, fn)
+            with self._lock:
+                finish_generation(generation)
+            if batch is not None:
+                batch._job_over(fn, cancelled=False)
 
 
 def _feed(pool: BackedPool) -> None:
@@ -230,8 +332,45 @@ def _feed(pool: BackedPool) -> None:
                 pool._sentinels -= 1
                 pool._live -= 1
             return
-        job, fn, generation, batch, _ = item
+        job, fn, generation, batch, context = item
         del item
-        if pool.send(job, fn, generation, batch):
+        if pool.send(job, fn, generation, batch, context):
             holding = False  # the job holds it now; its done-callback frees it
-        del job, fn, generation, batch
+        del job, fn, generation, batch, context
+
+
+class _InRound:
+    """A job for an engine in this process, run as a thread of its pool would run it.
+
+    In the dispatching code's context, and in the job's round: its follow-up
+    jobs join that round (and are let in while `Dispatcher.finalize`
+    drains), and `Dispatcher.wait` inside it raises instead of deadlocking.
+    Pickled (an engine said to be in this process is not), it is the bare
+    call: the round and the context stay here.
+    """
+
+    __slots__ = ("call", "context", "generation")
+
+    def __init__(self, generation: Generation, context: contextvars.Context | None, call: Callable[..., Any]) -> None:
+        self.generation = generation
+        self.context = context
+        self.call = call
+
+    def __call__(self, *args: Any, **kwargs: Any) -> object:
+        running = role.running
+        if running is None:
+            running = role.running = Running()
+        previous, running.generation = running.generation, self.generation
+        try:
+            if self.context is None:
+                return self.call(*args, **kwargs)
+            return self.context.run(self.call, *args, **kwargs)
+        finally:
+            running.generation = previous
+
+    def __reduce__(self) -> str | tuple[Any, ...]:
+        return _bare, (self.call,)
+
+
+def _bare(call: Callable[..., Any]) -> Callable[..., Any]:
+    return call

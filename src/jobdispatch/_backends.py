@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import concurrent.futures
 import importlib
+import math
 import pickle
 import sys
 import uuid
@@ -18,7 +19,7 @@ from dataclasses import dataclass
 from typing import Any, Protocol
 
 from ._errors import JobNotSerializable
-from ._remote import Call, Payload, run_job, seal
+from ._remote import Call, Payload, load_result, run_job, seal, unwrap
 
 __all__ = ["DaskBackend", "Engine", "ExecutorBackend", "check_backend", "engine_for"]
 
@@ -38,8 +39,10 @@ class ExecutorBackend:
         serializer: How jobs are serialised at dispatch: ``"pickle"``,
             ``"cloudpickle"`` (needs the cloudpickle package), ``"none"`` (the
             job itself is handed over: for engines in this process), or
-            ``"auto"``: none for a ``ThreadPoolExecutor``, cloudpickle for
-            Dask's ``Client.get_executor()``, pickle otherwise.
+            ``"auto"``: none for a ``ThreadPoolExecutor`` (the standard one
+            or jobdispatch's) and for a dispatcher's executor view,
+            cloudpickle for Dask's ``Client.get_executor()``, pickle
+            otherwise.
 
     Raises:
         TypeError: ``executor`` is not an Executor.
@@ -78,7 +81,9 @@ class DaskBackend:
 
     Raises:
         TypeError: An option has the wrong type.
-        ValueError: ``retries`` is negative.
+        ValueError: ``retries`` is negative; ``workers`` is empty; a
+            resource amount is negative, infinite or NaN;
+            ``allow_other_workers`` is set without ``workers``.
     """
 
     client: Any
@@ -90,13 +95,16 @@ class DaskBackend:
     def __post_init__(self) -> None:
         if not _is_dask_client(self.client):
             raise TypeError(f"client must be a distributed.Client, got {self.client!r}")
-        if self.workers is not None and not (
-            isinstance(self.workers, str)
-            or (isinstance(self.workers, Sequence) and all(isinstance(w, str) for w in self.workers))
-        ):
-            raise TypeError(f"workers must be a str, a sequence of str or None, got {self.workers!r}")
-        if self.resources is not None and not isinstance(self.resources, Mapping):
-            raise TypeError(f"resources must be a mapping or None, got {self.resources!r}")
+        if self.workers is not None:
+            if not (
+                isinstance(self.workers, str)
+                or (isinstance(self.workers, Sequence) and all(isinstance(w, str) for w in self.workers))
+            ):
+                raise TypeError(f"workers must be a str, a sequence of str or None, got {self.workers!r}")
+            if not self.workers:  # Dask would run the jobs anywhere
+                raise ValueError(f"workers must name at least one worker, got {self.workers!r}")
+        if self.resources is not None:
+            _check_resources(self.resources)
         if self.retries is not None:
             if isinstance(self.retries, bool) or not isinstance(self.retries, int):
                 raise TypeError(f"retries must be an int or None, got {self.retries!r}")
@@ -104,6 +112,21 @@ class DaskBackend:
                 raise ValueError(f"retries must be >= 0, got {self.retries!r}")
         if not isinstance(self.allow_other_workers, bool):
             raise TypeError(f"allow_other_workers must be a bool, got {self.allow_other_workers!r}")
+        if self.allow_other_workers and self.workers is None:
+            raise ValueError("allow_other_workers=True needs workers, got workers=None")
+
+
+def _check_resources(resources: object) -> None:
+    """Refuse resources a Dask worker could never satisfy: its jobs would wait on the cluster for ever."""
+    if not isinstance(resources, Mapping):
+        raise TypeError(f"resources must be a mapping or None, got {resources!r}")
+    for name, amount in resources.items():
+        if not isinstance(name, str):
+            raise TypeError(f"resources must map names (str) to amounts, got the key {name!r} in {resources!r}")
+        if isinstance(amount, bool) or not isinstance(amount, int | float):
+            raise TypeError(f"resources amounts must be numbers, got {amount!r} for {name!r}")
+        if not (0 <= amount < math.inf):
+            raise ValueError(f"resources amounts must be finite and >= 0, got {amount!r} for {name!r}")
 
 
 def _is_dask_client(value: object) -> bool:
@@ -127,6 +150,7 @@ class Engine(Protocol):
     """What a pool with a backend needs from it."""
 
     serializer: str
+    slow_results: bool  # fetching a result is a round trip: not on the engine's callback thread
 
     def submit(self, payload: Payload) -> Any:
         """Start a job; return the engine's future for it."""
@@ -138,18 +162,29 @@ class Engine(Protocol):
         """Return ``(result, None)`` or ``(None, exception)`` for a future that is done.
 
         Without ``want_result``, the result is ``None``: fetching it may cost
-        a round trip to a remote worker.
+        a round trip to a remote worker. A result that cannot be unpickled
+        here gives a `ResultNotSerializable` as the exception.
         """
+
+    def lost(self, future: Any) -> BaseException | None:
+        """Return why the engine will never call back for ``future``, or ``None`` if it will."""
 
     def describe(self) -> str:
         """Name the engine in error messages."""
 
 
 class _ExecutorEngine:
+    slow_results = False  # a concurrent.futures future holds its result
+
     def __init__(self, executor: concurrent.futures.Executor, serializer: str) -> None:
         self._executor = executor
         if serializer == "auto":
-            if isinstance(executor, concurrent.futures.ThreadPoolExecutor):
+            from ._futures import FuturesExecutor  # here: it imports the pools, which import this module
+
+            # Threads of this process: jobdispatch's ThreadPoolExecutor and
+            # the executor view of a dispatcher (which sends each job on to
+            # its pool's own backend, if it has one) as much as the standard one.
+            if isinstance(executor, concurrent.futures.ThreadPoolExecutor | FuturesExecutor):
                 serializer = "none"
             elif type(executor).__module__.startswith("distributed"):
                 serializer = "cloudpickle"
@@ -170,8 +205,14 @@ class _ExecutorEngine:
             return None, concurrent.futures.CancelledError("the engine cancelled the job")
         error = future.exception()
         if error is not None:
-            return None, error
-        return future.result() if want_result else None, None
+            return None, unwrap(error)
+        if not want_result:
+            return None, None
+        result = future.result()
+        return (result, None) if self.serializer == "none" else load_result(result)
+
+    def lost(self, future: Any) -> BaseException | None:
+        return None
 
     def describe(self) -> str:
         return f"{type(self._executor).__name__} at {id(self._executor):#x}"
@@ -179,6 +220,7 @@ class _ExecutorEngine:
 
 class _DaskEngine:
     serializer = "cloudpickle"
+    slow_results = True  # a Dask result stays on its worker until fetched
 
     def __init__(self, spec: DaskBackend) -> None:
         self._client = spec.client
@@ -202,11 +244,20 @@ class _DaskEngine:
     def outcome(self, future: Any, want_result: bool) -> tuple[object, BaseException | None]:
         status = future.status
         if status == "finished":
-            return future.result() if want_result else None, None
+            return load_result(future.result()) if want_result else (None, None)
         if status == "error":
             error = future.exception()
-            return None, error if isinstance(error, BaseException) else RuntimeError(repr(error))
+            return None, unwrap(error) if isinstance(error, BaseException) else RuntimeError(repr(error))
         return None, concurrent.futures.CancelledError(f"the Dask future of the job ended as {status!r}")
+
+    def lost(self, future: Any) -> BaseException | None:
+        # A client that closes cancels the futures it has as it begins to
+        # close; one made meanwhile (the pool sends its next job as a slot
+        # frees up) is never settled.
+        status = self._client.status
+        if status in ("closing", "closed") and not future.done():
+            return RuntimeError(f"the Dask client is {status}")
+        return None
 
     def describe(self) -> str:
         return f"Dask client {self._client!r}"

@@ -622,7 +622,7 @@ class Dispatcher:
                     pool, fn, reported = self._route(job, job_priority)
                     if type(pool) is not ThreadPool:  # an engine runs each job on its own: no chunks
                         sending = 1
-                        pool.submit(reported, fn, None, None, timeout)
+                        pool.submit(reported, fn, None, copy_context() if self._propagate_context else None, timeout)
                         count += 1
                         continue
                 else:

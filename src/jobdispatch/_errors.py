@@ -9,6 +9,7 @@ __all__ = [
     "JobNotSerializable",
     "PoolFull",
     "RemoteJobError",
+    "ResultNotSerializable",
     "UnknownPriority",
 ]
 
@@ -55,13 +56,27 @@ class JobNotSerializable(DispatcherError, TypeError):
 
 
 class EngineBroken(DispatcherError, RuntimeError):
-    """A job's failure when the pool's backend refused to take it.
+    """A job's failure when the pool's backend refused to take it, or lost it.
 
     The engine belongs to the user, so the pool cannot replace it: a
     ``ProcessPoolExecutor`` broken by a worker process that died, or one that
     was shut down, or a closed Dask client, fails every further job of the
     pool with this error (counted in ``stats().failed`` and reported to
-    ``on_error`` or the job's batch) instead of hanging.
+    ``on_error`` or the job's batch) instead of hanging. So does an engine
+    whose ``submit`` raises anything, or that will never say a job is over
+    (its future refuses a done-callback; a Dask client closing as the job is
+    sent).
+    """
+
+
+class ResultNotSerializable(DispatcherError, TypeError):
+    """The exception of a call whose result could not be sent back from the process that ran it.
+
+    A call through the executor view of a pool with a backend sends its
+    result back pickled. A result that cannot be pickled where the call ran,
+    or unpickled in the dispatching process, fails the call's future with
+    this error, which says why; the call is counted failed, and the engine
+    keeps working.
     """
 
 
