@@ -38,6 +38,7 @@ import subprocess
 import sys
 import threading
 import time
+import traceback
 from collections.abc import Callable
 from typing import Any
 
@@ -524,10 +525,14 @@ def _recover(d: Any, name: str, mode: str, timeout: float) -> list[str]:
         problems.append(f"finalize(cancel_pending=True) raised {error!r}")
     for thread in threading.enumerate():
         if thread.name.startswith(f"{name}-") and thread.ident is not None:
-            thread.join(timeout)
-    left = [t.name for t in threading.enumerate() if t.name.startswith(f"{name}-")]
+            thread.join(5 * timeout)  # a loaded machine may take a while to let a thread end
+    left = [t for t in threading.enumerate() if t.name.startswith(f"{name}-")]
     if left:
-        problems.append(f"threads left: {left}")
+        frames = sys._current_frames()
+        stacks = {
+            t.name: traceback.format_stack(frames[t.ident])[-4:] if t.ident in frames else "not started" for t in left
+        }
+        problems.append(f"threads left: {[t.name for t in left]}; where: {stacks}")
     for priority, stats in d.stats().items():
         if (stats.busy, stats.queued, stats.delayed) != (0, 0, 0):
             problems.append(f"pool {priority} after finalize: {stats}")
