@@ -40,7 +40,7 @@ from ._outcome import (
     mark_ran,
     tell_cancelled,
 )
-from ._rounds import Generation, Round, Running, finish_generation, generation_done, role, runs_jobs_of, wake_future
+from ._rounds import Generation, Round, Running, finish_generation, generation_done, role, runs_job_of, wake_future
 from ._state import State
 from ._stats import PoolStats
 
@@ -387,22 +387,41 @@ class Pool:
         context: contextvars.Context | None,
         generation: Generation | None,
     ) -> None:
-        """Run a job in the calling thread and count it; ``generation``: it was a delayed job."""
-        previous: Generation | None = None
+        """Run a job in the calling thread and count it; ``generation``: it was a delayed job.
+
+        A job dispatched now (no ``generation``) joins a round for as long as
+        it runs, as a queued job does: `Dispatcher.wait` and `Dispatcher.finalize`
+        wait for it, and the jobs it dispatches join its round.
+        """
+        delayed = generation is not None
         running = role.running
-        if generation is not None:  # its follow-ups join its round
-            if running is None:
-                running = role.running = Running()
-            previous, running.generation = running.generation, generation
-        started = time.perf_counter()
-        error = call_job(fn, context)
+        if running is None:
+            running = role.running = Running()
+        previous = running.generation
+        joined: Generation | None = None
+        try:
+            if generation is None:
+                with self._lock:
+                    joined = self.join_round_locked(running)
+                    joined.pending += 1  # no call between the two: Ctrl-C finds it counted and known
+                generation = joined
+            running.generation = generation  # its follow-ups join its round
+            started = time.perf_counter()
+            error = call_job(fn, context)
+        except BaseException:
+            # Ctrl-C before the job ran: it is neither run nor counted.
+            running.generation = previous
+            if joined is not None:
+                with self._lock:  # inline, not a call: Ctrl-C strikes at calls
+                    joined.pending -= 1
+                    if not joined.pending and joined.done is not None:
+                        generation_done(joined)
+            raise
         # The job has run: whatever strikes from here on (Ctrl-C at a call),
         # it is counted, and the exception says so to the dispatch that ran it.
         cancelled = propagate = False
         try:
             try:
-                if generation is not None and running is not None:
-                    running.generation = previous
                 cancelled = isinstance(error, CancelledBeforeStart)
                 # On the main thread a KeyboardInterrupt or SystemExit may be Ctrl-C
                 # or a signal handler, not the job: it is counted, then propagates.
@@ -410,6 +429,7 @@ class Pool:
                 if error is not None and not (cancelled or propagate or isinstance(error, ReportedElsewhere)):
                     self._report(job, error, batch, time.perf_counter() - started)
             finally:
+                running.generation = previous  # first, no call before it: Ctrl-C cannot skip it
                 try:
                     with self._lock:
                         if cancelled:
@@ -418,15 +438,19 @@ class Pool:
                             self._inline_completed += 1
                         else:
                             self._failed += 1
-                        if generation is not None:
+                        if delayed:
                             self._delayed -= 1
-                            finish_generation(generation)
+                        # Inline, not a call: Ctrl-C strikes at calls. A barrier
+                        # mends an event that Ctrl-C kept from being set.
+                        generation.pending -= 1
+                        if not generation.pending and generation.done is not None:
+                            generation_done(generation)
                 finally:
                     if batch is not None:
                         batch._job_over(fn, cancelled=cancelled)
             if propagate:
                 assert error is not None
-                if generation is None:  # a chunk struck before it took its jobs: they never start
+                if not delayed:  # a chunk struck before it took its jobs: they never start
                     tell_cancelled(fn)
                 mark_ran(error)  # in the try: Ctrl-C as it runs gets the note instead
         except BaseException as struck:
@@ -690,7 +714,7 @@ class Pool:
             return False
         if state is not _DRAINING:
             return True
-        return not runs_jobs_of(self.owner)
+        return not runs_job_of(self.owner)
 
     def close(self, *, draining: bool) -> None:
         """Refuse new jobs and wake the producers waiting for room.

@@ -1,0 +1,146 @@
+"""Which jobs a barrier and finalize wait for, whatever thread runs them, and who may dispatch while finalize drains.
+
+A job that the dispatching thread runs itself (its pool cannot start a
+thread) belongs to a round while it runs, as a queued job does: `wait()`
+and `finalize()` on other threads wait for it, and its follow-ups join its
+round. While `finalize()` drains, only a thread that runs one of the
+dispatcher's jobs right now may dispatch: anything else could come after
+the drain found nothing pending, and be left in a queue no worker reads.
+"""
+
+from __future__ import annotations
+
+import threading
+from collections.abc import Callable
+
+import pytest
+
+from jobdispatch import Dispatcher, DispatcherClosed, DispatcherError, PoolConfig
+from support import WAIT, Kit, refuse_thread_starts, wait_for
+
+
+def in_thread(target: Callable[[], None], name: str) -> tuple[threading.Thread, list[BaseException]]:
+    """Start ``target`` on a thread; the list gets what it raised."""
+    errors: list[BaseException] = []
+
+    def run() -> None:
+        try:
+            target()
+        except BaseException as error:
+            errors.append(error)
+
+    thread = threading.Thread(target=run, name=name)
+    thread.start()
+    return thread, errors
+
+
+class TestJobRunByTheDispatchingThread:
+    """Pool 0 cannot start its thread: each dispatch to it runs the job in the dispatching thread."""
+
+    @pytest.fixture
+    def d(self, kit: Kit, monkeypatch: pytest.MonkeyPatch) -> Dispatcher:
+        refuse_thread_starts(monkeypatch, "test-inline-p0-")
+        return kit.dispatcher([PoolConfig(0, 1, 4), PoolConfig(1, 1, 4)], name="test-inline")
+
+    def test_wait_from_another_thread_waits_for_it(self, d: Dispatcher, kit: Kit) -> None:
+        """wait() called while the dispatching thread runs the job does not report it done."""
+        gate, started = kit.gate(), threading.Event()
+
+        def job() -> None:
+            started.set()
+            assert gate.wait(WAIT)
+
+        producer, errors = in_thread(lambda: d.dispatch(job, priority=0), "test-producer")
+        try:
+            assert started.wait(WAIT)
+            assert d.wait(0) is False, "wait() saw nothing pending while a dispatched job still ran"
+            assert d.stats(0).completed == 0
+        finally:
+            gate.set()
+            producer.join(WAIT)
+        assert not producer.is_alive() and not errors, errors
+        assert d.wait(WAIT)
+        assert d.stats(0).completed == 1
+
+    def test_finalize_accepts_its_follow_up_and_waits_for_both(self, d: Dispatcher) -> None:
+        """finalize() drains the job and the follow-up it dispatches once the drain has begun."""
+        started, ran, over = threading.Event(), threading.Event(), threading.Event()
+        outcome: list[object] = []
+
+        def job() -> None:
+            started.set()
+            wait_for(lambda: d.closed, "finalize to begin")
+            try:
+                d.dispatch(ran.set, priority=1)
+            except DispatcherClosed as error:
+                outcome.append(error)
+            else:
+                outcome.append("accepted")
+            over.set()
+
+        producer, errors = in_thread(lambda: d.dispatch(job, priority=0), "test-producer")
+        over_when_finalized: list[bool] = []
+
+        def finalize() -> None:
+            d.finalize(timeout=WAIT)
+            over_when_finalized.append(over.is_set())
+
+        assert started.wait(WAIT)
+        finalizer, finalize_errors = in_thread(finalize, "test-finalizer")
+        producer.join(WAIT)
+        finalizer.join(2 * WAIT)
+        assert not producer.is_alive() and not finalizer.is_alive()
+        assert not errors and not finalize_errors, (errors, finalize_errors)
+        assert outcome == ["accepted"], f"a follow-up of a job run by the dispatching thread: {outcome}"
+        assert ran.is_set()
+        assert over_when_finalized == [True], "finalize() returned while a dispatched job still ran"
+        assert (d.stats(0).completed, d.stats(1).completed) == (1, 1)
+
+    def test_wait_inside_it_is_refused(self, d: Dispatcher) -> None:
+        """wait() inside such a job raises DispatcherError: it would wait for itself."""
+        outcome: list[object] = []
+
+        def job() -> None:
+            try:
+                outcome.append(d.wait(0))
+            except DispatcherError as error:
+                outcome.append(error)
+
+        d.dispatch(job, priority=0)
+        assert len(outcome) == 1 and isinstance(outcome[0], DispatcherError), outcome
+        assert d.wait(WAIT)
+
+
+class TestDispatchWhileFinalizeDrains:
+    def test_dispatch_from_a_progress_callback_after_the_drain_is_refused(self, kit: Kit) -> None:
+        """A batch's progress callback, on a worker but in no job, dispatching as the workers stop: refused, not lost."""
+        d = kit.dispatcher([PoolConfig(0, 1, 4)], name="test-drain-progress")
+        pool = d._pools[0]
+        ran, in_callback = threading.Event(), threading.Event()
+        outcome: list[object] = []
+
+        def progress(done: int, total: int) -> None:
+            in_callback.set()
+            # The drain found nothing pending (this job is counted over) and stops the workers.
+            wait_for(lambda: pool._stopping, "finalize to stop the workers")
+            try:
+                d.dispatch(ran.set)
+            except DispatcherClosed as error:
+                outcome.append(error)
+            else:
+                outcome.append("accepted")
+
+        def leave_batch() -> None:
+            with d.batch(progress=progress) as b:
+                b.dispatch(lambda: None)
+
+        batch_thread, errors = in_thread(leave_batch, "test-batch")
+        assert in_callback.wait(WAIT)
+        d.finalize(timeout=WAIT)
+        batch_thread.join(WAIT)
+        assert not batch_thread.is_alive() and not errors, errors
+        s = d.stats(0)
+        assert (s.queued, s.busy) == (0, 0), f"a job accepted after the drain was never run: {s}"
+        assert len(outcome) == 1 and isinstance(outcome[0], DispatcherClosed), outcome
+        assert not ran.is_set()
+        assert s.completed == 1
