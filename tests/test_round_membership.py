@@ -10,13 +10,23 @@ the drain found nothing pending, and be left in a queue no worker reads.
 
 from __future__ import annotations
 
+import sys
 import threading
 from collections.abc import Callable
+from types import FrameType
 
 import pytest
 
 from jobdispatch import Dispatcher, DispatcherClosed, DispatcherError, PoolConfig
-from support import WAIT, Kit, refuse_thread_starts, wait_for
+from support import WAIT, Kit, on_round_closed, refuse_thread_starts, wait_for
+
+
+@pytest.fixture
+def round_closed(monkeypatch: pytest.MonkeyPatch) -> threading.Event:
+    """An event set each time a barrier has closed the current round."""
+    closed = threading.Event()
+    on_round_closed(monkeypatch, closed)
+    return closed
 
 
 def in_thread(target: Callable[[], None], name: str) -> tuple[threading.Thread, list[BaseException]]:
@@ -58,7 +68,8 @@ class TestJobRunByTheDispatchingThread:
         finally:
             gate.set()
             producer.join(WAIT)
-        assert not producer.is_alive() and not errors, errors
+        assert not producer.is_alive()
+        assert not errors, errors
         assert d.wait(WAIT)
         assert d.stats(0).completed == 1
 
@@ -89,8 +100,10 @@ class TestJobRunByTheDispatchingThread:
         finalizer, finalize_errors = in_thread(finalize, "test-finalizer")
         producer.join(WAIT)
         finalizer.join(2 * WAIT)
-        assert not producer.is_alive() and not finalizer.is_alive()
-        assert not errors and not finalize_errors, (errors, finalize_errors)
+        assert not producer.is_alive()
+        assert not finalizer.is_alive()
+        assert not errors, errors
+        assert not finalize_errors, finalize_errors
         assert outcome == ["accepted"], f"a follow-up of a job run by the dispatching thread: {outcome}"
         assert ran.is_set()
         assert over_when_finalized == [True], "finalize() returned while a dispatched job still ran"
@@ -107,13 +120,14 @@ class TestJobRunByTheDispatchingThread:
                 outcome.append(error)
 
         d.dispatch(job, priority=0)
-        assert len(outcome) == 1 and isinstance(outcome[0], DispatcherError), outcome
+        assert len(outcome) == 1, outcome
+        assert isinstance(outcome[0], DispatcherError), outcome
         assert d.wait(WAIT)
 
 
 class TestDispatchWhileFinalizeDrains:
     def test_dispatch_from_a_progress_callback_after_the_drain_is_refused(self, kit: Kit) -> None:
-        """A batch's progress callback, on a worker but in no job, dispatching as the workers stop: refused, not lost."""
+        """A batch's progress callback (on a worker, in no job) dispatching as the workers stop: refused, not lost."""
         d = kit.dispatcher([PoolConfig(0, 1, 4)], name="test-drain-progress")
         pool = d._pools[0]
         ran, in_callback = threading.Event(), threading.Event()
@@ -138,9 +152,49 @@ class TestDispatchWhileFinalizeDrains:
         assert in_callback.wait(WAIT)
         d.finalize(timeout=WAIT)
         batch_thread.join(WAIT)
-        assert not batch_thread.is_alive() and not errors, errors
+        assert not batch_thread.is_alive()
+        assert not errors, errors
         s = d.stats(0)
         assert (s.queued, s.busy) == (0, 0), f"a job accepted after the drain was never run: {s}"
-        assert len(outcome) == 1 and isinstance(outcome[0], DispatcherClosed), outcome
+        assert len(outcome) == 1, outcome
+        assert isinstance(outcome[0], DispatcherClosed), outcome
         assert not ran.is_set()
         assert s.completed == 1
+
+
+class TestCtrlCAsTheDispatchingThreadCountsItsJob:
+    def test_a_barrier_waiting_meanwhile_still_returns(
+        self, kit: Kit, monkeypatch: pytest.MonkeyPatch, round_closed: threading.Event
+    ) -> None:
+        """Ctrl-C as the main thread, done with a job it ran, sets the round's event: a wait() elsewhere returns."""
+        from jobdispatch import _rounds
+
+        refuse_thread_starts(monkeypatch, "test-inline-ctrl-c-p0-")
+        d = kit.dispatcher(1, name="test-inline-ctrl-c")
+        results: list[bool] = []
+
+        def job() -> None:
+            waiter, errors = in_thread(lambda: results.append(d.wait(WAIT)), "test-waiter")
+            waiters.append((waiter, errors))
+            assert round_closed.wait(WAIT)  # the barrier waits for this job's round
+
+        waiters: list[tuple[threading.Thread, list[BaseException]]] = []
+        code = _rounds.generation_done.__code__
+
+        def tracer(frame: FrameType, event: str, arg: object) -> None:
+            if event == "call" and frame.f_code is code:
+                raise KeyboardInterrupt  # as Ctrl-C strikes at the call, before the event is set
+
+        previous = sys.gettrace()  # coverage's tracer, if any: put back after
+        sys.settrace(tracer)
+        try:
+            with pytest.raises(KeyboardInterrupt):
+                d.dispatch(job)
+        finally:
+            sys.settrace(previous)
+        assert d.stats(0).completed == 1
+        ((waiter, errors),) = waiters
+        waiter.join(WAIT + 1)
+        assert not waiter.is_alive()
+        assert not errors, errors
+        assert results == [True], "wait() never saw the round end"
