@@ -198,3 +198,48 @@ class TestCtrlCAsTheDispatchingThreadCountsItsJob:
         assert not waiter.is_alive()
         assert not errors, errors
         assert results == [True], "wait() never saw the round end"
+
+    def test_a_draining_finalize_does_not_reopen_pools_a_cancelling_one_closed(
+        self, kit: Kit, monkeypatch: pytest.MonkeyPatch
+    ) -> None:
+        """finalize() overtaken by finalize(cancel_pending=True): a running job's follow-ups are refused."""
+        from jobdispatch._pool import Pool
+
+        d = kit.dispatcher([PoolConfig(0, 1, 4)], name="test-drain-overtaken")
+        gate, started = kit.gate(), threading.Event()
+        outcome: list[object] = []
+
+        def job() -> None:
+            started.set()
+            assert gate.wait(WAIT)
+            try:
+                outcome.append(d.dispatch_many([lambda: None, lambda: None]))
+            except DispatcherClosed as error:
+                outcome.append(error)
+
+        d.dispatch(job)
+        assert started.wait(WAIT)
+        closed_to_all, closed_draining = threading.Event(), threading.Event()
+        real_close = Pool.close
+
+        def close(pool: Pool, *, draining: bool) -> None:
+            if draining:  # the draining finalize closes the pools only once the cancelling one has
+                assert closed_to_all.wait(WAIT)
+            real_close(pool, draining=draining)
+            (closed_draining if draining else closed_to_all).set()
+
+        monkeypatch.setattr(Pool, "close", close)
+        drainer, drain_errors = in_thread(lambda: d.finalize(timeout=WAIT), "test-drainer")
+        wait_for(lambda: d.closed, "the draining finalize to begin")
+        canceller, cancel_errors = in_thread(lambda: d.finalize(cancel_pending=True, timeout=WAIT), "test-canceller")
+        assert closed_draining.wait(WAIT)
+        gate.set()
+        for thread in (drainer, canceller):
+            thread.join(2 * WAIT)
+            assert not thread.is_alive()
+        assert not drain_errors, drain_errors
+        assert not cancel_errors, cancel_errors
+        assert len(outcome) == 1, outcome
+        assert isinstance(outcome[0], DispatcherClosed), f"follow-ups accepted while finalize cancels: {outcome}"
+        s = d.stats(0)
+        assert (s.completed, s.failed, s.cancelled, s.queued) == (1, 0, 0, 0), s

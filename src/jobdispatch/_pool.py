@@ -727,7 +727,11 @@ class Pool:
                 jobs (`finalize` without ``cancel_pending``).
         """
         with self._lock:
-            self._state = _DRAINING if draining else State.CLOSED
+            # Never back from CLOSED: a draining finalize overtaken by a
+            # cancelling one (or one that finished) must not reopen the pool
+            # to follow-ups.
+            if self._state is not State.CLOSED:
+                self._state = _DRAINING if draining else State.CLOSED
             waiters = self._room_waiters
             while waiters:
                 waiter = waiters.popleft()
