@@ -10,6 +10,7 @@ the drain found nothing pending, and be left in a queue no worker reads.
 
 from __future__ import annotations
 
+import asyncio
 import sys
 import threading
 from collections.abc import Callable
@@ -163,20 +164,29 @@ class TestDispatchWhileFinalizeDrains:
 
 
 class TestCtrlCAsTheDispatchingThreadCountsItsJob:
+    @pytest.mark.parametrize("waits", ["wait", "wait_async"])
     def test_a_barrier_waiting_meanwhile_still_returns(
-        self, kit: Kit, monkeypatch: pytest.MonkeyPatch, round_closed: threading.Event
+        self, kit: Kit, monkeypatch: pytest.MonkeyPatch, round_closed: threading.Event, waits: str
     ) -> None:
-        """Ctrl-C as the main thread, done with a job it ran, sets the round's event: a wait() elsewhere returns."""
+        """Ctrl-C as the main thread, done with a job it ran, wakes the barriers: one waiting elsewhere returns."""
         from jobdispatch import _rounds
 
         refuse_thread_starts(monkeypatch, "test-inline-ctrl-c-p0-")
         d = kit.dispatcher(1, name="test-inline-ctrl-c")
         results: list[bool] = []
 
+        def barrier() -> None:
+            if waits == "wait":
+                results.append(d.wait(WAIT))
+            else:
+                results.append(asyncio.run(d.wait_async(WAIT)))
+
         def job() -> None:
-            waiter, errors = in_thread(lambda: results.append(d.wait(WAIT)), "test-waiter")
+            waiter, errors = in_thread(barrier, "test-waiter")
             waiters.append((waiter, errors))
             assert round_closed.wait(WAIT)  # the barrier waits for this job's round
+            generations = d._open_generations(d._pools[0])
+            wait_for(lambda: any(g.done is not None for g in generations), "the barrier to wait")
 
         waiters: list[tuple[threading.Thread, list[BaseException]]] = []
         code = _rounds.generation_done.__code__
