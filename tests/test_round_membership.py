@@ -253,3 +253,61 @@ class TestCtrlCAsTheDispatchingThreadCountsItsJob:
         assert isinstance(outcome[0], DispatcherClosed), f"follow-ups accepted while finalize cancels: {outcome}"
         s = d.stats(0)
         assert (s.completed, s.failed, s.cancelled, s.queued) == (1, 0, 0, 0), s
+
+
+class TestCancelPendingAndTheDispatchingThread:
+    def test_a_delayed_job_handed_over_after_the_cancel_never_runs(
+        self, kit: Kit, monkeypatch: pytest.MonkeyPatch
+    ) -> None:
+        """finalize(cancel_pending=True) as the timer hands a due job to a pool without a thread: dropped, not run."""
+        from jobdispatch._pool import Pool
+
+        refuse_thread_starts(monkeypatch, "test-cancel-due-p0-")
+        d = kit.dispatcher(1, name="test-cancel-due")
+        pool = d._pools[0]
+        handing, ran = threading.Event(), threading.Event()
+        real_submit_due = Pool.submit_due
+
+        def submit_due(self: Pool, item: object) -> None:
+            handing.set()  # the timer took the job from its heap: no cancel can reach it there
+            wait_for(lambda: self._queue_cancelled, "finalize to cancel the pool's jobs")
+            real_submit_due(self, item)  # type: ignore[arg-type]
+
+        monkeypatch.setattr(Pool, "submit_due", submit_due)
+        handle = d.dispatch_later(0, ran.set)
+        assert handing.wait(WAIT)
+        d.finalize(cancel_pending=True, timeout=WAIT)
+        assert not ran.is_set(), "a job that had not started ran after finalize(cancel_pending=True)"
+        s = pool.stats()
+        assert (s.completed, s.cancelled, s.delayed) == (0, 1, 0), s
+        assert handle.cancelled()
+
+    def test_a_job_the_dispatching_thread_was_about_to_run_is_refused_once_finalize_returned(
+        self, kit: Kit, monkeypatch: pytest.MonkeyPatch
+    ) -> None:
+        """A dispatch that found no thread, still on its way to run the job when finalize() ends: refused, not run."""
+        from jobdispatch._pool import Pool
+
+        refuse_thread_starts(monkeypatch, "test-late-inline-p0-")
+        d = kit.dispatcher(1, name="test-late-inline")
+        on_the_way, go, ran = threading.Event(), threading.Event(), threading.Event()
+        real_pass_room_on = Pool.pass_room_on
+
+        def pass_room_on(self: Pool) -> None:  # the step before the dispatching thread runs the job
+            if threading.current_thread().name == "test-producer":
+                on_the_way.set()
+                assert go.wait(WAIT)
+            real_pass_room_on(self)
+
+        monkeypatch.setattr(Pool, "pass_room_on", pass_room_on)
+        producer, errors = in_thread(lambda: d.dispatch(ran.set), "test-producer")
+        assert on_the_way.wait(WAIT)
+        d.finalize(timeout=WAIT)
+        go.set()
+        producer.join(WAIT)
+        assert not producer.is_alive()
+        assert not ran.is_set(), "a job ran after finalize() returned"
+        assert len(errors) == 1, errors
+        assert isinstance(errors[0], DispatcherClosed), errors
+        s = d.stats(0)
+        assert (s.completed, s.failed, s.cancelled) == (0, 0, 0), s

@@ -391,7 +391,13 @@ class Pool:
 
         A job dispatched now (no ``generation``) joins a round for as long as
         it runs, as a queued job does: `Dispatcher.wait` and `Dispatcher.finalize`
-        wait for it, and the jobs it dispatches join its round.
+        wait for it, and the jobs it dispatches join its round. It is refused
+        if the pool closed since it was accepted (before it joined, finalize
+        could not wait for it), and, as any job, dropped and counted
+        cancelled if ``finalize(cancel_pending=True)`` came before it started.
+
+        Raises:
+            DispatcherClosed: The pool refuses the calling thread's dispatch now.
         """
         delayed = generation is not None
         running = role.running
@@ -402,12 +408,18 @@ class Pool:
         try:
             if generation is None:
                 with self._lock:
+                    if self._state is not _OPEN and self.refuses():
+                        raise DispatcherClosed("cannot dispatch after finalize() was called") from None
                     joined = self.join_round_locked(running)
                     joined.pending += 1  # no call between the two: Ctrl-C finds it counted and known
                 generation = joined
             running.generation = generation  # its follow-ups join its round
             started = time.perf_counter()
-            error = call_job(fn, context)
+            if generation.cancelled:  # finalize(cancel_pending=True) came first: as a worker would, drop it
+                tell_cancelled(fn)
+                error: BaseException | None = CancelledBeforeStart()
+            else:
+                error = call_job(fn, context)
         except BaseException:
             # Ctrl-C before the job ran: it is neither run nor counted.
             running.generation = previous
