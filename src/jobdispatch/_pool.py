@@ -416,8 +416,8 @@ class Pool:
             running.generation = generation  # its follow-ups join its round
             started = time.perf_counter()
             if generation.cancelled:  # finalize(cancel_pending=True) came first: as a worker would, drop it
-                tell_cancelled(fn)
                 error: BaseException | None = CancelledBeforeStart()
+                tell_cancelled(fn)  # the last call: Ctrl-C at its entry finds nothing told, nothing counted
             else:
                 error = call_job(fn, context)
         except BaseException:
