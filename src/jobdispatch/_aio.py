@@ -121,9 +121,16 @@ async def _idle(pool: Pool, generation: Generation, deadline: float | None) -> b
     try:
         if not pool.add_generation_waiter(generation, waiter):
             return True
-        remaining = None if deadline is None else max(0.0, deadline - loop.time())
-        done, _ = await asyncio.wait([waiter], timeout=remaining)
-        return bool(done)
+        while True:
+            # In slices, looking at the count after each: a thread that
+            # emptied the generation may have been cut short (Ctrl-C) before
+            # it resolved the waiter.
+            step = WAIT_SLICE if deadline is None else min(WAIT_SLICE, max(0.0, deadline - loop.time()))
+            done, _ = await asyncio.wait([waiter], timeout=step)
+            if done or not pool.generation_state(generation)[0]:
+                return True
+            if deadline is not None and loop.time() >= deadline:
+                return False
     finally:
         # Timed out or cancelled: the generation must not keep the future
         # until its last job ends (a polling loop would pile them up).

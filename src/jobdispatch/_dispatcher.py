@@ -37,7 +37,7 @@ from ._many import Chunk
 from ._outcome import NoThread, logger, mark_queued, safe_repr, was_queued
 from ._pool import ErrorHandler, Pool, take_contended
 from ._progress import TqdmProgress, wait_reporting
-from ._rounds import Generation, Round, runs_jobs_of
+from ._rounds import Generation, Round, runs_job_of, runs_jobs_of
 from ._rounds import role as _thread_role
 from ._scheduler import DelayedJob, Run, Scheduler, describe_job, join_thread
 from ._state import State
@@ -668,7 +668,9 @@ class Dispatcher:
             function_pool = self._only_thread_pool
         else:  # None: dispatch routes them, with its errors
             function_pool = self._thread_pools.get(priority) if type(priority) is int else None
-        alone = _thread_role.running is None  # not a job of a dispatcher: no round to join
+        running = _thread_role.running
+        alone = running is None or running.generation is None  # runs no job: no round to join
+        del running
         start = 0  # the index of the next job to read
         lock = None
         job: object
@@ -1010,11 +1012,13 @@ class Dispatcher:
         while True:
             before = self._follow_ups(round_)
             for pool in self._pools.values():
-                idle = pool.idle_event(round_.generations[pool.index])
+                # The event is looked up again for each slice: that mends one
+                # that a Ctrl-C kept from being set as the generation emptied.
+                idle = functools.partial(_wait_idle, pool, round_.generations[pool.index])
                 if progress is None or counts is None:
-                    if not wait_in_slices(idle.wait, deadline):
+                    if not wait_in_slices(idle, deadline):
                         return False
-                elif not wait_reporting(idle.wait, counts, progress, deadline):
+                elif not wait_reporting(idle, counts, progress, deadline):
                     return False
             if self._follow_ups(round_) == before:
                 self._forget_round(round_)
@@ -1087,7 +1091,7 @@ class Dispatcher:
         """
         if state is not State.DRAINING:
             return True
-        return not runs_jobs_of(self._owner)
+        return not runs_job_of(self._owner)
 
     def _refuse_in_own_worker(self, action: str) -> None:
         if runs_jobs_of(self._owner):
@@ -1272,6 +1276,11 @@ class Dispatcher:
         self._scheduler.forget_after_fork()
         for pool in self._pools.values():
             pool.forget_after_fork()
+
+
+def _wait_idle(pool: Pool, generation: Generation, timeout: float | None) -> bool:
+    """Wait up to ``timeout`` seconds for a moment when ``generation`` has no pending job."""
+    return pool.idle_event(generation).wait(timeout)
 
 
 def _remaining(deadline: float | None) -> float | None:

@@ -40,7 +40,7 @@ from ._outcome import (
     mark_ran,
     tell_cancelled,
 )
-from ._rounds import Generation, Round, Running, finish_generation, generation_done, role, runs_jobs_of, wake_future
+from ._rounds import Generation, Round, Running, finish_generation, generation_done, role, runs_job_of, wake_future
 from ._state import State
 from ._stats import PoolStats
 
@@ -391,22 +391,53 @@ class Pool:
         context: contextvars.Context | None,
         generation: Generation | None,
     ) -> None:
-        """Run a job in the calling thread and count it; ``generation``: it was a delayed job."""
-        previous: Generation | None = None
+        """Run a job in the calling thread and count it; ``generation``: it was a delayed job.
+
+        A job dispatched now (no ``generation``) joins a round for as long as
+        it runs, as a queued job does: `Dispatcher.wait` and `Dispatcher.finalize`
+        wait for it, and the jobs it dispatches join its round. It is refused
+        if the pool closed since it was accepted (before it joined, finalize
+        could not wait for it), and, as any job, dropped and counted
+        cancelled if ``finalize(cancel_pending=True)`` came before it started.
+
+        Raises:
+            DispatcherClosed: The pool refuses the calling thread's dispatch now.
+        """
+        delayed = generation is not None
         running = role.running
-        if generation is not None:  # its follow-ups join its round
-            if running is None:
-                running = role.running = Running()
-            previous, running.generation = running.generation, generation
-        started = time.perf_counter()
-        error = call_job(fn, context)
+        if running is None:
+            running = role.running = Running()
+        previous = running.generation
+        joined: Generation | None = None
+        try:
+            if generation is None:
+                with self._lock:
+                    if self._state is not _OPEN and self.refuses():
+                        raise DispatcherClosed("cannot dispatch after finalize() was called") from None
+                    joined = self.join_round_locked(running)
+                    joined.pending += 1  # no call between the two: Ctrl-C finds it counted and known
+                generation = joined
+            running.generation = generation  # its follow-ups join its round
+            started = time.perf_counter()
+            if generation.cancelled:  # finalize(cancel_pending=True) came first: as a worker would, drop it
+                error: BaseException | None = CancelledBeforeStart()
+                tell_cancelled(fn)  # the last call: Ctrl-C at its entry finds nothing told, nothing counted
+            else:
+                error = call_job(fn, context)
+        except BaseException:
+            # Ctrl-C before the job ran: it is neither run nor counted.
+            running.generation = previous
+            if joined is not None:
+                with self._lock:  # inline, not a call: Ctrl-C strikes at calls
+                    joined.pending -= 1
+                    if not joined.pending and joined.done is not None:
+                        generation_done(joined)
+            raise
         # The job has run: whatever strikes from here on (Ctrl-C at a call),
         # it is counted, and the exception says so to the dispatch that ran it.
         cancelled = propagate = False
         try:
             try:
-                if generation is not None and running is not None:
-                    running.generation = previous
                 cancelled = isinstance(error, CancelledBeforeStart)
                 # On the main thread a KeyboardInterrupt or SystemExit may be Ctrl-C
                 # or a signal handler, not the job: it is counted, then propagates.
@@ -414,6 +445,7 @@ class Pool:
                 if error is not None and not (cancelled or propagate or isinstance(error, ReportedElsewhere)):
                     self._report(job, error, batch, time.perf_counter() - started)
             finally:
+                running.generation = previous  # first, no call before it: Ctrl-C cannot skip it
                 try:
                     with self._lock:
                         if cancelled:
@@ -422,15 +454,19 @@ class Pool:
                             self._inline_completed += 1
                         else:
                             self._failed += 1
-                        if generation is not None:
+                        if delayed:
                             self._delayed -= 1
-                            finish_generation(generation)
+                        # Inline, not a call: Ctrl-C strikes at calls. A barrier
+                        # mends an event that Ctrl-C kept from being set.
+                        generation.pending -= 1
+                        if not generation.pending and generation.done is not None:
+                            generation_done(generation)
                 finally:
                     if batch is not None:
                         batch._job_over(fn, cancelled=cancelled)
             if propagate:
                 assert error is not None
-                if generation is None:  # a chunk struck before it took its jobs: they never start
+                if not delayed:  # a chunk struck before it took its jobs: they never start
                     tell_cancelled(fn)
                 mark_ran(error)  # in the try: Ctrl-C as it runs gets the note instead
         except BaseException as struck:
@@ -712,7 +748,7 @@ class Pool:
             return False
         if state is not _DRAINING:
             return True
-        return not runs_jobs_of(self.owner)
+        return not runs_job_of(self.owner)
 
     def close(self, *, draining: bool) -> None:
         """Refuse new jobs and wake the producers waiting for room.
@@ -725,7 +761,11 @@ class Pool:
                 jobs (`finalize` without ``cancel_pending``).
         """
         with self._lock:
-            self._state = _DRAINING if draining else State.CLOSED
+            # Never back from CLOSED: a draining finalize overtaken by a
+            # cancelling one (or one that finished) must not reopen the pool
+            # to follow-ups.
+            if self._state is not State.CLOSED:
+                self._state = _DRAINING if draining else State.CLOSED
             waiters = self._room_waiters
             while waiters:
                 waiter = waiters.popleft()

@@ -23,6 +23,7 @@ __all__ = [
     "finish_generation",
     "generation_done",
     "role",
+    "runs_job_of",
     "runs_jobs_of",
     "wake_future",
 ]
@@ -57,11 +58,25 @@ def runs_jobs_of(owner: object) -> bool:
     """Whether the calling thread is a worker of ``owner``'s dispatcher, or runs one of its jobs now.
 
     The second covers a job run by the timer thread, or by the thread that
-    dispatched it, when its pool has no thread.
+    dispatched it, when its pool has no thread. A barrier is refused on such
+    a thread: it could wait for a job that only this thread would run.
     """
     pool = role.pool
     if pool is not None and pool.owner is owner:
         return True
+    return runs_job_of(owner)
+
+
+def runs_job_of(owner: object) -> bool:
+    """Whether the calling thread runs one of the jobs of ``owner``'s dispatcher right now.
+
+    Only such a thread may dispatch while `Dispatcher.finalize` drains: its
+    job is pending until it ends, so what it dispatches joins a round that
+    the drain still waits for. A worker between two jobs (in a batch's
+    progress callback, or a thread initializer) is not running one: a job
+    it dispatched there could come after the drain found nothing pending,
+    and stay in the queue behind the workers' stop signals.
+    """
     running = role.running
     generation = None if running is None else running.generation
     return generation is not None and generation.round.owner is owner
