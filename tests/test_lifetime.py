@@ -10,6 +10,7 @@ import subprocess
 import sys
 import textwrap
 import threading
+import weakref
 from pathlib import Path
 
 import pytest
@@ -86,6 +87,30 @@ class TestDroppedWithoutFinalize:
         gate.set()  # the queued jobs behind `hold` may now run
         assert join_named(f"{name}-") == []
         assert sorted(recorder.ran) == list(range(50))
+
+    def test_exit_hook_waits_for_the_queued_jobs_of_a_collected_dispatcher(self) -> None:
+        """The interpreter-exit hook returns only once a dispatcher collected without finalize ran its queued jobs."""
+        from jobdispatch._dispatcher import _finalize_live_dispatchers  # the hook atexit runs
+
+        name = unique("life-drop-exit")
+        d = Dispatcher(1, name=name)
+        gate = threading.Event()
+        recorder = Recorder()
+        d.dispatch(lambda: gate.wait(WAIT))
+        for n in range(3):
+            d.dispatch(recorder.job(n))
+        collected = weakref.ref(d)
+        del d
+        gc.collect()
+        assert collected() is None
+        seen: list[list[int]] = []
+        hook = threading.Thread(target=lambda: (_finalize_live_dispatchers(), seen.append(list(recorder.ran))))
+        hook.start()
+        hook.join(0.2)  # time for a hook that does not wait to return: it would see no job run
+        gate.set()
+        hook.join(WAIT)
+        assert seen == [[0, 1, 2]]
+        assert join_named(f"{name}-") == []
 
     def test_collected_dispatcher_cancels_delayed_jobs_with_a_warning(self, caplog: pytest.LogCaptureFixture) -> None:
         """Delayed jobs of a collected dispatcher are cancelled (never run) and a warning says how many."""
