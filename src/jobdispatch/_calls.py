@@ -141,11 +141,15 @@ def _run(fn: Callable[..., Any], args: tuple[Any, ...], kwargs: dict[str, Any]) 
     """Return ``(False, result)`` or ``(True, exception)``.
 
     The exception is caught here, in a frame that knows neither the call nor
-    its future, so its traceback makes no reference cycle through them.
+    its future, so its traceback makes no reference cycle through them. Its
+    traceback keeps this frame, so the frame lets go of the function and its
+    arguments first: they are freed once the call is over, as with a call
+    that returns.
     """
     try:
         return False, fn(*args, **kwargs)
     except BaseException as error:
+        del fn, args, kwargs
         return True, error
 
 

@@ -72,12 +72,18 @@ class FuturesExecutor(Executor):
         endless or huge iterable is fine (keep a reference to the executor
         while you iterate then).
 
+        A subclass that overrides ``submit`` gets every call through it, as
+        with the standard library's ``map`` (``chunksize`` then makes no
+        chunks).
+
         Args:
             fn: The function to call.
             *iterables: Its arguments, zipped.
             timeout: Seconds, from the call to ``map``, after which a result
                 not ready, or a call the full pool had no room for, raises
-                `TimeoutError`; the calls not started are then cancelled.
+                `TimeoutError`; the calls not started are then cancelled. A
+                timeout of 0 or less has run out already: the calls are
+                submitted all the same, and a result not ready raises.
             chunksize: Hand up to this many calls to a worker as one item
                 (>= 1), as `Dispatcher.dispatch_many` does: fewer hand-overs
                 make many tiny calls cheaper. The calls of a chunk run one
@@ -99,8 +105,10 @@ class FuturesExecutor(Executor):
             TypeError: ``chunksize`` or ``buffersize`` is not an int, or
                 ``timeout`` not a number.
             ValueError: ``chunksize`` or ``buffersize`` is less than 1, or
-                ``timeout`` negative.
+                ``timeout`` is NaN.
         """
+        if isinstance(timeout, int | float) and not isinstance(timeout, bool) and timeout < 0:
+            timeout = 0  # a deadline passed already, as the standard library takes it
         seconds = check_timeout(timeout)
         size = check_int("chunksize", chunksize, 1)
         if buffersize is not None:
@@ -112,6 +120,8 @@ class FuturesExecutor(Executor):
         arguments = zip(*iterables, strict=False)
         futures: deque[Future[Any]] = deque()
         complete = True
+        # A subclass's own submit takes every call, as the standard library's map does.
+        overridden = type(self).submit is not FuturesExecutor.submit
         try:
             submit_calls(
                 self._dispatcher,
@@ -122,6 +132,7 @@ class FuturesExecutor(Executor):
                 size,
                 deadline,
                 futures,
+                self.submit if overridden else None,
             )
         except PoolFull:
             complete = False  # no room before the deadline: the iterator raises TimeoutError
@@ -134,6 +145,7 @@ class FuturesExecutor(Executor):
             refill = partial(
                 _refill,
                 weakref.ref(self._dispatcher),
+                weakref.WeakMethod(self.submit) if overridden else None,
                 self._priority,
                 self._pending,
                 fn,
@@ -189,6 +201,7 @@ def _remaining(deadline: float | None) -> float | None:
 
 def _refill(
     dispatcher: weakref.ref[Dispatcher],
+    own_submit: weakref.WeakMethod[Callable[..., Future[Any]]] | None,
     priority: int,
     pending: Pending,
     fn: Callable[..., _T],
@@ -203,7 +216,8 @@ def _refill(
 
     Called before each result is taken, with ``ahead`` the calls submitted
     and not yet taken: ``buffersize`` calls stay submitted ahead of the one
-    being taken, a chunk at a time. Returns how many calls it submitted.
+    being taken, a chunk at a time. ``own_submit`` is the ``submit`` of a
+    subclass that overrides it. Returns how many calls it submitted.
     """
     step = min(chunksize, buffersize)
     room = buffersize + 1 - ahead
@@ -215,7 +229,10 @@ def _refill(
     owner = dispatcher()
     if owner is None:
         raise RuntimeError("cannot schedule new futures: the dispatcher of this map was garbage-collected")
-    submit_calls(owner, priority, pending, fn, iter(items), chunksize, deadline, futures)
+    via = None if own_submit is None else own_submit()
+    if own_submit is not None and via is None:
+        raise RuntimeError("cannot schedule new futures: the executor of this map was garbage-collected")
+    submit_calls(owner, priority, pending, fn, iter(items), chunksize, deadline, futures, via)
     return len(items)
 
 

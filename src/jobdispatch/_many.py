@@ -306,10 +306,15 @@ class MappedChunk:
 
 
 def _call(fn: Callable[..., Any], args: tuple[Any, ...]) -> tuple[bool, Any]:
-    """Return ``(False, result)`` or ``(True, exception)``, caught in a frame that knows no chunk."""
+    """Return ``(False, result)`` or ``(True, exception)``, caught in a frame that knows no chunk.
+
+    The exception's traceback keeps this frame: it lets go of the function
+    and the arguments first (see `_calls._run`).
+    """
     try:
         return False, fn(*args)
     except BaseException as error:
+        del fn, args
         return True, error
 
 
@@ -322,6 +327,7 @@ def submit_calls(
     chunksize: int,
     deadline: float | None,
     futures: deque[Future[Any]],
+    via: Callable[..., Future[Any]] | None = None,
 ) -> None:
     """Submit ``fn(*args)`` through an executor for each item of ``arguments``; append the futures to ``futures``.
 
@@ -330,7 +336,9 @@ def submit_calls(
     one `ChunkFuture` for them all. A future is appended once its call or
     chunk is in the pool. On a thread that runs an event loop, a call or
     chunk that finds the pool full waits for room in the loop, as with
-    ``submit``. A pool with a backend gets each call on its own.
+    ``submit``. A pool with a backend gets each call on its own, and so
+    does ``via``, the ``submit`` of an executor subclass that overrides it
+    (which takes no deadline).
 
     Raises:
         PoolFull: The pool had no room before ``deadline``; the calls read
@@ -339,6 +347,10 @@ def submit_calls(
         RuntimeError: As ``submit``.
         TypeError: ``fn`` is not callable.
     """
+    if via is not None:
+        for args in arguments:
+            futures.append(via(fn, *args))
+        return
     pool = dispatcher._pool(priority)
     if type(pool) is not ThreadPool:  # an engine runs each call on its own: no chunks
         for args in arguments:
