@@ -120,8 +120,10 @@ class FuturesExecutor(Executor):
         arguments = zip(*iterables, strict=False)
         futures: deque[Future[Any]] = deque()
         complete = True
-        # A subclass's own submit takes every call, as the standard library's map does.
+        # A subclass's own submit takes every call, one by one, as the standard library's map does.
         overridden = type(self).submit is not FuturesExecutor.submit
+        if overridden:
+            size = 1
         try:
             submit_calls(
                 self._dispatcher,
@@ -226,12 +228,12 @@ def _refill(
     items = list(islice(arguments, room - room % step))
     if not items:
         return 0
-    owner = dispatcher()
-    if owner is None:
-        raise RuntimeError("cannot schedule new futures: the dispatcher of this map was garbage-collected")
     via = None if own_submit is None else own_submit()
     if own_submit is not None and via is None:
         raise RuntimeError("cannot schedule new futures: the executor of this map was garbage-collected")
+    owner = dispatcher()
+    if owner is None:
+        raise RuntimeError("cannot schedule new futures: the dispatcher of this map was garbage-collected")
     submit_calls(owner, priority, pending, fn, iter(items), chunksize, deadline, futures, via)
     return len(items)
 
