@@ -390,7 +390,6 @@ class TestBufferedChunks:
         gate.set()
         assert list(results) == list(range(10))
 
-
     def test_buffered_map_of_a_subclass_submits_through_its_submit(self) -> None:
         """A lazy map of a ThreadPoolExecutor subclass makes each call through its submit, buffersize ahead."""
         seen: list[int] = []

@@ -23,7 +23,15 @@ from ._outcome import CancelledBeforeStart, ReportedElsewhere, safe_repr
 if TYPE_CHECKING:
     from ._dispatcher import Dispatcher
 
-__all__ = ["Pending", "SettlesAFuture", "dispatch_or_settle", "running_loop", "submit", "submit_call"]
+__all__ = [
+    "Pending",
+    "SettlesAFuture",
+    "cancel_and_notify",
+    "dispatch_or_settle",
+    "running_loop",
+    "submit",
+    "submit_call",
+]
 
 _T = TypeVar("_T")
 
@@ -77,7 +85,7 @@ class Pending:
 class _Call:
     """A submitted call: runs once and settles its future."""
 
-    __slots__ = ("args", "fn", "future", "kwargs", "name", "pending")
+    __slots__ = ("args", "fn", "future", "kwargs", "name", "pending", "told")
 
     def __init__(
         self,
@@ -94,6 +102,7 @@ class _Call:
         self.kwargs = kwargs
         self.name = name
         self.pending = pending
+        self.told = False  # the future was told the call starts, or will never start
 
     def __call__(self) -> None:
         future = self.future
@@ -101,6 +110,7 @@ class _Call:
         if pending is not None and pending.broken is not None:  # an initializer failed: run nothing more
             self.cancel_unstarted()
             raise CancelledBeforeStart
+        self.told = True  # before the call that tells it: the future is never told twice
         if not future.set_running_or_notify_cancel():
             raise CancelledBeforeStart
         fn, args, kwargs = self.fn, self.args, self.kwargs
@@ -119,15 +129,21 @@ class _Call:
         """Settle the future of a call its pool dropped before it started.
 
         The future is cancelled (`Dispatcher.finalize` with
-        ``cancel_pending=True``), or gets `BrokenThreadPool` if the executor
-        broke (a thread initializer failed).
+        ``cancel_pending=True``), and `concurrent.futures.wait` sees it
+        done; or it gets `BrokenThreadPool` if the executor broke (a thread
+        initializer failed).
         """
+        future = self.future
+        if self.told:  # the call began (Ctrl-C struck as it did): a future still pending is cancelled
+            future.cancel()
+            return
+        self.told = True
         pending = self.pending
         if pending is not None and pending.broken is not None:
-            if self.future.set_running_or_notify_cancel():
-                self.future.set_exception(BrokenThreadPool(pending.broken))
+            if future.set_running_or_notify_cancel():
+                future.set_exception(BrokenThreadPool(pending.broken))
         else:
-            self.future.cancel()
+            cancel_and_notify(future)
 
     def __repr__(self) -> str:
         fn = getattr(self, "fn", None)
@@ -174,6 +190,20 @@ def submit_call(
         future.cancel()  # a call that was queued all the same (Ctrl-C) is then dropped and counted cancelled
         raise
     return future
+
+
+def cancel_and_notify(future: Future[Any]) -> None:
+    """Cancel the future of a call that will never start, and tell the threads that wait for it.
+
+    `concurrent.futures.wait` and `as_completed` count a cancelled future as
+    done only once it is told, by `Future.set_running_or_notify_cancel`,
+    which an executor calls when the call's turn comes. A call dropped
+    before its turn never gets there, so it is told here. The caller makes
+    sure that nothing else tells this future. A future that runs, or is
+    over, is left alone.
+    """
+    if future.cancel():
+        future.set_running_or_notify_cancel()
 
 
 def _check_callable(fn: object) -> None:
@@ -250,7 +280,9 @@ def _after_waiting(dispatcher: Dispatcher, priority: int, pending: Pending, task
     if call is None:  # handed over by a shutdown on this loop's thread
         return
     if task.cancelled():
-        if not call.future.cancelled():
+        if call.future.cancelled():
+            cancel_and_notify(call.future)  # it never entered the pool, which would have told it
+        else:
             dispatch_or_settle(dispatcher, priority, call)
         return
     error = task.exception()

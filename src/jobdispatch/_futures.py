@@ -16,7 +16,7 @@ from functools import partial
 from itertools import islice
 from typing import TYPE_CHECKING, Any, ParamSpec, TypeVar
 
-from ._calls import Pending, dispatch_or_settle, running_loop, submit
+from ._calls import Pending, cancel_and_notify, dispatch_or_settle, running_loop, submit
 from ._config import check_int, check_timeout
 from ._errors import PoolFull
 from ._many import ChunkFuture, submit_calls
@@ -189,7 +189,9 @@ class FuturesExecutor(Executor):
             # this thread, blocked below, keeps from running.
             task.cancel()
         for _, call in mine:
-            if not call.future.cancelled():
+            if call.future.cancelled():
+                cancel_and_notify(call.future)  # it never entered the pool, which would have told it
+            else:
                 dispatch_or_settle(self._dispatcher, self._priority, call)
 
     def _cancel_pending(self) -> None:
