@@ -353,6 +353,36 @@ class TestBroken:
         assert executor._broken
 
 
+class TestThreadsACallStarts:
+    def test_a_call_runs_on_a_thread_that_its_own_threads_see_as_no_daemon(self, harness: Harness) -> None:
+        """A thread that a call creates is no daemon by default, as the call's own thread says it is none."""
+        executor = harness.executor(1)
+
+        def look() -> tuple[bool, bool]:
+            return threading.current_thread().daemon, threading.Thread(target=int).daemon
+
+        assert executor.submit(look).result(WAIT) == (False, False)
+
+    def test_a_thread_a_call_started_is_waited_for_at_exit(self, kind: str) -> None:
+        """The interpreter waits at exit for a thread that a call started and left running."""
+        child = run_child(
+            kind,
+            """
+            import threading
+
+            def background():
+                threading.main_thread().join()  # works on once the main thread is over
+                for n in range(1000):
+                    print(n, flush=True)
+
+            with ThreadPoolExecutor(1) as executor:
+                executor.submit(lambda: threading.Thread(target=background).start()).result()
+            """,
+        )
+        assert (child.returncode, child.stderr) == (0, "")
+        assert child.stdout.split() == [str(n) for n in range(1000)]
+
+
 class TestWithOthers:
     def test_wait_and_as_completed_take_futures_of_both_classes(self, harness: Harness) -> None:
         """concurrent.futures.wait and as_completed work on our futures mixed with the standard library's."""

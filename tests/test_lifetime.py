@@ -196,6 +196,27 @@ class TestInterpreterExit:
             result.stderr
         )
 
+    def test_a_thread_a_job_started_is_waited_for_at_exit(self, tmp_path: Path) -> None:
+        """The interpreter waits at exit for a thread that a job started (no daemon, like one started elsewhere)."""
+        out = tmp_path / "out.txt"
+        script = """
+            import sys, threading
+            from jobdispatch import Dispatcher
+
+            out = open(sys.argv[1], "a", buffering=1)
+
+            def background():
+                threading.main_thread().join()  # works on once the main thread is over
+                for n in range(1000):
+                    out.write(f"{n}\\n")
+
+            with Dispatcher(1, name="starts-a-thread") as d:
+                d.dispatch(lambda: threading.Thread(target=background).start())
+            """
+        result = run_child(script, str(out))
+        assert (result.returncode, result.stderr) == (0, "")
+        assert out.read_text().split() == [str(n) for n in range(1000)]
+
     def test_exit_with_several_open_dispatchers(self, tmp_path: Path) -> None:
         """Several independent un-finalized dispatchers all drain their queued jobs at exit."""
         out = tmp_path / "out.txt"
