@@ -8,11 +8,13 @@ import contextlib
 import gc
 import logging
 import os
+import signal
 import subprocess
 import sys
 import textwrap
 import threading
 import time
+import warnings
 import weakref
 from collections.abc import Iterator
 from concurrent.futures.thread import BrokenThreadPool
@@ -971,6 +973,46 @@ def run_child(script: str) -> subprocess.CompletedProcess[str]:
         timeout=6 * WAIT,
         check=False,
     )
+
+
+@pytest.mark.skipif(not hasattr(os, "fork"), reason="needs os.fork")
+class TestForkedChild:
+    @pytest.mark.parametrize("kind", ["thread-pool", "view"])
+    def test_inherited_executor_refuses_calls_and_shuts_down_at_once(self, kind: str) -> None:
+        """In a child made by fork(), an inherited executor refuses calls; shutdown() returns though calls ran."""
+        gate, started = threading.Event(), threading.Event()
+        dispatcher = Dispatcher(1, name="test-exec-fork") if kind == "view" else None
+        executor: Any = ThreadPoolExecutor(1) if dispatcher is None else dispatcher.executor(0)
+        try:
+            running = executor.submit(gated(gate, started))
+            assert started.wait(WAIT)
+            with warnings.catch_warnings():
+                warnings.simplefilter("ignore", DeprecationWarning)  # 3.12+: fork() with threads running
+                pid = os.fork()
+            if pid == 0:  # pragma: no cover - the child's coverage is not collected
+                code = 1
+                try:
+                    signal.alarm(int(WAIT))  # a shutdown that hangs ends the child, with a signal
+                    try:
+                        executor.submit(int)
+                    except RuntimeError as error:
+                        if str(error).endswith("inherited through fork(): create a new one in the child"):
+                            code = 2
+                    if code == 2:
+                        executor.shutdown(wait=True)
+                        code = 0
+                finally:
+                    os._exit(code)
+            _, status = os.waitpid(pid, 0)
+            assert os.waitstatus_to_exitcode(status) == 0
+            gate.set()
+            assert running.result(WAIT) is None
+            assert executor.submit(int, 3).result(WAIT) == 3  # the parent's executor is unharmed
+        finally:
+            gate.set()
+            executor.shutdown()
+            if dispatcher is not None:
+                dispatcher.finalize(timeout=WAIT)
 
 
 class TestInterpreterExit:

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import os
 import threading
 from collections.abc import Callable
 from concurrent.futures import Future
@@ -52,7 +53,7 @@ class Pending:
     refer to it, do not keep the executor alive.
     """
 
-    __slots__ = ("broken", "closed", "futures", "lock", "waiting")
+    __slots__ = ("broken", "closed", "futures", "lock", "pid", "waiting")
 
     def __init__(self) -> None:
         self.lock = threading.Lock()
@@ -61,6 +62,22 @@ class Pending:
         self.broken: str | None = None  # why the pool broke (a thread initializer failed)
         # Calls submitted on an event loop's thread that wait, in that loop, for room.
         self.waiting: dict[asyncio.Task[None], SettlesAFuture] = {}
+        self.pid = os.getpid()  # the process whose threads run the calls
+
+    def inherited(self) -> bool:
+        """Whether this is the copy a child made by ``fork()`` inherited: no call of it runs in this process."""
+        return self.pid != os.getpid()
+
+    def check_process(self) -> None:
+        """Raise if the executor was inherited through ``fork()``.
+
+        Called before ``lock`` is taken: a thread of the parent may have
+        held it as the parent forked, and nothing releases it in the child.
+        """
+        if self.pid != os.getpid():
+            raise RuntimeError(
+                "cannot schedule new futures: this executor was inherited through fork(): create a new one in the child"
+            )
 
     def check_open_locked(self) -> None:
         """Raise if the executor takes no new call (under ``lock``)."""
@@ -233,6 +250,7 @@ def submit(
     future.add_done_callback(pending.discard)  # before it is in the set: Ctrl-C cannot leave it there
     call = _Call(future, fn, args, kwargs, pending=pending)
     try:
+        pending.check_process()
         with pending.lock:
             pending.check_open_locked()
             pending.futures.add(future)

@@ -333,7 +333,13 @@ class PoolExecutor(FuturesExecutor):
         Raises:
             RuntimeError: ``wait`` is true and the caller is one of the
                 pool's threads (the view is shut down all the same).
+
+        In a child process made by ``fork()``, where none of the view's
+        calls can run, it only marks the view shut down.
         """
+        if self._pending.inherited():  # in a child made by fork(): none of its calls runs here
+            self._pending.closed = True
+            return
         with self._pending.lock:
             self._pending.closed = True
         if cancel_futures:

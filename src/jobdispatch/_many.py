@@ -409,6 +409,7 @@ def _hand_over(
 ) -> None:
     """Put ``call`` (one call, or a chunk of them) in the executor's pending set and in the pool."""
     try:
+        pending.check_process()
         with pending.lock:
             pending.check_open_locked()
             pending.futures.add(future)

@@ -132,7 +132,13 @@ class ThreadPoolExecutor(FuturesExecutor):
             RuntimeError: ``wait`` is true and the caller is one of the
                 executor's own threads (the executor is shut down all the
                 same, and its threads exit when its calls are done).
+
+        In a child process made by ``fork()``, where none of the executor's
+        calls can run, it only marks the executor shut down.
         """
+        if self._pending.inherited():
+            self._pending.closed = True
+            return
         with self._pending.lock:
             self._pending.closed = True
         if cancel_futures:
