@@ -1355,10 +1355,10 @@ def _finalize_live_dispatchers() -> None:
     while True:
         # Every pass: a job that ran meanwhile may have delayed another, or a
         # new dispatcher may have come, or one may have been collected.
-        waited = _join_abandoned()
         dispatchers = [d for d in _live() if d._state is _OPEN]
         for dispatcher in dispatchers:
             dispatcher._cancel_delayed_at_exit()
+        waited = _join_abandoned()
         for dispatcher in dispatchers:
             dispatcher.wait()
         activity = [dispatcher._activity() for dispatcher in dispatchers]
