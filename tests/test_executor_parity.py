@@ -353,6 +353,27 @@ class TestBroken:
         assert executor._broken
 
 
+class TestThreadSet:
+    def test_private_thread_set_holds_the_threads_started(self, harness: Harness) -> None:
+        """``_threads``, which some code reads, holds the threads started, at most max_workers, then all joinable."""
+        executor = harness.executor(3)
+        assert executor.submit(int).result(WAIT) == 0
+        gate = harness.gate()
+        started = [threading.Event() for _ in range(3)]
+        futures = [executor.submit(gated(gate, event)) for event in started]
+        for event in started:
+            assert event.wait(WAIT)
+        threads = executor._threads
+        assert len(threads) == 3
+        assert all(isinstance(thread, threading.Thread) and thread.name.startswith(PREFIX) for thread in threads)
+        gate.set()
+        assert [f.result(WAIT) for f in futures] == [None] * 3
+        executor.shutdown()
+        for thread in executor._threads:
+            thread.join(WAIT)
+            assert not thread.is_alive()
+
+
 class TestThreadsACallStarts:
     def test_a_call_runs_on_a_thread_that_its_own_threads_see_as_no_daemon(self, harness: Harness) -> None:
         """A thread that a call creates is no daemon by default, as the call's own thread says it is none."""
