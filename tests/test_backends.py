@@ -13,7 +13,7 @@ import sys
 import threading
 import weakref
 from collections.abc import Iterator
-from concurrent.futures import Future, ProcessPoolExecutor, ThreadPoolExecutor
+from concurrent.futures import Future, ProcessPoolExecutor, ThreadPoolExecutor, wait
 from concurrent.futures.process import BrokenProcessPool
 from pathlib import Path
 from typing import Any
@@ -555,6 +555,7 @@ class TestShutdown:
         assert not finisher.is_alive()
         assert [f.result(WAIT) for f in running] == [0, 1]
         assert all(f.cancelled() for f in queued)
+        assert wait(queued, timeout=0).not_done == set()  # done for concurrent.futures.wait too
         stats = d.stats(0)
         assert (stats.completed, stats.cancelled, stats.busy, stats.queued) == (2, 3, 0, 0)
         assert engine.submit(remote_jobs.square, 5).result(WAIT) == 25  # not shut down

@@ -40,21 +40,17 @@ def _load() -> tuple[dict[str, Any], str]:
 
 _SUITE, _MISSING = _load()
 
-_PRIVATE_THREADS = "reads the private _threads set; tests/test_executor.py checks the thread count by thread name"
 _STDLIB_CLASS = "creates concurrent.futures.ThreadPoolExecutor itself, not the class under test"
 _STDLIB_SUBPROCESS = (
     "runs concurrent.futures.ThreadPoolExecutor (by name) in a subprocess, not the class under test; "
-    "tests/test_executor.py runs the same scenario with jobdispatch.ThreadPoolExecutor"
+    "tests/test_executor.py or tests/test_executor_parity.py runs the same scenario with jobdispatch.ThreadPoolExecutor"
 )
 
 EXCLUDED: dict[str, dict[str, str]] = {
     "ThreadPoolExecutorTest": {
-        "test_saturation": _PRIVATE_THREADS,
-        "test_idle_thread_reuse": _PRIVATE_THREADS,
         "test_hang_global_shutdown_lock": _STDLIB_CLASS + " (and 50 fork-based process pools)",
     },
     "ThreadPoolShutdownTest": {
-        "test_threads_terminate": _PRIVATE_THREADS,
         "test_context_manager_shutdown": _STDLIB_CLASS + ", and reads the private _threads set",
         "test_del_shutdown": _STDLIB_CLASS + ", and reads the private _threads set",
         "test_shutdown_no_wait": _STDLIB_CLASS + ", and reads the private _threads set",

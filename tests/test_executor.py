@@ -8,11 +8,13 @@ import contextlib
 import gc
 import logging
 import os
+import signal
 import subprocess
 import sys
 import textwrap
 import threading
 import time
+import warnings
 import weakref
 from collections.abc import Iterator
 from concurrent.futures.thread import BrokenThreadPool
@@ -245,6 +247,39 @@ def test_finalize_cancel_pending_cancels_the_futures_of_queued_calls() -> None:
     finally:
         gate.set()
         d.finalize(timeout=10)
+
+
+@pytest.mark.parametrize("how", ["view-submit", "dispatcher-submit", "map-chunk"])
+def test_futures_dropped_by_finalize_are_done_for_wait_and_as_completed(how: str) -> None:
+    """Futures of calls finalize(cancel_pending=True) dropped are done for concurrent.futures.wait and as_completed."""
+    d = Dispatcher({0: 1}, name="test-exec-dropped")
+    gate, started = threading.Event(), threading.Event()
+    try:
+        d.dispatch(gated(gate, started))
+        assert started.wait(WAIT)
+        executor = d.executor(0)
+        if how == "view-submit":
+            queued = [executor.submit(int, n) for n in range(3)]
+            queued[0].cancel()  # cancelled by its owner first: dropped all the same
+        elif how == "dispatcher-submit":
+            queued = [d.submit(int, n) for n in range(3)]
+        else:
+            results = executor.map(abs, range(6), chunksize=2)
+            queued = executor._pending.snapshot()  # the chunks' futures, which map keeps to itself
+            assert len(queued) == 3
+        with pytest.raises(TimeoutError):
+            d.finalize(cancel_pending=True, timeout=0.05)  # the queued calls are marked dropped
+        gate.set()
+        d.finalize(timeout=WAIT)
+        assert all(future.cancelled() for future in queued)
+        assert cf.wait(queued, timeout=0).not_done == set()
+        assert set(cf.as_completed(queued, timeout=0)) == set(queued)
+        if how == "map-chunk":
+            with pytest.raises(cf.CancelledError):
+                next(results)
+    finally:
+        gate.set()
+        d.finalize(timeout=WAIT)
 
 
 def full_view(gate: threading.Event, workers: int = 1, queue_size: int = 0) -> tuple[Dispatcher, PoolExecutor]:
@@ -556,6 +591,45 @@ class TestEventLoop:
         assert ran == []
         stats = d.stats(0)
         assert (stats.completed, stats.cancelled, stats.failed) == (1, 0, 0)
+
+    def test_future_cancelled_while_waiting_for_room_is_done_for_wait(self) -> None:
+        """A future cancelled while its call waits for room in the loop is done for concurrent.futures.wait."""
+        gate = threading.Event()
+        d, executor = full_view(gate)
+
+        async def main() -> set[cf.Future[Any]]:
+            future = executor.submit(int)
+            await asyncio.sleep(0)
+            assert future.cancel()
+            loop = asyncio.get_running_loop()
+            # Waited for on another thread: the loop goes on, and drops the call.
+            return await loop.run_in_executor(None, lambda: cf.wait([future], timeout=WAIT).done)
+
+        try:
+            done = asyncio.run(main())
+        finally:
+            gate.set()
+            d.finalize(timeout=WAIT)
+        assert len(done) == 1
+
+    def test_future_cancelled_while_waiting_is_done_after_a_shutdown_on_the_loop_thread(self) -> None:
+        """A future cancelled as its call waits for room, then dropped by shutdown on the loop's thread, is done."""
+        gate = threading.Event()
+        d, executor = full_view(gate)
+
+        async def main() -> set[cf.Future[Any]]:
+            future = executor.submit(int)
+            await asyncio.sleep(0)
+            assert future.cancel()
+            executor.shutdown(wait=True)  # before the loop could drop the call itself
+            return cf.wait([future], timeout=0).done
+
+        try:
+            done = asyncio.run(main())
+        finally:
+            gate.set()
+            d.finalize(timeout=WAIT)
+        assert len(done) == 1
 
     def test_calls_waiting_when_the_loop_ends_still_run(self) -> None:
         """Calls still waiting for room when asyncio.run ends are handed to the pool, not lost."""
@@ -957,6 +1031,46 @@ def run_child(script: str) -> subprocess.CompletedProcess[str]:
         timeout=6 * WAIT,
         check=False,
     )
+
+
+@pytest.mark.skipif(not hasattr(os, "fork"), reason="needs os.fork")
+class TestForkedChild:
+    @pytest.mark.parametrize("kind", ["thread-pool", "view"])
+    def test_inherited_executor_refuses_calls_and_shuts_down_at_once(self, kind: str) -> None:
+        """In a child made by fork(), an inherited executor refuses calls; shutdown() returns though calls ran."""
+        gate, started = threading.Event(), threading.Event()
+        dispatcher = Dispatcher(1, name="test-exec-fork") if kind == "view" else None
+        executor: Any = ThreadPoolExecutor(1) if dispatcher is None else dispatcher.executor(0)
+        try:
+            running = executor.submit(gated(gate, started))
+            assert started.wait(WAIT)
+            with warnings.catch_warnings():
+                warnings.simplefilter("ignore", DeprecationWarning)  # 3.12+: fork() with threads running
+                pid = os.fork()
+            if pid == 0:  # pragma: no cover - the child's coverage is not collected
+                code = 1
+                try:
+                    signal.alarm(int(WAIT))  # a shutdown that hangs ends the child, with a signal
+                    try:
+                        executor.submit(int)
+                    except RuntimeError as error:
+                        if str(error).endswith("inherited through fork(): create a new one in the child"):
+                            code = 2
+                    if code == 2:
+                        executor.shutdown(wait=True)
+                        code = 0
+                finally:
+                    os._exit(code)
+            _, status = os.waitpid(pid, 0)
+            assert os.waitstatus_to_exitcode(status) == 0
+            gate.set()
+            assert running.result(WAIT) is None
+            assert executor.submit(int, 3).result(WAIT) == 3  # the parent's executor is unharmed
+        finally:
+            gate.set()
+            executor.shutdown()
+            if dispatcher is not None:
+                dispatcher.finalize(timeout=WAIT)
 
 
 class TestInterpreterExit:

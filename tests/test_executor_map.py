@@ -390,6 +390,38 @@ class TestBufferedChunks:
         gate.set()
         assert list(results) == list(range(10))
 
+    def test_buffered_map_of_a_subclass_submits_through_its_submit(self) -> None:
+        """A lazy map of a ThreadPoolExecutor subclass makes each call through its submit, buffersize ahead."""
+        seen: list[int] = []
+
+        class Recording(ThreadPoolExecutor):
+            def submit(self, fn: Callable[..., Any], /, *args: Any, **kwargs: Any) -> cf.Future[Any]:
+                seen.append(args[0])
+                return super().submit(fn, *args, **kwargs)
+
+        with Recording(2) as executor:
+            results = executor.map(abs, range(-10, 0), buffersize=3, chunksize=2)
+            assert seen == [-10, -9, -8]
+            assert next(results) == 10
+            assert seen == [-10, -9, -8, -7]
+            assert list(results) == list(range(9, 0, -1))
+        assert seen == list(range(-10, 0))
+
+    def test_buffered_map_of_a_collected_subclass_raises(self) -> None:
+        """A lazy map of a subclass with its own submit, whose executor was collected, says so."""
+
+        class Own(ThreadPoolExecutor):
+            def submit(self, fn: Callable[..., Any], /, *args: Any, **kwargs: Any) -> cf.Future[Any]:
+                return super().submit(fn, *args, **kwargs)
+
+        executor = Own(1, thread_name_prefix="jobdispatch-test-own")
+        results = executor.map(abs, range(10), buffersize=1)
+        assert next(results) == 0
+        del executor
+        gc.collect()
+        with pytest.raises(RuntimeError, match=r"the executor of this map was garbage-collected$"):
+            list(results)
+
 
 class TestChunksizeArgument:
     @pytest.mark.parametrize("make", [lambda: Dispatcher(1).executor(0), lambda: ThreadPoolExecutor(1)])

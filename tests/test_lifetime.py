@@ -10,6 +10,7 @@ import subprocess
 import sys
 import textwrap
 import threading
+import weakref
 from pathlib import Path
 
 import pytest
@@ -86,6 +87,30 @@ class TestDroppedWithoutFinalize:
         gate.set()  # the queued jobs behind `hold` may now run
         assert join_named(f"{name}-") == []
         assert sorted(recorder.ran) == list(range(50))
+
+    def test_exit_hook_waits_for_the_queued_jobs_of_a_collected_dispatcher(self) -> None:
+        """The interpreter-exit hook returns only once a dispatcher collected without finalize ran its queued jobs."""
+        from jobdispatch._dispatcher import _finalize_live_dispatchers  # the hook atexit runs
+
+        name = unique("life-drop-exit")
+        d = Dispatcher(1, name=name)
+        gate = threading.Event()
+        recorder = Recorder()
+        d.dispatch(lambda: gate.wait(WAIT))
+        for n in range(3):
+            d.dispatch(recorder.job(n))
+        collected = weakref.ref(d)
+        del d
+        gc.collect()
+        assert collected() is None
+        seen: list[list[int]] = []
+        hook = threading.Thread(target=lambda: (_finalize_live_dispatchers(), seen.append(list(recorder.ran))))
+        hook.start()
+        hook.join(0.2)  # time for a hook that does not wait to return: it would see no job run
+        gate.set()
+        hook.join(WAIT)
+        assert seen == [[0, 1, 2]]
+        assert join_named(f"{name}-") == []
 
     def test_collected_dispatcher_cancels_delayed_jobs_with_a_warning(self, caplog: pytest.LogCaptureFixture) -> None:
         """Delayed jobs of a collected dispatcher are cancelled (never run) and a warning says how many."""
@@ -170,6 +195,27 @@ class TestInterpreterExit:
         assert "interpreter exit: cancelling 2 delayed jobs of dispatcher 'exiting' that was not finalized" in (
             result.stderr
         )
+
+    def test_a_thread_a_job_started_is_waited_for_at_exit(self, tmp_path: Path) -> None:
+        """The interpreter waits at exit for a thread that a job started (no daemon, like one started elsewhere)."""
+        out = tmp_path / "out.txt"
+        script = """
+            import sys, threading
+            from jobdispatch import Dispatcher
+
+            out = open(sys.argv[1], "a", buffering=1)
+
+            def background():
+                threading.main_thread().join()  # works on once the main thread is over
+                for n in range(1000):
+                    out.write(f"{n}\\n")
+
+            with Dispatcher(1, name="starts-a-thread") as d:
+                d.dispatch(lambda: threading.Thread(target=background).start())
+            """
+        result = run_child(script, str(out))
+        assert (result.returncode, result.stderr) == (0, "")
+        assert out.read_text().split() == [str(n) for n in range(1000)]
 
     def test_exit_with_several_open_dispatchers(self, tmp_path: Path) -> None:
         """Several independent un-finalized dispatchers all drain their queued jobs at exit."""

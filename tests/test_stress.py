@@ -17,6 +17,7 @@ conftest.py), which forces a thread switch every few bytecodes.
 from __future__ import annotations
 
 import asyncio
+import concurrent.futures as cf
 import dis
 import functools
 import itertools
@@ -32,7 +33,15 @@ from typing import Any, TypeAlias
 
 import pytest
 
-from jobdispatch import Dispatcher, DispatcherClosed, DispatcherError, PoolConfig, PoolFull, PoolStats
+from jobdispatch import (
+    Dispatcher,
+    DispatcherClosed,
+    DispatcherError,
+    PoolConfig,
+    PoolFull,
+    PoolStats,
+    ThreadPoolExecutor,
+)
 from support import WAIT, gated, wait_for
 
 _names = itertools.count()
@@ -761,3 +770,38 @@ class TestFormerDefects:
         assert d.wait(WAIT)
         assert len(outcome) == 1
         assert isinstance(outcome[0], DispatcherError), f"wait() inside the job returned {outcome[0]!r}"
+
+
+class TestExecutorUnderLoad:
+    @pytest.mark.parametrize("wait", [True, False], ids=["wait", "no-wait"])
+    def test_shutdown_cancelling_as_threads_submit_leaves_every_future_done_for_wait(self, wait: bool) -> None:
+        """shutdown(cancel_futures=True) racing submitters: concurrent.futures.wait sees every future returned done."""
+        for _ in range(10):
+            executor = ThreadPoolExecutor(3, thread_name_prefix=unique("stress-exec-cancel"))
+            submitted: list[list[cf.Future[int]]] = [[] for _ in range(4)]
+            backlog = threading.Barrier(len(submitted) + 1, timeout=WAIT)
+            producers = [
+                threading.Thread(target=_submit_until_refused, args=(executor, mine, backlog)) for mine in submitted
+            ]
+            for producer in producers:
+                producer.start()
+            backlog.wait()
+            executor.shutdown(wait=wait, cancel_futures=True)
+            for producer in producers:
+                producer.join(WAIT)
+                assert not producer.is_alive()
+            futures = [future for mine in submitted for future in mine]
+            not_done = cf.wait(futures, timeout=WAIT).not_done
+            assert len(not_done) == 0, f"{len(not_done)} of {len(futures)} futures never done for wait()"
+            executor.shutdown()
+
+
+def _submit_until_refused(executor: ThreadPoolExecutor, mine: list[cf.Future[int]], backlog: threading.Barrier) -> None:
+    """Submit small calls until the executor refuses; meet at ``backlog`` once 200 are in."""
+    while True:
+        try:
+            mine.append(executor.submit(sum, range(300)))
+        except RuntimeError:
+            return
+        if len(mine) == 200:
+            backlog.wait()  # every producer has calls queued before the shutdown

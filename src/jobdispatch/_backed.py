@@ -25,7 +25,7 @@ from typing import TYPE_CHECKING, Any
 
 from ._backends import Engine, engine_for, serialise
 from ._batch import BatchCall
-from ._calls import _Call
+from ._calls import _Call, cancel_and_notify
 from ._config import PoolConfig
 from ._errors import EngineBroken
 from ._outcome import CancelledBeforeStart, ReportedElsewhere, interrupts_caller, safe_repr
@@ -48,16 +48,20 @@ class RemoteCall:
     not start its feeder.
     """
 
-    __slots__ = ("engine", "future", "payload")
+    __slots__ = ("engine", "future", "payload", "told")
 
     def __init__(self, engine: Engine, payload: Payload, future: Future[Any] | None) -> None:
         self.engine = engine
         self.payload = payload
         self.future = future  # the executor view's future, which gets the result
+        self.told = False  # the future was told the job starts, or will never start
 
     def start(self) -> bool:
         """Mark the executor view's future running; ``False`` if it was cancelled."""
-        return self.future is None or self.future.set_running_or_notify_cancel()
+        if self.future is None:
+            return True
+        self.told = True  # before the call that tells it: the future is never told twice
+        return self.future.set_running_or_notify_cancel()
 
     def settle(self, result: object, error: BaseException | None) -> None:
         """Pass the outcome to the executor view's future, if any."""
@@ -68,9 +72,14 @@ class RemoteCall:
                 self.future.set_exception(error)
 
     def cancel_unstarted(self) -> None:
-        """Cancel the executor view's future: the job was dropped before it started."""
-        if self.future is not None:
+        """Cancel the executor view's future, which `concurrent.futures.wait` then sees done: the job was dropped."""
+        if self.future is None:
+            return
+        if self.told:  # it began (Ctrl-C struck as it did): a future still pending is cancelled
             self.future.cancel()
+            return
+        self.told = True
+        cancel_and_notify(self.future)
 
     def __call__(self) -> None:
         if not self.start():

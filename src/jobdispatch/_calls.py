@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import os
 import threading
 from collections.abc import Callable
 from concurrent.futures import Future
@@ -25,7 +26,16 @@ from ._outcome import CancelledBeforeStart, ReportedElsewhere, safe_repr
 if TYPE_CHECKING:
     from ._dispatcher import Dispatcher
 
-__all__ = ["Pending", "SettlesAFuture", "dispatch_or_settle", "running_loop", "submit", "submit_call", "wait_for_calls"]
+__all__ = [
+    "Pending",
+    "SettlesAFuture",
+    "cancel_and_notify",
+    "dispatch_or_settle",
+    "running_loop",
+    "submit",
+    "submit_call",
+    "wait_for_calls",
+]
 
 _T = TypeVar("_T")
 
@@ -46,7 +56,7 @@ class Pending:
     refer to it, do not keep the executor alive.
     """
 
-    __slots__ = ("broken", "closed", "futures", "lock", "waiting")
+    __slots__ = ("broken", "closed", "futures", "lock", "pid", "waiting")
 
     def __init__(self) -> None:
         self.lock = threading.Lock()
@@ -55,6 +65,22 @@ class Pending:
         self.broken: str | None = None  # why the pool broke (a thread initializer failed)
         # Calls submitted on an event loop's thread that wait, in that loop, for room.
         self.waiting: dict[asyncio.Task[None], SettlesAFuture] = {}
+        self.pid = os.getpid()  # the process whose threads run the calls
+
+    def inherited(self) -> bool:
+        """Whether this is the copy a child made by ``fork()`` inherited: no call of it runs in this process."""
+        return self.pid != os.getpid()
+
+    def check_process(self) -> None:
+        """Raise if the executor was inherited through ``fork()``.
+
+        Called before ``lock`` is taken: a thread of the parent may have
+        held it as the parent forked, and nothing releases it in the child.
+        """
+        if self.pid != os.getpid():
+            raise RuntimeError(
+                "cannot schedule new futures: this executor was inherited through fork(): create a new one in the child"
+            )
 
     def check_open_locked(self) -> None:
         """Raise if the executor takes no new call (under ``lock``)."""
@@ -79,7 +105,7 @@ class Pending:
 class _Call:
     """A submitted call: runs once and settles its future."""
 
-    __slots__ = ("args", "fn", "future", "kwargs", "name", "pending")
+    __slots__ = ("args", "fn", "future", "kwargs", "name", "pending", "told")
 
     def __init__(
         self,
@@ -96,6 +122,7 @@ class _Call:
         self.kwargs = kwargs
         self.name = name
         self.pending = pending
+        self.told = False  # the future was told the call starts, or will never start
 
     def __call__(self) -> None:
         future = self.future
@@ -103,6 +130,7 @@ class _Call:
         if pending is not None and pending.broken is not None:  # an initializer failed: run nothing more
             self.cancel_unstarted()
             raise CancelledBeforeStart
+        self.told = True  # before the call that tells it: the future is never told twice
         if not future.set_running_or_notify_cancel():
             raise CancelledBeforeStart
         fn, args, kwargs = self.fn, self.args, self.kwargs
@@ -121,15 +149,21 @@ class _Call:
         """Settle the future of a call its pool dropped before it started.
 
         The future is cancelled (`Dispatcher.finalize` with
-        ``cancel_pending=True``), or gets `BrokenThreadPool` if the executor
-        broke (a thread initializer failed).
+        ``cancel_pending=True``), and `concurrent.futures.wait` sees it
+        done; or it gets `BrokenThreadPool` if the executor broke (a thread
+        initializer failed).
         """
+        future = self.future
+        if self.told:  # the call began (Ctrl-C struck as it did): a future still pending is cancelled
+            future.cancel()
+            return
+        self.told = True
         pending = self.pending
         if pending is not None and pending.broken is not None:
-            if self.future.set_running_or_notify_cancel():
-                self.future.set_exception(BrokenThreadPool(pending.broken))
+            if future.set_running_or_notify_cancel():
+                future.set_exception(BrokenThreadPool(pending.broken))
         else:
-            self.future.cancel()
+            cancel_and_notify(future)
 
     def __repr__(self) -> str:
         fn = getattr(self, "fn", None)
@@ -143,11 +177,15 @@ def _run(fn: Callable[..., Any], args: tuple[Any, ...], kwargs: dict[str, Any]) 
     """Return ``(False, result)`` or ``(True, exception)``.
 
     The exception is caught here, in a frame that knows neither the call nor
-    its future, so its traceback makes no reference cycle through them.
+    its future, so its traceback makes no reference cycle through them. Its
+    traceback keeps this frame, so the frame lets go of the function and its
+    arguments first: they are freed once the call is over, as with a call
+    that returns.
     """
     try:
         return False, fn(*args, **kwargs)
     except BaseException as error:
+        del fn, args, kwargs
         return True, error
 
 
@@ -172,6 +210,20 @@ def submit_call(
         future.cancel()  # a call that was queued all the same (Ctrl-C) is then dropped and counted cancelled
         raise
     return future
+
+
+def cancel_and_notify(future: Future[Any]) -> None:
+    """Cancel the future of a call that will never start, and tell the threads that wait for it.
+
+    `concurrent.futures.wait` and `as_completed` count a cancelled future as
+    done only once it is told, by `Future.set_running_or_notify_cancel`,
+    which an executor calls when the call's turn comes. A call dropped
+    before its turn never gets there, so it is told here. The caller makes
+    sure that nothing else tells this future. A future that runs, or is
+    over, is left alone.
+    """
+    if future.cancel():
+        future.set_running_or_notify_cancel()
 
 
 def _check_callable(fn: object) -> None:
@@ -201,6 +253,7 @@ def submit(
     future.add_done_callback(pending.discard)  # before it is in the set: Ctrl-C cannot leave it there
     call = _Call(future, fn, args, kwargs, pending=pending)
     try:
+        pending.check_process()
         with pending.lock:
             pending.check_open_locked()
             pending.futures.add(future)
@@ -248,7 +301,9 @@ def _after_waiting(dispatcher: Dispatcher, priority: int, pending: Pending, task
     if call is None:  # handed over by a shutdown on this loop's thread
         return
     if task.cancelled():
-        if not call.future.cancelled():
+        if call.future.cancelled():
+            cancel_and_notify(call.future)  # it never entered the pool, which would have told it
+        else:
             dispatch_or_settle(dispatcher, priority, call)
         return
     error = task.exception()
@@ -267,8 +322,12 @@ def wait_for_calls(
     closed.
     """
     not_done = set(pending.snapshot())
-    while not_done:
+    while True:
+        # Also with nothing to wait for: a call whose future was cancelled
+        # as it waited is no longer pending, but its future is told here.
         _hand_over_waiting(dispatcher, priority, pending, loop)
+        if not not_done:
+            return
         not_done = futures_wait(not_done, timeout=WAIT_SLICE).not_done  # in slices: to see loops close
 
 
@@ -292,7 +351,9 @@ def _hand_over_waiting(
         if task.get_loop() is loop:
             task.cancel()
     for _, call in stranded:
-        if not call.future.cancelled():
+        if call.future.cancelled():
+            cancel_and_notify(call.future)  # it never entered the pool, which would have told it
+        else:
             dispatch_or_settle(dispatcher, priority, call)
 
 

@@ -10,6 +10,7 @@ import os
 import threading
 import time
 import weakref
+from collections import deque
 from collections.abc import Callable, Iterable
 from concurrent.futures import Future
 from contextvars import Context, copy_context
@@ -1292,19 +1293,23 @@ def _abandon(pools: tuple[Pool, ...], scheduler: Scheduler) -> None:
 
     Runs in whatever thread dropped the last reference, so it never blocks:
     delayed jobs not yet due are cancelled (and logged), queued jobs still
-    run, then every worker exits.
+    run, then every worker exits. The exit hook waits for those workers, as
+    it does for the jobs of a dispatcher still open.
     """
     delayed = sum(pool.stats().delayed for pool in pools)
     if delayed:
         logger.warning("a dispatcher was garbage-collected without finalize(): %d delayed jobs cancelled", delayed)
     scheduler.cancel_all()
+    threads: list[threading.Thread] = []
     for pool in pools:
         pool.close(draining=False)
         # Stopping first: from then on, a due job the timer hands over, or
         # one a place frees up for, is cancelled or left to cancel_due.
-        pool.stop()
+        threads += pool.stop()
         pool.cancel_due()
     scheduler.stop(0)
+    if threads:
+        _abandoned_threads.append(tuple(threads))
 
 
 # Open dispatchers, for the exit hook: weak references without callbacks,
@@ -1313,6 +1318,12 @@ def _abandon(pools: tuple[Pool, ...], scheduler: Scheduler) -> None:
 _live_dispatchers: dict[int, weakref.ref[Dispatcher]] = {}
 _live_lock = threading.Lock()
 
+# The workers of dispatchers collected without finalize, which run the jobs
+# still queued before they exit: the exit hook waits for them. `_abandon`
+# appends without the lock (one atomic operation: the collector may run it
+# in a thread that holds the lock); entries are taken out under the lock.
+_abandoned_threads: deque[tuple[threading.Thread, ...]] = deque()
+
 
 def _add_live(dispatcher: Dispatcher) -> None:
     with _live_lock:
@@ -1320,6 +1331,25 @@ def _add_live(dispatcher: Dispatcher) -> None:
             if reference() is None:
                 del _live_dispatchers[key]
         _live_dispatchers[id(dispatcher)] = weakref.ref(dispatcher)
+        for _ in range(len(_abandoned_threads)):  # forget the workers that have exited
+            threads = _abandoned_threads.popleft()
+            if any(thread.is_alive() for thread in threads):
+                _abandoned_threads.append(threads)
+
+
+def _join_abandoned() -> bool:
+    """Wait for the workers of dispatchers collected without finalize; return whether one was running."""
+    waited = False
+    current = threading.current_thread()
+    while True:
+        with _live_lock:
+            if not _abandoned_threads:
+                return waited
+            threads = _abandoned_threads.popleft()
+        for thread in threads:
+            if thread is not current and thread.is_alive():
+                waited = True
+                join_thread(thread, None)
 
 
 def _forget_live(dispatcher: Dispatcher) -> None:
@@ -1340,7 +1370,7 @@ def _live() -> list[Dispatcher]:
 
 @atexit.register
 def _finalize_live_dispatchers() -> None:
-    """Run the queued jobs of every dispatcher left open at interpreter exit.
+    """Run the queued jobs of every dispatcher left open at interpreter exit, or collected without finalize.
 
     Jobs of one dispatcher may feed another, so all of them are drained
     together, until a whole pass over them finds nothing running and nothing
@@ -1352,18 +1382,20 @@ def _finalize_live_dispatchers() -> None:
     last_seen = None
     while True:
         # Every pass: a job that ran meanwhile may have delayed another, or a
-        # new dispatcher may have come.
+        # new dispatcher may have come, or one may have been collected.
         dispatchers = [d for d in _live() if d._state is not State.CLOSED]
         for dispatcher in dispatchers:
             dispatcher._cancel_delayed_at_exit()
+        waited = _join_abandoned()
         for dispatcher in dispatchers:
             dispatcher.wait()
         activity = [dispatcher._activity() for dispatcher in dispatchers]
-        if all(running == 0 for running, _ in activity) and activity == last_seen:
+        if not waited and all(running == 0 for running, _ in activity) and activity == last_seen:
             break
         last_seen = activity
     for dispatcher in _live():
         dispatcher.finalize()
+    _join_abandoned()
 
 
 def _after_fork_in_child() -> None:
@@ -1374,6 +1406,7 @@ def _after_fork_in_child() -> None:
     for dispatcher in _live():
         dispatcher._forget_after_fork()
     _live_dispatchers.clear()
+    _abandoned_threads.clear()  # the child has none of these threads
     # The forking thread may have been a worker: in the child it is not one.
     _thread_role.pool = None
     _thread_role.running = None

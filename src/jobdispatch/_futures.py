@@ -71,12 +71,18 @@ class FuturesExecutor(Executor):
         endless or huge iterable is fine (keep a reference to the executor
         while you iterate then).
 
+        A subclass that overrides ``submit`` gets every call through it, as
+        with the standard library's ``map`` (``chunksize`` then makes no
+        chunks).
+
         Args:
             fn: The function to call.
             *iterables: Its arguments, zipped.
             timeout: Seconds, from the call to ``map``, after which a result
                 not ready, or a call the full pool had no room for, raises
-                `TimeoutError`; the calls not started are then cancelled.
+                `TimeoutError`; the calls not started are then cancelled. A
+                timeout of 0 or less has run out already: the calls are
+                submitted all the same, and a result not ready raises.
             chunksize: Hand up to this many calls to a worker as one item
                 (>= 1), as `Dispatcher.dispatch_many` does: fewer hand-overs
                 make many tiny calls cheaper. The calls of a chunk run one
@@ -98,8 +104,10 @@ class FuturesExecutor(Executor):
             TypeError: ``chunksize`` or ``buffersize`` is not an int, or
                 ``timeout`` not a number.
             ValueError: ``chunksize`` or ``buffersize`` is less than 1, or
-                ``timeout`` negative.
+                ``timeout`` is NaN.
         """
+        if isinstance(timeout, int | float) and not isinstance(timeout, bool) and timeout < 0:
+            timeout = 0  # a deadline passed already, as the standard library takes it
         seconds = check_timeout(timeout)
         size = check_int("chunksize", chunksize, 1)
         if buffersize is not None:
@@ -111,6 +119,10 @@ class FuturesExecutor(Executor):
         arguments = zip(*iterables, strict=False)
         futures: deque[Future[Any]] = deque()
         complete = True
+        # A subclass's own submit takes every call, one by one, as the standard library's map does.
+        overridden = type(self).submit is not FuturesExecutor.submit
+        if overridden:
+            size = 1
         try:
             submit_calls(
                 self._dispatcher,
@@ -121,6 +133,7 @@ class FuturesExecutor(Executor):
                 size,
                 deadline,
                 futures,
+                self.submit if overridden else None,
             )
         except PoolFull:
             complete = False  # no room before the deadline: the iterator raises TimeoutError
@@ -133,6 +146,7 @@ class FuturesExecutor(Executor):
             refill = partial(
                 _refill,
                 weakref.ref(self._dispatcher),
+                weakref.WeakMethod(self.submit) if overridden else None,
                 self._priority,
                 self._pending,
                 fn,
@@ -166,6 +180,7 @@ def _remaining(deadline: float | None) -> float | None:
 
 def _refill(
     dispatcher: weakref.ref[Dispatcher],
+    own_submit: weakref.WeakMethod[Callable[..., Future[Any]]] | None,
     priority: int,
     pending: Pending,
     fn: Callable[..., _T],
@@ -180,7 +195,8 @@ def _refill(
 
     Called before each result is taken, with ``ahead`` the calls submitted
     and not yet taken: ``buffersize`` calls stay submitted ahead of the one
-    being taken, a chunk at a time. Returns how many calls it submitted.
+    being taken, a chunk at a time. ``own_submit`` is the ``submit`` of a
+    subclass that overrides it. Returns how many calls it submitted.
     """
     step = min(chunksize, buffersize)
     room = buffersize + 1 - ahead
@@ -189,10 +205,13 @@ def _refill(
     items = list(islice(arguments, room - room % step))
     if not items:
         return 0
+    via = None if own_submit is None else own_submit()
+    if own_submit is not None and via is None:
+        raise RuntimeError("cannot schedule new futures: the executor of this map was garbage-collected")
     owner = dispatcher()
     if owner is None:
         raise RuntimeError("cannot schedule new futures: the dispatcher of this map was garbage-collected")
-    submit_calls(owner, priority, pending, fn, iter(items), chunksize, deadline, futures)
+    submit_calls(owner, priority, pending, fn, iter(items), chunksize, deadline, futures, via)
     return len(items)
 
 
@@ -289,7 +308,13 @@ class PoolExecutor(FuturesExecutor):
         Raises:
             RuntimeError: ``wait`` is true and the caller is one of the
                 pool's threads (the view is shut down all the same).
+
+        In a child process made by ``fork()``, where none of the view's
+        calls can run, it only marks the view shut down.
         """
+        if self._pending.inherited():  # in a child made by fork(): none of its calls runs here
+            self._pending.closed = True
+            return
         with self._pending.lock:
             self._pending.closed = True
         if cancel_futures:

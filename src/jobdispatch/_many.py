@@ -13,7 +13,7 @@ from contextvars import copy_context
 from itertools import islice
 from typing import TYPE_CHECKING, Any
 
-from ._calls import Pending, _Call, _check_callable, _wait_for_room, running_loop, submit
+from ._calls import Pending, _Call, _check_callable, _wait_for_room, cancel_and_notify, running_loop, submit
 from ._errors import PoolFull
 from ._outcome import CancelledBeforeStart, ReportedElsewhere, interrupts_caller, tell_cancelled
 from ._threads import ThreadPool
@@ -185,7 +185,7 @@ class MappedChunk:
     the end.
     """
 
-    __slots__ = ("arguments", "context", "fn", "future", "pending", "pool")
+    __slots__ = ("arguments", "context", "fn", "future", "pending", "pool", "told")
 
     def __init__(
         self,
@@ -202,6 +202,7 @@ class MappedChunk:
         self.arguments = arguments
         self.future = future
         self.context = context
+        self.told = False  # the future was told the chunk starts, or will never start
 
     def __call__(self) -> None:
         future, pool = self.future, self.pool
@@ -211,6 +212,7 @@ class MappedChunk:
         # Before the future runs: Ctrl-C up to here finds the future pending
         # and the calls in the chunk, and the thread cancels them.
         count = len(self.arguments)
+        self.told = True  # before the call that tells it: the future is never told twice
         if not future.set_running_or_notify_cancel():
             self._count_cancelled()
             raise CancelledBeforeStart
@@ -285,15 +287,21 @@ class MappedChunk:
         """Count every call of the chunk cancelled but the one the worker counts, and settle the future.
 
         The future is cancelled (`Dispatcher.finalize` with
-        ``cancel_pending=True``), or gets `BrokenThreadPool` if the executor
-        broke (a thread initializer failed).
+        ``cancel_pending=True``), and `concurrent.futures.wait` sees it
+        done; or it gets `BrokenThreadPool` if the executor broke (a thread
+        initializer failed).
         """
         self._count_cancelled()
+        future = self.future
+        if self.told:  # the chunk began (Ctrl-C struck as it did): a future still pending is cancelled
+            future.cancel()
+            return
+        self.told = True
         broken = self.pending.broken
         if broken is None:
-            self.future.cancel()
-        elif self.future.set_running_or_notify_cancel():
-            self.future.set_exception(BrokenThreadPool(broken))
+            cancel_and_notify(future)
+        elif future.set_running_or_notify_cancel():
+            future.set_exception(BrokenThreadPool(broken))
 
     def _count_cancelled(self) -> None:
         arguments = getattr(self, "arguments", None)
@@ -307,10 +315,15 @@ class MappedChunk:
 
 
 def _call(fn: Callable[..., Any], args: tuple[Any, ...]) -> tuple[bool, Any]:
-    """Return ``(False, result)`` or ``(True, exception)``, caught in a frame that knows no chunk."""
+    """Return ``(False, result)`` or ``(True, exception)``, caught in a frame that knows no chunk.
+
+    The exception's traceback keeps this frame: it lets go of the function
+    and the arguments first (see `_calls._run`).
+    """
     try:
         return False, fn(*args)
     except BaseException as error:
+        del fn, args
         return True, error
 
 
@@ -323,6 +336,7 @@ def submit_calls(
     chunksize: int,
     deadline: float | None,
     futures: deque[Future[Any]],
+    via: Callable[..., Future[Any]] | None = None,
 ) -> None:
     """Submit ``fn(*args)`` through an executor for each item of ``arguments``; append the futures to ``futures``.
 
@@ -331,7 +345,9 @@ def submit_calls(
     one `ChunkFuture` for them all. A future is appended once its call or
     chunk is in the pool. On a thread that runs an event loop, a call or
     chunk that finds the pool full waits for room in the loop, as with
-    ``submit``. A pool with a backend gets each call on its own.
+    ``submit``. A pool with a backend gets each call on its own, and so
+    does ``via``, the ``submit`` of an executor subclass that overrides it
+    (which takes no deadline).
 
     Raises:
         PoolFull: The pool had no room before ``deadline``; the calls read
@@ -340,6 +356,10 @@ def submit_calls(
         RuntimeError: As ``submit``.
         TypeError: ``fn`` is not callable.
     """
+    if via is not None:
+        for args in arguments:
+            futures.append(via(fn, *args))
+        return
     pool = dispatcher._pool(priority)
     if type(pool) is not ThreadPool:  # an engine runs each call on its own: no chunks
         for args in arguments:
@@ -390,6 +410,7 @@ def _hand_over(
 ) -> None:
     """Put ``call`` (one call, or a chunk of them) in the executor's pending set and in the pool."""
     try:
+        pending.check_process()
         with pending.lock:
             pending.check_open_locked()
             pending.futures.add(future)

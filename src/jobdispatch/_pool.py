@@ -40,7 +40,17 @@ from ._outcome import (
     mark_ran,
     tell_cancelled,
 )
-from ._rounds import Generation, Round, Running, finish_generation, generation_done, role, runs_job_of, wake_future
+from ._rounds import (
+    Generation,
+    Round,
+    Running,
+    WorkerThread,
+    finish_generation,
+    generation_done,
+    role,
+    runs_job_of,
+    wake_future,
+)
 from ._state import State
 from ._stats import PoolStats
 
@@ -542,7 +552,7 @@ class Pool:
         in_pool = self._places - self._room + 1
         if in_pool <= self._planned:
             return None
-        thread = threading.Thread(
+        thread = WorkerThread(
             target=self._worker_main,
             name=f"{self._thread_name}-{len(self._threads) + 1}",
             daemon=True,

@@ -19,6 +19,7 @@ __all__ = [
     "Generation",
     "Round",
     "Running",
+    "WorkerThread",
     "current_pool",
     "finish_generation",
     "generation_done",
@@ -35,6 +36,31 @@ class _ThreadRole(threading.local):
     pool: Pool | None = None  # the pool whose worker thread this is
     running: Running | None = None  # set on a thread that runs jobs: whose round they belong to
     reporting = False  # the thread is in a batch's progress callback: it must not wait for the timer
+
+
+class WorkerThread(threading.Thread):
+    """A thread of a pool: a daemon thread, except to the threads its jobs start.
+
+    Workers are daemon threads, so that idle ones never hold the interpreter
+    at exit (its exit hook drains the pools instead). A new thread takes its
+    daemon flag from the thread that creates it, so a thread that a job
+    starts would be a daemon too, and be stopped at exit with its work
+    undone. Asked from its own jobs, a worker says it is no daemon: a
+    thread a job starts is then waited for at exit, like one started
+    anywhere else (and as on the standard library's thread pool).
+    """
+
+    runs_jobs = False  # set by the thread itself, once the interpreter has seen it start as a daemon
+
+    @property
+    def daemon(self) -> bool:
+        if self.runs_jobs and threading.get_ident() == self.ident:
+            return False
+        return super().daemon
+
+    @daemon.setter
+    def daemon(self, daemonic: bool) -> None:
+        vars(threading.Thread)["daemon"].__set__(self, daemonic)  # the property of the base class
 
 
 class Running:

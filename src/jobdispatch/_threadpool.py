@@ -68,8 +68,9 @@ class ThreadPoolExecutor(FuturesExecutor):
             ``max_queue_size`` is negative.
         TypeError: An argument has the wrong type.
 
-    For code that reads them, ``_max_workers`` and ``_broken`` (``False``,
-    or why the executor broke) are kept as in the standard library.
+    For code that reads them, ``_max_workers``, ``_broken`` (``False``, or
+    why the executor broke) and ``_threads`` (a new set of the threads
+    started, at each read) are kept as in the standard library.
     """
 
     def __init__(
@@ -118,6 +119,14 @@ class ThreadPoolExecutor(FuturesExecutor):
     def _broken(self) -> str | bool:
         return self._pending.broken or False
 
+    @property
+    def _threads(self) -> set[threading.Thread]:
+        pool = self._pool_ref()
+        if pool is None:
+            return set()
+        with pool._lock:
+            return set(pool._threads)
+
     def shutdown(self, wait: bool = True, *, cancel_futures: bool = False) -> None:
         """Refuse new calls, then stop the threads once the calls submitted are over.
 
@@ -131,7 +140,13 @@ class ThreadPoolExecutor(FuturesExecutor):
             RuntimeError: ``wait`` is true and the caller is one of the
                 executor's own threads (the executor is shut down all the
                 same, and its threads exit when its calls are done).
+
+        In a child process made by ``fork()``, where none of the executor's
+        calls can run, it only marks the executor shut down.
         """
+        if self._pending.inherited():
+            self._pending.closed = True
+            return
         with self._pending.lock:
             self._pending.closed = True
         if cancel_futures:

@@ -3,12 +3,13 @@
 from __future__ import annotations
 
 import sys
+import threading
 import time
 from queue import Empty
 
 from ._outcome import CancelledBeforeStart, ReportedElsewhere, call_job, tell_cancelled
 from ._pool import Pool, count_worker_in, take_contended
-from ._rounds import Running, generation_done, role
+from ._rounds import Running, WorkerThread, generation_done, role
 
 __all__ = ["ThreadPool"]
 
@@ -27,7 +28,14 @@ class ThreadPool(Pool):
     __slots__ = ()
 
     def _worker_main(self) -> None:
-        _work(self)
+        thread = threading.current_thread()
+        if type(thread) is WorkerThread:
+            thread.runs_jobs = True  # threads its jobs start are no daemons (see WorkerThread)
+        try:
+            _work(self)
+        finally:
+            if type(thread) is WorkerThread:
+                thread.runs_jobs = False
 
 
 def _work(pool: Pool) -> None:
