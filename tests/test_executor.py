@@ -901,14 +901,22 @@ class TestThreadPoolExecutor:
             ({"initializer": 3}, TypeError, r"^initializer must be callable or None, got 3$"),
             ({"max_queue_size": -1}, ValueError, r"^max_queue_size must be >= 0, got -1$"),
             ({"max_queue_size": 1.5}, TypeError, r"^max_queue_size must be an int or None, got 1.5$"),
-            ({"initargs": [1]}, TypeError, r"^initargs must be a tuple, got \[1\]$"),
-            ({"thread_name_prefix": None}, TypeError, r"^thread_name_prefix must be a str, got None$"),
+            ({"initargs": 5}, TypeError, r"^initargs must be a tuple, got 5$"),
+            ({"thread_name_prefix": 5}, TypeError, r"^thread_name_prefix must be a str or None, got 5$"),
         ],
     )
     def test_bad_arguments_are_refused(self, kwargs: dict[str, Any], error: type[Exception], message: str) -> None:
         """Bad constructor arguments raise an error naming the argument and the value."""
         with pytest.raises(error, match=message):
             ThreadPoolExecutor(**kwargs)
+
+    def test_a_list_of_initargs_and_no_thread_name_prefix_are_taken_as_the_standard_library_takes_them(self) -> None:
+        """initargs as a list, and thread_name_prefix=None (the default name), are accepted."""
+        seen: list[tuple[int, int]] = []
+        with ThreadPoolExecutor(1, None, lambda a, b: seen.append((a, b)), [1, 2]) as executor:
+            name = executor.submit(lambda: threading.current_thread().name).result(WAIT)
+        assert seen == [(1, 2)]
+        assert name.startswith("ThreadPoolExecutor-")
 
     def test_submit_after_shutdown_raises(self) -> None:
         """submit after shutdown raises the standard library's RuntimeError."""

@@ -29,7 +29,7 @@ from ._scheduler import DelayedJob as DelayedJob
 from ._stats import PoolStats as PoolStats
 from ._threadpool import ThreadPoolExecutor as ThreadPoolExecutor
 
-__version__ = "1.4.1"
+__version__ = "1.5.0"
 
 __all__ = [
     "DEFAULT_QUEUE_SIZE",

@@ -8,7 +8,7 @@ import logging
 import os
 import sys
 import threading
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from concurrent.futures.thread import BrokenThreadPool
 from typing import Any
 
@@ -76,9 +76,9 @@ class ThreadPoolExecutor(FuturesExecutor):
     def __init__(
         self,
         max_workers: int | None = None,
-        thread_name_prefix: str = "",
+        thread_name_prefix: str | None = "",
         initializer: Callable[..., object] | None = None,
-        initargs: tuple[Any, ...] = (),
+        initargs: Iterable[Any] = (),
         *,
         max_queue_size: int | None = None,
     ) -> None:
@@ -90,10 +90,15 @@ class ThreadPoolExecutor(FuturesExecutor):
             raise ValueError("max_workers must be greater than 0")
         if initializer is not None and not callable(initializer):
             raise TypeError(f"initializer must be callable or None, got {initializer!r}")
-        if not isinstance(initargs, tuple):
-            raise TypeError(f"initargs must be a tuple, got {initargs!r}")
-        if not isinstance(thread_name_prefix, str):
-            raise TypeError(f"thread_name_prefix must be a str, got {thread_name_prefix!r}")
+        if not isinstance(initargs, tuple):  # a list, say, as the standard library takes it
+            try:
+                initargs = tuple(initargs)
+            except TypeError:
+                raise TypeError(f"initargs must be a tuple, got {initargs!r}") from None
+        if thread_name_prefix is None:  # as the standard library takes it: the default name
+            thread_name_prefix = ""
+        elif not isinstance(thread_name_prefix, str):
+            raise TypeError(f"thread_name_prefix must be a str or None, got {thread_name_prefix!r}")
         if max_queue_size is None:
             queue_size = sys.maxsize  # places are made as they are needed: this costs nothing
         elif isinstance(max_queue_size, bool) or not isinstance(max_queue_size, int):
