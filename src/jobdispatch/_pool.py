@@ -44,7 +44,6 @@ from ._rounds import (
     Generation,
     Round,
     Running,
-    WorkerThread,
     finish_generation,
     generation_done,
     role,
@@ -552,7 +551,7 @@ class Pool:
         in_pool = self._places - self._room + 1
         if in_pool <= self._planned:
             return None
-        thread = WorkerThread(
+        thread = threading.Thread(
             target=self._worker_main,
             name=f"{self._thread_name}-{len(self._threads) + 1}",
             daemon=True,

@@ -39,7 +39,7 @@ class _ThreadRole(threading.local):
 
 
 class WorkerThread(threading.Thread):
-    """A thread of a pool: a daemon thread, except to the threads its jobs start.
+    """A worker thread of a pool once it runs: a daemon thread, except to the threads its jobs start.
 
     Workers are daemon threads, so that idle ones never hold the interpreter
     at exit (its exit hook drains the pools instead). A new thread takes its
@@ -48,13 +48,16 @@ class WorkerThread(threading.Thread):
     undone. Asked from its own jobs, a worker says it is no daemon: a
     thread a job starts is then waited for at exit, like one started
     anywhere else (and as on the standard library's thread pool).
-    """
 
-    runs_jobs = False  # set by the thread itself, once the interpreter has seen it start as a daemon
+    A worker starts as a plain `threading.Thread` and takes this class on
+    itself once it runs (see `_threads.ThreadPool`): the interpreter has
+    seen it start as a daemon, and no code of the library runs inside
+    ``Thread.start``, where Ctrl-C would leave a thread half-started.
+    """
 
     @property
     def daemon(self) -> bool:
-        if self.runs_jobs and threading.get_ident() == self.ident:
+        if threading.get_ident() == self.ident:
             return False
         return super().daemon
 

@@ -29,13 +29,14 @@ class ThreadPool(Pool):
 
     def _worker_main(self) -> None:
         thread = threading.current_thread()
-        if type(thread) is WorkerThread:
-            thread.runs_jobs = True  # threads its jobs start are no daemons (see WorkerThread)
+        plain = type(thread) is threading.Thread
+        if plain:
+            thread.__class__ = WorkerThread  # threads its jobs start are no daemons (see WorkerThread)
         try:
             _work(self)
         finally:
-            if type(thread) is WorkerThread:
-                thread.runs_jobs = False
+            if plain:
+                thread.__class__ = threading.Thread
 
 
 def _work(pool: Pool) -> None:
