@@ -901,7 +901,7 @@ class TestThreadPoolExecutor:
             ({"initializer": 3}, TypeError, r"^initializer must be callable or None, got 3$"),
             ({"max_queue_size": -1}, ValueError, r"^max_queue_size must be >= 0, got -1$"),
             ({"max_queue_size": 1.5}, TypeError, r"^max_queue_size must be an int or None, got 1.5$"),
-            ({"initargs": 5}, TypeError, r"^initargs must be a tuple, got 5$"),
+            ({"initargs": 5}, TypeError, r"^initargs must be an iterable, got 5$"),
             ({"thread_name_prefix": 5}, TypeError, r"^thread_name_prefix must be a str or None, got 5$"),
         ],
     )
