@@ -33,6 +33,7 @@ from jobdispatch import (
     PoolFull,
     RemoteJobError,
     ResultNotSerializable,
+    _backed,
 )
 from support import WAIT, Counter, wait_for
 from test_faults import RefusingStart
@@ -756,6 +757,40 @@ class TestNoFeeder:
         assert not closer.is_alive()  # the call's future was settled, not left running
         d.finalize(timeout=WAIT)
         assert d.stats(0).failed == 1
+
+    def test_pool_without_feeder_waits_for_the_engine_in_slices(self, monkeypatch: pytest.MonkeyPatch) -> None:
+        """With no feeder, the dispatching thread waits for the engine in slices of WAIT_SLICE: no Ctrl-C missed."""
+        monkeypatch.setattr(_backed, "WAIT_SLICE", 0.01, raising=False)
+        RefusingStart(monkeypatch, "nofeeder-")
+        gate, started = threading.Event(), threading.Event()
+        run_code = _backed.RemoteCall._run.__code__
+        slices = Counter()
+
+        def trace(frame: Any, event: str, arg: object) -> Any:
+            if event == "call" and frame.f_code is threading.Event.wait.__code__ and frame.f_back.f_code is run_code:
+                slices()
+            return None
+
+        def dispatch() -> None:
+            sys.settrace(trace)
+            try:
+                d.dispatch(lambda: (started.set(), gate.wait(3 * WAIT)))
+            finally:
+                sys.settrace(None)
+
+        with ThreadPoolExecutor(1) as executor:
+            d = Dispatcher([PoolConfig(0, 1, backend=executor)], name="nofeeder")
+            producer = threading.Thread(target=dispatch, name="test-dispatching-thread")
+            producer.start()
+            try:
+                assert started.wait(WAIT)
+                wait_for(lambda: slices.value >= 3, "the dispatching thread to wake between slices")
+            finally:
+                gate.set()
+                producer.join(WAIT)
+                d.finalize(timeout=WAIT)
+        assert not producer.is_alive()
+        assert d.stats(0).completed == 1
 
     def test_pool_without_feeder_settles_the_future_of_a_job_its_engine_refuses(
         self, monkeypatch: pytest.MonkeyPatch

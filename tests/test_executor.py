@@ -759,6 +759,49 @@ class TestEventLoop:
             with caplog.at_level(logging.CRITICAL, logger="asyncio"):
                 gc.collect()  # the closed loop's tasks: "destroyed but pending", as this test meant
 
+    @pytest.mark.skipif(sys.platform == "win32", reason="POSIX signals")
+    def test_ctrl_c_as_shutdown_hands_over_a_stranded_call_leaves_its_future_done_for_wait(
+        self, caplog: pytest.LogCaptureFixture
+    ) -> None:
+        """Ctrl-C while shutdown blocks handing over a call stranded in a closed loop: its future is done for wait."""
+        assert threading.current_thread() is threading.main_thread()
+        gate = threading.Event()
+        d, executor = full_view(gate)
+        pool = d._pools[0]
+
+        async def start_waiting() -> cf.Future[int]:
+            future = executor.submit(int)
+            await until_waiting(pool, 1)
+            return future
+
+        loop = asyncio.new_event_loop()
+        try:
+            future = loop.run_until_complete(start_waiting())
+        finally:
+            loop.close()  # its task, still waiting for room, never runs again
+
+        def strike() -> None:
+            # Once shutdown blocks on the full pool, handing the call over.
+            lock_type = type(threading.Lock())  # what a blocked thread waits on; a loop's task waits on a future
+            wait_for(lambda: any(type(w) is lock_type for w in pool._room_waiters), "a blocked hand-over")
+            signal.pthread_kill(threading.main_thread().ident, signal.SIGINT)  # type: ignore[arg-type]
+
+        striker = threading.Thread(target=strike, name="test-striker")
+        striker.start()
+        try:
+            with pytest.raises(KeyboardInterrupt):
+                executor.shutdown()
+            assert future.cancelled()
+            assert cf.wait([future], timeout=WAIT).done == {future}  # never left cancelled and untold
+        finally:
+            striker.join(WAIT)
+            gate.set()
+            d.finalize(cancel_pending=True, timeout=WAIT)
+            del future  # its done-callback holds the task
+            with caplog.at_level(logging.CRITICAL, logger="asyncio"):
+                gc.collect()  # the closed loop's task: "destroyed but pending"
+        assert d.stats(0).completed == 1  # the gated job; the stranded call never counted
+
     def test_finalize_while_a_call_waits_for_room_settles_its_future(self) -> None:
         """A call waiting in a loop for room when the dispatcher is finalized gets DispatcherClosed."""
         gate = threading.Event()
@@ -901,7 +944,7 @@ class TestThreadPoolExecutor:
             ({"initializer": 3}, TypeError, r"^initializer must be callable or None, got 3$"),
             ({"max_queue_size": -1}, ValueError, r"^max_queue_size must be >= 0, got -1$"),
             ({"max_queue_size": 1.5}, TypeError, r"^max_queue_size must be an int or None, got 1.5$"),
-            ({"initargs": 5}, TypeError, r"^initargs must be a tuple, got 5$"),
+            ({"initargs": 5}, TypeError, r"^initargs must be an iterable, got 5$"),
             ({"thread_name_prefix": 5}, TypeError, r"^thread_name_prefix must be a str or None, got 5$"),
         ],
     )

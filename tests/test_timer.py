@@ -509,6 +509,49 @@ hooks._live = spy
 """
 
 
+class TestCancelWhileTheTimerIsBusy:
+    def test_cancel_waits_for_the_timer_in_slices(
+        self, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+    ) -> None:
+        """cancel() waits for a timer busy with a job in slices of WAIT_SLICE: no Ctrl-C missed; then it cancels."""
+        caplog.set_level(logging.ERROR, logger="jobdispatch")  # the refused worker start is expected
+        monkeypatch.setattr(_scheduler, "WAIT_SLICE", 0.01)
+        RefusingStart(monkeypatch, "test-busy-timer-p0")
+        d = Dispatcher({0: 1}, name="test-busy-timer")
+        gate, started = threading.Event(), threading.Event()
+        d.dispatch_later(0, gated(gate, started))  # no worker can start: the timer runs it itself
+        assert started.wait(WAIT)
+        handle = d.dispatch_later(LONG, int)
+        cancel_code = _scheduler.DelayedJob.cancel.__code__
+        slices = Counter()
+        outcome: list[bool] = []
+
+        def trace(frame: Any, event: str, arg: object) -> Any:
+            if event == "call" and frame.f_code is threading.Event.wait.__code__ and frame.f_back.f_code is cancel_code:
+                slices()
+            return None
+
+        def cancel() -> None:
+            sys.settrace(trace)
+            try:
+                outcome.append(handle.cancel())
+            finally:
+                sys.settrace(None)
+
+        canceller = threading.Thread(target=cancel, name="test-canceller")
+        canceller.start()
+        try:
+            wait_for(lambda: slices.value >= 3, "cancel() to wake between slices")
+        finally:
+            gate.set()
+            canceller.join(WAIT)
+            d.finalize(timeout=WAIT)
+        assert not canceller.is_alive()
+        assert outcome == [True]
+        assert handle.cancelled()
+        assert d.stats(0).cancelled == 1
+
+
 class TestExitWithDelayedJobs:
     def test_a_job_that_delays_itself_again_does_not_keep_the_process_alive(self) -> None:
         """A job re-dispatching itself with dispatch_later, running as the exit hook starts, lets the process exit."""

@@ -26,7 +26,7 @@ from typing import TYPE_CHECKING, Any
 from ._backends import Engine, engine_for, serialise
 from ._batch import BatchCall
 from ._calls import _Call, cancel_and_notify
-from ._config import PoolConfig
+from ._config import WAIT_SLICE, PoolConfig
 from ._errors import EngineBroken
 from ._outcome import CancelledBeforeStart, ReportedElsewhere, interrupts_caller, safe_repr
 from ._pool import ErrorHandler, Pool, count_worker_in, job_over
@@ -108,7 +108,8 @@ class RemoteCall:
         lost = self.engine.lost(engine_future)
         if lost is not None:
             return None, engine_broken(self.engine, "sent the job", "lost it", lost)
-        done.wait()
+        while not done.wait(WAIT_SLICE):  # in slices: see WAIT_SLICE (the dispatching thread may be the main one)
+            pass
         return self.engine.outcome(engine_future, self.future is not None)
 
     def __repr__(self) -> str:

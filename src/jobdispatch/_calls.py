@@ -21,7 +21,7 @@ from typing import TYPE_CHECKING, Any, Protocol, TypeVar
 
 from ._config import WAIT_SLICE
 from ._errors import PoolFull
-from ._outcome import CancelledBeforeStart, ReportedElsewhere, safe_repr
+from ._outcome import CancelledBeforeStart, ReportedElsewhere, safe_repr, was_queued
 
 if TYPE_CHECKING:
     from ._dispatcher import Dispatcher
@@ -42,6 +42,8 @@ _T = TypeVar("_T")
 
 class SettlesAFuture(Protocol):
     """A job that settles a future as it runs: a submitted call, or a chunk of mapped calls."""
+
+    told: bool  # the future was told the job starts, or will never start: it is not told again
 
     @property
     def future(self) -> Future[Any]: ...
@@ -308,7 +310,7 @@ def _after_waiting(dispatcher: Dispatcher, priority: int, pending: Pending, task
         return
     error = task.exception()
     if error is not None:
-        _refused(call.future, error)
+        _refused(call, error)
 
 
 def wait_for_calls(
@@ -362,23 +364,31 @@ def dispatch_or_settle(dispatcher: Dispatcher, priority: int, call: SettlesAFutu
     try:
         dispatcher.dispatch(call, priority=priority)
     except BaseException as error:
-        _refused(call.future, error)
+        _refused(call, error)
         if not isinstance(error, Exception):
             raise
 
 
-def _refused(future: Future[Any], error: BaseException) -> None:
+def _refused(call: SettlesAFuture, error: BaseException) -> None:
     """Settle the future of a call whose dispatch raised ``error``.
 
-    An `Exception` (`DispatcherClosed`, ...) means the call never entered the
-    pool: the future gets it. Ctrl-C may strike after the call was queued,
-    so the future is then cancelled, which the pool counts if it has the call.
+    Ctrl-C may strike after the call was queued (or run by the dispatching
+    thread): the future is then cancelled, and the pool, which has the call,
+    counts it and tells the future. Otherwise the call never entered the
+    pool: the future gets an `Exception` (`DispatcherClosed`, ...), or is
+    cancelled and told so (Ctrl-C), so that `concurrent.futures.wait` sees
+    it done.
     """
+    future = call.future
+    if call.told or was_queued(error):
+        future.cancel()
+        return
+    call.told = True  # before the call that tells it: the future is never told twice
     if isinstance(error, Exception):
         if future.set_running_or_notify_cancel():
             future.set_exception(error)
     else:
-        future.cancel()
+        cancel_and_notify(future)
 
 
 def _cancel_waiting(loop: asyncio.AbstractEventLoop, task: asyncio.Task[None], future: Future[Any]) -> None:

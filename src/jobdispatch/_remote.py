@@ -41,7 +41,9 @@ def run_job(payload: Payload, serializer: str = "pickle") -> object:
     Args:
         payload: The job, as made by the pool at dispatch.
         serializer: The module that pickled it (``"pickle"`` or
-            ``"cloudpickle"``), used to check that an exception can go back.
+            ``"cloudpickle"``), which pickles the job's exception and
+            result to send them back; ``"none"`` for an engine in this
+            process, which gets them as they are.
 
     Returns:
         The call's result for the executor view of a pool (pickled, unless

@@ -136,7 +136,10 @@ class DelayedJob:
         if timer is threading.current_thread():
             scheduler._serve_requests()  # a job run by the timer itself cancels another
         else:
-            ack.wait()
+            # In slices (see WAIT_SLICE): the timer may be running a job
+            # itself (its pool has no thread), or a batch's callback.
+            while not ack.wait(WAIT_SLICE):
+                pass
         return True
 
     def cancelled(self) -> bool:

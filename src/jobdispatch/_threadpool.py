@@ -54,12 +54,14 @@ class ThreadPoolExecutor(FuturesExecutor):
     Args:
         max_workers: Threads at most, started on demand; by default
             ``min(32, cpus + 4)``, counting the CPUs this process may use.
-        thread_name_prefix: The prefix of the threads' names.
+        thread_name_prefix: The prefix of the threads' names (``None``:
+            the default, as ``""``).
         initializer: Called as ``initializer(*initargs)`` once in each
             thread before its first call. If it raises, the executor breaks:
             the calls not started and every later ``submit`` raise
             `concurrent.futures.thread.BrokenThreadPool`.
-        initargs: The arguments of ``initializer``.
+        initargs: The arguments of ``initializer``: a tuple, or any
+            iterable, which is made a tuple at once.
         max_queue_size: Calls that may wait for a thread, or ``None`` (the
             default) for no limit, as in the standard library.
 
@@ -94,7 +96,7 @@ class ThreadPoolExecutor(FuturesExecutor):
             try:
                 initargs = tuple(initargs)
             except TypeError:
-                raise TypeError(f"initargs must be a tuple, got {initargs!r}") from None
+                raise TypeError(f"initargs must be an iterable, got {initargs!r}") from None
         if thread_name_prefix is None:  # as the standard library takes it: the default name
             thread_name_prefix = ""
         elif not isinstance(thread_name_prefix, str):
