@@ -924,6 +924,24 @@ class TestDispatcherSubmit:
 
 
 class TestThreadPoolExecutor:
+    def test_shutdown_after_one_whose_closer_never_started_returns(self, monkeypatch: pytest.MonkeyPatch) -> None:
+        """shutdown(wait=True) after a shutdown(wait=False) whose thread Ctrl-C kept from starting returns."""
+        real_start = threading.Thread.start
+
+        def interrupted(thread: threading.Thread) -> None:
+            if thread.name == "test-closer-shutdown":
+                raise KeyboardInterrupt  # as Ctrl-C in Thread.start, before the thread started
+            real_start(thread)
+
+        executor = ThreadPoolExecutor(1, thread_name_prefix="test-closer")
+        assert executor.submit(len, "ab").result(WAIT) == 2
+        monkeypatch.setattr(threading.Thread, "start", interrupted)
+        with pytest.raises(KeyboardInterrupt):
+            executor.shutdown(wait=False)
+        monkeypatch.undo()
+        executor.shutdown(wait=True)  # raised RuntimeError: cannot join thread before it is started
+        assert executor._dispatcher.closed
+
     def test_default_workers_follow_the_standard_library(self) -> None:
         """max_workers defaults to min(32, usable CPUs + 4)."""
         cpus = getattr(os, "process_cpu_count", os.cpu_count)() or os.cpu_count() or 1

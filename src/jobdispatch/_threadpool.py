@@ -18,6 +18,7 @@ from ._dispatcher import Dispatcher
 from ._errors import DispatcherClosed
 from ._futures import FuturesExecutor
 from ._rounds import current_pool
+from ._scheduler import join_thread
 from ._stats import PoolStats
 
 __all__ = ["ThreadPoolExecutor"]
@@ -164,7 +165,7 @@ class ThreadPoolExecutor(FuturesExecutor):
             self._dispatcher.finalize(cancel_pending=cancel_futures)
             closer = self._closer
             if closer is not None:
-                closer.join()  # it has nothing left to do
+                join_thread(closer, None)  # it has nothing left to do (or never started: Ctrl-C in its start)
             return
         with self._pending.lock:
             closer, start = self._closer, self._closer is None
