@@ -356,13 +356,18 @@ class TestBroken:
 class TestThreadSet:
     def test_private_thread_set_holds_the_threads_started(self, harness: Harness) -> None:
         """``_threads``, which some code reads, holds the threads started, at most max_workers, then all joinable."""
+        if harness.kind == "stdlib" and not getattr(sys, "_is_gil_enabled", lambda: True)():
+            # Seen here about once in a thousand runs: with all its threads
+            # busy and fewer than max_workers, it started none for the call.
+            pytest.skip("without the GIL, the standard library's executor at times starts no thread for a call")
         executor = harness.executor(3)
         assert executor.submit(int).result(WAIT) == 0
         gate = harness.gate()
-        started = [threading.Event() for _ in range(3)]
-        futures = [executor.submit(gated(gate, event)) for event in started]
-        for event in started:
-            assert event.wait(WAIT)
+        futures = []
+        for _ in range(3):  # one at a time: each call finds every thread busy, so each starts one
+            started = threading.Event()
+            futures.append(executor.submit(gated(gate, started)))
+            assert started.wait(WAIT)
         threads = executor._threads
         assert len(threads) == 3
         assert all(isinstance(thread, threading.Thread) and thread.name.startswith(PREFIX) for thread in threads)
