@@ -119,7 +119,11 @@ def _child_trial(scenario: str, use_sigterm: bool) -> None:
 
 def _child_block(call: str) -> None:
     """Block in one call on a pool held by a gated job, until SIGINT."""
+    import faulthandler
+
     from jobdispatch import Dispatcher, PoolConfig
+
+    faulthandler.register(signal.SIGUSR1, all_threads=True)  # the test asks for stacks before it kills a hung child
 
     gate = threading.Event()
     started = threading.Event()
@@ -664,7 +668,7 @@ def _interrupt(child: subprocess.Popen[str], signum: int) -> tuple[bool, int, st
     try:
         _, err = child.communicate(timeout=EXIT_WITHIN)
     except subprocess.TimeoutExpired:
-        if child.args[2] == "trial":  # the trial child dumps its threads' stacks on SIGUSR1
+        if child.args[2] in ("trial", "block"):  # these children dump their threads' stacks on SIGUSR1
             child.send_signal(signal.SIGUSR1)
             with contextlib.suppress(subprocess.TimeoutExpired):
                 child.wait(1)
@@ -709,7 +713,7 @@ class TestBlockedCalls:
         child = _start_child("block", call)
         _read_ready(child)
         exited, code, err = _interrupt(child, signal.SIGINT)
-        assert exited, f"still blocked {EXIT_WITHIN} s after Ctrl-C: {err[-600:]}"
+        assert exited, f"still blocked {EXIT_WITHIN} s after Ctrl-C: {err[-3000:]}"
         assert code == -signal.SIGINT, err
         assert err.rstrip().endswith("KeyboardInterrupt"), err
 
